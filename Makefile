@@ -1,0 +1,44 @@
+# The project's commands. Every target creates .venv and installs on first use,
+# so a fresh machine needs nothing but Python 3.11 and make.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev test lint format token clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the dependency list changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools.
+
+dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API.
+	$(PY) -m app.local
+
+test: $(STAMP) ## Run the whole test suite.
+	$(PY) -m pytest
+
+lint: $(STAMP) ## Ruff (lint and format check) and strict mypy.
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting.
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+token: $(STAMP) ## Mint a dev JWT for the local system (TENANT=demo|other).
+	$(PY) -m app.local.token --tenant $(or $(TENANT),demo)
+
+clean: ## Remove .venv and caches (keeps .local/ data).
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

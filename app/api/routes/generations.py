@@ -1,0 +1,158 @@
+"""Generation jobs: submit, read, list and cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import JsonValue
+from sqlalchemy import RowMapping
+
+from app import crud
+from app.api.deps import PrincipalDep, StateDep
+from app.core.errors import ApiError, error_responses
+from app.models import JobStatus
+from app.schemas import MAX_PAGE, MAX_PROMPT_BYTES, Generation, GenerationCreate, GenerationPage
+
+router = APIRouter(
+    prefix="/v1/generations",
+    tags=["generations"],
+    responses=error_responses(401, 403, 422, 500),
+)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a request safely: the same key and body return the original job.",
+    ),
+]
+
+
+def _has_nul(value: JsonValue) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _validate(body: GenerationCreate) -> None:
+    if len(body.prompt.encode()) > MAX_PROMPT_BYTES:
+        raise ApiError(413, "prompt_too_large", f"The prompt exceeds {MAX_PROMPT_BYTES} bytes.")
+    # Postgres text and jsonb cannot hold NUL; say so instead of failing in the database.
+    if "\x00" in body.prompt or _has_nul(body.params):
+        raise ApiError(422, "validation_error", "prompt and params must not contain NUL characters.")
+
+
+def _job(row: RowMapping) -> Generation:
+    return Generation.model_validate(dict(row))
+
+
+def _not_found(job_id: UUID) -> ApiError:
+    return ApiError(404, "not_found", f"No generation {job_id}.")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Generation,
+    summary="Submit a generation",
+    responses=error_responses(409, 413),
+)
+async def create_generation(
+    body: GenerationCreate,
+    principal: PrincipalDep,
+    state: StateDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> Generation:
+    """Queue a job. It is committed in Postgres before the 202 is sent."""
+    _validate(body)
+    body_hash = crud.request_hash(body.model_dump(mode="json")) if idempotency_key else None
+    try:
+        async with state.tenant(principal, provision=True) as conn:
+            row, created = await crud.create_generation(
+                conn,
+                org_id=principal.org_id,
+                user_id=principal.user_id,
+                prompt=body.prompt,
+                model=body.model or state.settings.default_model,
+                params=body.params,
+                idempotency_key=idempotency_key,
+                body_hash=body_hash,
+            )
+    except crud.IdempotencyConflictError:
+        raise ApiError(
+            409, "idempotency_conflict", "This Idempotency-Key was used with a different body."
+        ) from None
+    job = _job(row)
+    response.headers["Location"] = f"{router.prefix}/{job.id}"
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return job
+
+
+@router.get(
+    "/{job_id}", response_model=Generation, summary="Read a generation", responses=error_responses(404)
+)
+async def get_generation(job_id: UUID, principal: PrincipalDep, state: StateDep) -> Generation:
+    """One of the caller's organization's jobs."""
+    async with state.tenant(principal) as conn:
+        row = await crud.get_generation(conn, principal.org_id, job_id)
+    if row is None:
+        raise _not_found(job_id)
+    return _job(row)
+
+
+@router.get("", response_model=GenerationPage, summary="List generations")
+async def list_generations(
+    principal: PrincipalDep,
+    state: StateDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 20,
+) -> GenerationPage:
+    """The organization's jobs, newest first, by keyset pagination."""
+    try:
+        after = crud.decode_cursor(cursor) if cursor else None
+    except crud.InvalidCursorError:
+        raise ApiError(422, "invalid_cursor", "The cursor is not one this API issued.") from None
+    async with state.tenant(principal) as conn:
+        rows, next_cursor = await crud.list_generations(
+            conn, principal.org_id, status=status_filter, after=after, limit=limit
+        )
+    return GenerationPage(items=[_job(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Generation,
+    summary="Cancel a generation",
+    responses={
+        202: {"model": Generation, "description": "Running: the worker has been asked to stop."},
+        **error_responses(404, 409),
+    },
+)
+async def cancel_generation(
+    job_id: UUID, principal: PrincipalDep, state: StateDep, response: Response
+) -> Generation:
+    """A queued job is cancelled at once (200); a running one is asked to stop (202)."""
+    async with state.tenant(principal) as conn:
+        row = await crud.cancel_generation(conn, principal.org_id, job_id)
+    if row is None:
+        raise _not_found(job_id)
+    job = _job(row)
+    if job.status is JobStatus.RUNNING:
+        response.status_code = status.HTTP_202_ACCEPTED
+    elif job.status is not JobStatus.CANCELLED:
+        raise ApiError(409, "not_cancellable", f"The generation has already {job.status.value}.")
+    return job

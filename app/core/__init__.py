@@ -1,0 +1,1 @@
+"""Infrastructure-free building blocks shared by the API and the worker."""

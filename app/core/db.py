@@ -1,0 +1,101 @@
+"""Postgres access that works through Supabase's transaction-mode pooler, and tenant transactions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+from app.settings import PoolMode
+
+_DRIVERLESS = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
+
+
+def async_url(dsn: str) -> URL:
+    """The DSN with the asyncpg driver, whatever Postgres scheme it was given with."""
+    url = make_url(dsn)
+    if url.drivername in _DRIVERLESS:
+        url = url.set(drivername="postgresql+asyncpg")
+    if url.drivername != "postgresql+asyncpg":
+        raise ValueError(f"not a Postgres DSN: scheme {url.drivername!r}")
+    # asyncpg takes `ssl`, libpq-style DSNs say `sslmode`.
+    query = dict(url.query)
+    if "sslmode" in query:
+        query["ssl"] = query.pop("sslmode")
+    # SQLAlchemy keeps its own prepared-statement cache on top of asyncpg's; a pooler in
+    # transaction mode hands each transaction a different server connection, so neither may cache.
+    query["prepared_statement_cache_size"] = "0"
+    return url.set(query=query)
+
+
+def create_engine(
+    dsn: str,
+    *,
+    pool_mode: PoolMode,
+    pool_size: int = 5,
+    max_overflow: int = 5,
+    connect_timeout: float = 5.0,
+    application_name: str = "liftoff",
+) -> AsyncEngine:
+    """An engine that never relies on server-side prepared statements surviving a transaction."""
+    connect_args: dict[str, Any] = {
+        "statement_cache_size": 0,
+        # Unique names, so a statement prepared on one backend never collides on another.
+        "prepared_statement_name_func": lambda: f"__liftoff_{uuid4().hex}__",
+        "timeout": connect_timeout,
+        "server_settings": {"application_name": application_name},
+    }
+    if pool_mode is PoolMode.NULL:
+        # The pooler does the pooling; holding connections here would only pin its slots.
+        return create_async_engine(async_url(dsn), poolclass=NullPool, connect_args=connect_args)
+    return create_async_engine(
+        async_url(dsn),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+@asynccontextmanager
+async def tenant_transaction(
+    engine: AsyncEngine,
+    claims: dict[str, Any],
+    *,
+    tenant_claim: str,
+    statement_timeout_ms: int,
+    before: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction that runs as Supabase's `authenticated` role with the caller's JWT claims.
+
+    Row Level Security then confines every statement to the caller's organization, even one
+    that forgets its WHERE clause. Everything is transaction-local (`set_config(..., true)` is
+    `SET LOCAL`), so nothing leaks to the next user of a pooled connection. `before` runs first,
+    with the connection's own privileges, in the same transaction.
+    """
+    async with engine.begin() as conn:
+        if before is not None:
+            await before(conn)
+        # One round trip; set_config('role', ..., true) is SET LOCAL ROLE authenticated.
+        await conn.execute(
+            text(
+                "SELECT set_config('request.jwt.claims', :claims, true),"
+                " set_config('liftoff.tenant_claim', :tenant_claim, true),"
+                " set_config('statement_timeout', :timeout, true),"
+                " set_config('role', 'authenticated', true)"
+            ),
+            {
+                "claims": json.dumps(claims, separators=(",", ":")),
+                "tenant_claim": tenant_claim,
+                "timeout": str(statement_timeout_ms),
+            },
+        )
+        yield conn

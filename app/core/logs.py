@@ -1,0 +1,88 @@
+"""JSON log lines in Cloud Logging's structured format, trace-linked per request."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+TRACE_KEY = "logging.googleapis.com/trace"
+SPAN_KEY = "logging.googleapis.com/spanId"
+SAMPLED_KEY = "logging.googleapis.com/trace_sampled"
+
+# Cloud Logging reads `severity`; these are its names for Python's levels.
+_SEVERITY = {
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warning": "WARNING",
+    "warn": "WARNING",
+    "error": "ERROR",
+    "exception": "ERROR",
+    "critical": "CRITICAL",
+}
+
+
+def _cloud_logging_fields(_: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    level = event_dict.pop("level", method_name)
+    event_dict["severity"] = _SEVERITY.get(str(level).lower(), "DEFAULT")
+    event_dict["message"] = event_dict.pop("event", "")
+    return event_dict
+
+
+def parse_trace_context(header: str | None, project: str | None) -> dict[str, Any]:
+    """Log fields for an `X-Cloud-Trace-Context: TRACE_ID/SPAN_ID;o=1` header."""
+    if not header:
+        return {}
+    trace, _, rest = header.partition("/")
+    trace = trace.strip()
+    if not trace or len(trace) > 64 or not all(c in "0123456789abcdefABCDEF" for c in trace):
+        return {}
+    fields: dict[str, Any] = {TRACE_KEY: f"projects/{project}/traces/{trace}" if project else trace}
+    span, _, options = rest.partition(";")
+    if span.isdigit():
+        fields[SPAN_KEY] = span
+    if options.strip() in {"o=1", "o=0"}:
+        fields[SAMPLED_KEY] = options.strip() == "o=1"
+    return fields
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    """Route structlog and the standard library (uvicorn, SQLAlchemy) through one JSON renderer."""
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        structlog.processors.format_exc_info,
+    ]
+    renderer: Any
+    if fmt == "json":
+        shared.append(_cloud_logging_fields)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The access line comes from our own middleware, with the trace attached.
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True

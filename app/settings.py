@@ -1,0 +1,233 @@
+"""Runtime settings, and the one list of every environment variable the app reads.
+
+The infrastructure is tested against `ENV_VARS`: each entry says whether the variable
+is a secret (delivered by Secret Manager, never a plain value), whether a workload
+refuses to start without it, and which workloads read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(StrEnum):
+    """A workload that runs the app's image."""
+
+    API = "api"
+    WORKER = "worker"
+    MIGRATE = "migrate"
+
+
+class PoolMode(StrEnum):
+    """How the app pools Postgres connections."""
+
+    # NullPool when the URL points at Supabase's transaction pooler (port 6543), else QueuePool.
+    AUTO = "auto"
+    QUEUE = "queue"
+    NULL = "null"
+
+
+ALL_ROLES = frozenset(Role)
+SERVING = frozenset({Role.API, Role.WORKER})
+TRANSACTION_POOLER_PORT = 6543
+
+
+def _var(
+    description: str, *, used_by: frozenset[Role], secret: bool = False, required: bool = False
+) -> dict[str, Any]:
+    # Stored as JSON schema extras so that the contract lives on the field it describes.
+    return {
+        "description": description,
+        "json_schema_extra": {
+            "secret": secret,
+            "required": required,
+            "used_by": sorted(used_by),
+        },
+    }
+
+
+class SettingsError(ValueError):
+    """A workload's settings are missing or inconsistent; the message names the variables."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the API, the worker and the migrations, read from the environment."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    app_env: Literal["local", "test", "staging", "prod"] = Field(
+        "prod", **_var("Deployment environment; `local` enables the dev-token tool.", used_by=ALL_ROLES)
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        **_var(
+            "Pooled Postgres DSN for the app (Supabase transaction pooler, port 6543, in the cloud).",
+            used_by=SERVING,
+            secret=True,
+            required=True,
+        ),
+    )
+    migrations_database_url: SecretStr | None = Field(
+        None,
+        **_var(
+            "Direct or session-mode Postgres DSN that Alembic migrates over.",
+            used_by=frozenset({Role.MIGRATE}),
+            secret=True,
+            required=True,
+        ),
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        **_var("Redis DSN (`rediss://` in the cloud).", used_by=SERVING, secret=True, required=True),
+    )
+    db_pool_mode: PoolMode = Field(
+        PoolMode.AUTO, **_var("`auto`, `queue` or `null` (NullPool, for the pooler).", used_by=SERVING)
+    )
+    db_pool_size: int = Field(5, ge=1, le=100, **_var("QueuePool size per process.", used_by=SERVING))
+    db_max_overflow: int = Field(5, ge=0, le=100, **_var("QueuePool overflow per process.", used_by=SERVING))
+    db_connect_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, **_var("Timeout for opening a Postgres connection.", used_by=SERVING)
+    )
+    db_statement_timeout_ms: int = Field(
+        10_000, ge=0, **_var("statement_timeout for tenant transactions; 0 turns it off.", used_by=SERVING)
+    )
+    supabase_jwt_secret: SecretStr | None = Field(
+        None,
+        **_var(
+            "The Supabase project's JWT secret, for HS256 tokens.", used_by=frozenset({Role.API}), secret=True
+        ),
+    )
+    supabase_jwks_url: str | None = Field(
+        None,
+        **_var("The Supabase project's JWKS URL, for ES256 and RS256 tokens.", used_by=frozenset({Role.API})),
+    )
+    jwt_audience: str = Field("authenticated", **_var("Required `aud` claim.", used_by=frozenset({Role.API})))
+    jwt_leeway_seconds: int = Field(
+        30, ge=0, le=300, **_var("Clock-skew leeway for `exp` and `nbf`.", used_by=frozenset({Role.API}))
+    )
+    jwks_cache_seconds: int = Field(
+        600, ge=60, **_var("How long fetched JWKS keys are trusted.", used_by=frozenset({Role.API}))
+    )
+    tenant_claim: str = Field(
+        "app_metadata.organization_id",
+        pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$",
+        **_var("Dotted path of the organization id claim in the JWT.", used_by=frozenset({Role.API})),
+    )
+    default_model: str = Field(
+        "gpt-4o-mini", **_var("Model used when a request names none.", used_by=frozenset({Role.API}))
+    )
+    ready_timeout_seconds: float = Field(
+        1.0, gt=0, le=10, **_var("Per-dependency timeout of `/ready`.", used_by=frozenset({Role.API}))
+    )
+    sentry_dsn: SecretStr | None = Field(
+        None, **_var("Turns on Sentry error reporting.", used_by=SERVING, secret=True)
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", **_var("Minimum log severity.", used_by=ALL_ROLES)
+    )
+    log_format: Literal["json", "console"] = Field(
+        "json", **_var("`json` (Cloud Logging) or `console` (humans).", used_by=ALL_ROLES)
+    )
+    google_cloud_project: str | None = Field(
+        None, **_var("Project id used to link logs to Cloud Trace.", used_by=SERVING)
+    )
+    host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING))
+    port: int = Field(8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("supabase_jwks_url")
+    @classmethod
+    def _https_jwks(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        loopback = parts.hostname in {"127.0.0.1", "localhost", "::1"}
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError("must be an https:// URL (http:// is allowed for loopback only)")
+        return value
+
+    def require(self, role: Role) -> Settings:
+        """Check that everything `role` needs is set; raise SettingsError naming what is not."""
+        missing = [
+            var.name
+            for var in ENV_VARS
+            if var.required and role in var.used_by and getattr(self, var.name.lower()) is None
+        ]
+        if missing:
+            raise SettingsError(f"{role} needs these environment variables: {', '.join(missing)}")
+        if role is Role.API and self.supabase_jwt_secret is None and self.supabase_jwks_url is None:
+            raise SettingsError("api needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL to verify tokens")
+        return self
+
+    def secret(self, name: str) -> str:
+        """The value of a secret setting that `require` has checked; SettingsError if unset."""
+        value = getattr(self, name)
+        if not isinstance(value, SecretStr):
+            raise SettingsError(f"{name.upper()} is not set")
+        return value.get_secret_value()
+
+    def pool_mode(self) -> PoolMode:
+        """The pool mode in effect, with AUTO resolved against DATABASE_URL."""
+        if self.db_pool_mode is not PoolMode.AUTO:
+            return self.db_pool_mode
+        url = self.database_url.get_secret_value() if self.database_url else ""
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            port = None
+        return PoolMode.NULL if port == TRANSACTION_POOLER_PORT else PoolMode.QUEUE
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One environment variable of the app's contract with its infrastructure."""
+
+    name: str
+    secret: bool
+    required: bool
+    used_by: frozenset[Role]
+    description: str
+
+
+def _contract() -> tuple[EnvVar, ...]:
+    out = []
+    for field_name, field in Settings.model_fields.items():
+        extra = field.json_schema_extra
+        used_by = extra.get("used_by") if isinstance(extra, dict) else None
+        if not isinstance(extra, dict) or not isinstance(used_by, list):
+            raise TypeError(f"Settings.{field_name} lacks its contract entry (use _var)")
+        out.append(
+            EnvVar(
+                name=field_name.upper(),
+                secret=bool(extra["secret"]),
+                required=bool(extra["required"]),
+                used_by=frozenset(Role(str(r)) for r in used_by),
+                description=field.description or "",
+            )
+        )
+    return tuple(out)
+
+
+ENV_VARS: tuple[EnvVar, ...] = _contract()
+
+
+def env_vars_for(role: Role) -> tuple[EnvVar, ...]:
+    """The variables a workload reads, secrets included."""
+    return tuple(var for var in ENV_VARS if role in var.used_by)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

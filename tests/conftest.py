@@ -1,0 +1,189 @@
+"""Shared fixtures: real PostgreSQL and Redis for the session, the app, and tokens."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import FastAPI
+
+from app.local.servers import LocalPostgres, LocalRedis, free_port
+from app.main import create_app
+from app.migrate import upgrade
+from app.settings import Settings
+
+JWT_SECRET = "test-jwt-secret-of-at-least-thirty-two-bytes"
+ORG_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
+ORG_B = uuid.UUID("bbbbbbbb-0000-4000-8000-000000000002")
+USER_A = uuid.UUID("aaaaaaaa-1111-4000-8000-000000000001")
+USER_B = uuid.UUID("bbbbbbbb-1111-4000-8000-000000000002")
+TABLES = "generation_logs, generations, organization_members, organizations"
+
+
+@dataclass
+class Servers:
+    """The session's database and cache servers."""
+
+    postgres: LocalPostgres
+    redis: LocalRedis
+
+    @property
+    def dsn(self) -> str:
+        return self.postgres.dsn()
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    root = tmp_path_factory.mktemp("servers")
+    postgres = LocalPostgres(root / "postgres", free_port(), durable=False).start()
+    redis = LocalRedis(root / "redis", free_port(), durable=False).start()
+    try:
+        upgrade(postgres.dsn())
+        yield Servers(postgres, redis)
+    finally:
+        redis.stop()
+        postgres.stop()
+
+
+@dataclass
+class Jwks:
+    """An HTTP server publishing an EC and an RSA signing key, as a Supabase project does."""
+
+    url: str
+    ec_key: ec.EllipticCurvePrivateKey
+    rsa_key: rsa.RSAPrivateKey
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def jwks() -> Iterator[Jwks]:
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    keys = []
+    for kid, alg, key in (("ec-1", "ES256", ec_key), ("rsa-1", "RS256", rsa_key)):
+        algorithm = jwt.get_algorithm_by_name(alg)
+        jwk = json.loads(algorithm.to_jwk(key.public_key()))
+        keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
+    body = json.dumps({"keys": keys}).encode()
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Jwks(
+            url=f"http://127.0.0.1:{server.server_port}/auth/v1/.well-known/jwks.json",
+            ec_key=ec_key,
+            rsa_key=rsa_key,
+            requests=served,
+        )
+    finally:
+        server.shutdown()
+
+
+@pytest.fixture
+def settings(servers: Servers, jwks: Jwks) -> Settings:
+    return Settings(
+        app_env="test",
+        database_url=servers.dsn,
+        migrations_database_url=servers.dsn,
+        redis_url=servers.redis.url(),
+        supabase_jwt_secret=JWT_SECRET,
+        supabase_jwks_url=jwks.url,
+        log_format="console",
+    )
+
+
+async def truncate(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"TRUNCATE {TABLES} CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def app(settings: Settings, servers: Servers) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+    await truncate(servers.dsn)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+TokenFactory = Callable[..., str]
+
+
+def make_token(
+    *,
+    org: uuid.UUID | None = ORG_A,
+    user: uuid.UUID = USER_A,
+    key: Any = JWT_SECRET,
+    algorithm: str = "HS256",
+    kid: str | None = None,
+    lifetime: int = 3600,
+    **claims: Any,
+) -> str:
+    """A Supabase-shaped access token; keyword claims override or add to the defaults."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "sub": str(user),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "iat": now,
+        "exp": now + lifetime,
+    }
+    if org is not None:
+        payload["app_metadata"] = {"organization_id": str(org)}
+    payload.update(claims)
+    headers = {"kid": kid} if kid else None
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth_a() -> dict[str, str]:
+    return bearer(make_token(org=ORG_A, user=USER_A))
+
+
+@pytest.fixture
+def auth_b() -> dict[str, str]:
+    return bearer(make_token(org=ORG_B, user=USER_B))
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
