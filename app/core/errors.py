@@ -51,7 +51,13 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+# Codes for framework errors that have a better name than their HTTP phrase.
+_CODES = {413: "payload_too_large"}
+
+
 def _code_for(status: int) -> str:
+    if status in _CODES:
+        return _CODES[status]
     try:
         return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:

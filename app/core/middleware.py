@@ -6,21 +6,27 @@ import time
 import uuid
 
 import structlog
-from starlette.routing import Match, Router
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.errors import error_response
 from app.core.logs import parse_trace_context
 from app.core.metrics import ApiMetrics
 
 log = structlog.get_logger("app.access")
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413, before any of it reaches a route.
+class PayloadTooLargeError(StarletteHTTPException):
+    """The request body is over the limit. An HTTPException, so FastAPI's body reader lets it through."""
 
-    The body is read here (at most `max_bytes` + 1) and replayed, so a client that lies in
-    Content-Length, or sends no length at all, is held to the same limit.
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"The request body exceeds {limit} bytes.")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over `max_bytes` with 413.
+
+    The limit is enforced while the body is read, so a client that lies in Content-Length,
+    or sends none (chunked), is held to it too, and nothing over the limit is ever buffered.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
@@ -31,41 +37,22 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            if too_large:
+                raise PayloadTooLargeError(self.max_bytes)
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        replayed = False
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLargeError(self.max_bytes)
+            return message
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413, "payload_too_large", f"The request body exceeds {self.max_bytes} bytes."
-        )
-        await response(scope, receive, send)
+        await self.app(scope, limited, send)
 
 
 class RequestContextMiddleware:
@@ -117,12 +104,4 @@ def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     if route is not None and hasattr(route, "path"):
         return str(route.path)
-    # Refused before routing (413): find the route it was meant for.
-    app = scope.get("app")
-    router = getattr(app, "router", None)
-    if isinstance(router, Router):
-        for candidate in router.routes:
-            match, _ = candidate.matches(scope)
-            if match is Match.FULL and hasattr(candidate, "path"):
-                return str(candidate.path)
     return "unmatched"

@@ -41,6 +41,8 @@ class PortInUseError(ServerError):
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     """Whether nothing listens on host:port (checked by binding it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As servers do: connections of a stopped server lingering in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -59,7 +61,21 @@ def free_port(host: str = LOOPBACK) -> int:
 def postgres_ready(host: str, port: int) -> bool:
     """Whether a PostgreSQL server accepts connections on host:port."""
     result = subprocess.run(  # noqa: S603
-        [str(POSTGRES_BIN_PATH / "pg_isready"), "-q", "-h", host, "-p", str(port), "-U", "postgres", "-d", "postgres", "-t", "1"], check=False
+        [
+            str(POSTGRES_BIN_PATH / "pg_isready"),
+            "-q",
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-t",
+            "1",
+        ],
+        check=False,
     )
     return result.returncode == 0
 

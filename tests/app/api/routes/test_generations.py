@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -26,7 +27,9 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
 
 
 async def test_create_returns_202_with_location_and_is_committed(client, auth_a, servers: Servers):
-    response = await client.post(URL, json={"prompt": "a haiku", "params": {"temperature": 0.2}}, headers=auth_a)
+    response = await client.post(
+        URL, json={"prompt": "a haiku", "params": {"temperature": 0.2}}, headers=auth_a
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["status"] == "queued"
@@ -37,7 +40,10 @@ async def test_create_returns_202_with_location_and_is_committed(client, auth_a,
     # Committed before the 202: visible to an independent connection at once.
     conn = await asyncpg.connect(servers.dsn)
     try:
-        row = await conn.fetchrow("SELECT ai_status, organization_id, created_by FROM generations WHERE id = $1", uuid.UUID(job["id"]))
+        row = await conn.fetchrow(
+            "SELECT ai_status, organization_id, created_by FROM generations WHERE id = $1",
+            uuid.UUID(job["id"]),
+        )
     finally:
         await conn.close()
     assert row is not None
@@ -105,19 +111,23 @@ async def test_body_over_64_kib_is_413(client, auth_a):
 
 
 async def test_body_over_64_kib_without_content_length_is_413(client, auth_a):
-    async def chunks():
+    async def chunks() -> AsyncIterator[bytes]:
         yield b'{"prompt": "x", "params": {"blob": "'
         for _ in range(70):
             yield b"y" * 1024
         yield b'"}}'
 
-    response = await client.post(URL, content=chunks(), headers={**auth_a, "Content-Type": "application/json"})
+    response = await client.post(
+        URL, content=chunks(), headers={**auth_a, "Content-Type": "application/json"}
+    )
     assert "content-length" not in response.request.headers
     assert_error(response, 413, "payload_too_large")
 
 
 async def test_malformed_json_is_422(client, auth_a):
-    response = await client.post(URL, content=b"{not json", headers={**auth_a, "Content-Type": "application/json"})
+    response = await client.post(
+        URL, content=b"{not json", headers={**auth_a, "Content-Type": "application/json"}
+    )
     assert_error(response, 422, "validation_error")
 
 
@@ -134,7 +144,9 @@ class TestIdempotency:
     async def test_same_key_different_body_is_409(self, client, auth_a):
         headers = {**auth_a, "Idempotency-Key": "order-2"}
         await client.post(URL, json={"prompt": "x"}, headers=headers)
-        assert_error(await client.post(URL, json={"prompt": "y"}, headers=headers), 409, "idempotency_conflict")
+        assert_error(
+            await client.post(URL, json={"prompt": "y"}, headers=headers), 409, "idempotency_conflict"
+        )
 
     async def test_keys_are_scoped_to_the_tenant(self, client, auth_a, auth_b):
         key = {"Idempotency-Key": "shared"}
@@ -144,7 +156,9 @@ class TestIdempotency:
 
     async def test_invalid_key_is_422(self, client, auth_a):
         for key in ("", "k" * 256, "has space"):
-            response = await client.post(URL, json={"prompt": "x"}, headers={**auth_a, "Idempotency-Key": key})
+            response = await client.post(
+                URL, json={"prompt": "x"}, headers={**auth_a, "Idempotency-Key": key}
+            )
             assert_error(response, 422, "validation_error")
 
     async def test_fifty_concurrent_duplicates_create_exactly_one_job(self, client, auth_a, servers: Servers):
@@ -157,7 +171,9 @@ class TestIdempotency:
         assert sum(r.headers.get("Idempotent-Replayed") is None for r in responses) == 1
         conn = await asyncpg.connect(servers.dsn)
         try:
-            assert await conn.fetchval("SELECT count(*) FROM generations WHERE idempotency_key = 'burst'") == 1
+            assert (
+                await conn.fetchval("SELECT count(*) FROM generations WHERE idempotency_key = 'burst'") == 1
+            )
         finally:
             await conn.close()
 
