@@ -37,7 +37,8 @@ async def seeded(servers: Servers) -> AsyncIterator[uuid.UUID]:
         )
         await conn.execute(
             "INSERT INTO generation_logs"
-            " (generation_id, organization_id, attempt, status, provider, started_at) VALUES ($1, $2, 1, 'succeeded', 'local', now())",
+            " (generation_id, organization_id, attempt, status, provider, started_at)"
+            " VALUES ($1, $2, 1, 'succeeded', 'local', now())",
             job_id,
             ORG_A,
         )
