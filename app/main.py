@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import sentry_sdk
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from app.api.deps import reject_unknown_query_params
+from app.api.openapi import install_openapi
 from app.api.routes import generations, health, metrics
 from app.api.state import ApiState
 from app.core.errors import install_error_handlers
@@ -40,8 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Long-running AI generation jobs, with their state in Postgres.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_unknown_query_params)],
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(generations.router)

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+from typing_extensions import TypeAliasType
 
 from app.models import JobStatus
 
@@ -14,6 +15,12 @@ MAX_PROMPT_BYTES = 32 * 1024
 MAX_BODY_BYTES = 64 * 1024
 MAX_PAGE = 100
 
+# Postgres text and jsonb cannot hold NUL, so the contract excludes it everywhere.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+ParamValue = TypeAliasType(
+    "ParamValue",
+    "Text | int | float | bool | None | list[ParamValue] | dict[Text, ParamValue]",
+)
 ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 
 
@@ -22,9 +29,9 @@ class GenerationCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(min_length=1, description=f"At most {MAX_PROMPT_BYTES} bytes of UTF-8.")
+    prompt: Text = Field(min_length=1, description=f"At most {MAX_PROMPT_BYTES} bytes of UTF-8.")
     model: ModelName | None = Field(None, description="Provider model; the deployment's default if omitted.")
-    params: dict[str, JsonValue] = Field(default_factory=dict, description="Provider parameters.")
+    params: dict[Text, ParamValue] = Field(default_factory=dict, description="Provider parameters.")
 
 
 class Generation(BaseModel):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.state import ApiState
@@ -50,3 +53,26 @@ async def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+_declared_query: dict[int, frozenset[str]] = {}
+
+
+def _query_aliases(dependant: Dependant) -> Iterator[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_aliases(sub)
+
+
+def reject_unknown_query_params(request: Request) -> None:
+    """422 for query parameters a route does not declare, so a typo never silently filters nothing."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = _declared_query.get(id(route))
+    if allowed is None:
+        allowed = _declared_query[id(route)] = frozenset(_query_aliases(route.dependant))
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise ApiError(422, "unknown_parameter", f"Unknown query parameter: {names}.")

@@ -6,7 +6,6 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response, status
-from pydantic import JsonValue
 from sqlalchemy import RowMapping
 
 from app import crud
@@ -33,22 +32,9 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _has_nul(value: JsonValue) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _validate(body: GenerationCreate) -> None:
     if len(body.prompt.encode()) > MAX_PROMPT_BYTES:
         raise ApiError(413, "prompt_too_large", f"The prompt exceeds {MAX_PROMPT_BYTES} bytes.")
-    # Postgres text and jsonb cannot hold NUL; say so instead of failing in the database.
-    if "\x00" in body.prompt or _has_nul(body.params):
-        raise ApiError(422, "validation_error", "prompt and params must not contain NUL characters.")
 
 
 def _job(row: RowMapping) -> Generation:
@@ -64,7 +50,8 @@ def _not_found(job_id: UUID) -> ApiError:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=Generation,
     summary="Submit a generation",
-    responses=error_responses(409, 413),
+    # 400: a body that is not UTF-8 at all; malformed JSON is a 422 like any invalid body.
+    responses=error_responses(400, 409, 413),
 )
 async def create_generation(
     body: GenerationCreate,

@@ -1,0 +1,121 @@
+"""The settings contract: one list of every variable, with what the infrastructure must know."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import ENV_VARS, PoolMode, Role, Settings, SettingsError, env_vars_for
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's shell may have sourced .local/dev.env; these tests start from nothing."""
+    for var in ENV_VARS:
+        monkeypatch.delenv(var.name, raising=False)
+
+
+def by_name() -> dict[str, object]:
+    return {var.name: var for var in ENV_VARS}
+
+
+def test_contract_lists_every_setting_once():
+    names = [var.name for var in ENV_VARS]
+    assert len(names) == len(set(names))
+    assert set(names) == {name.upper() for name in Settings.model_fields}
+
+
+@pytest.mark.parametrize(
+    ("name", "secret", "required", "used_by"),
+    [
+        ("DATABASE_URL", True, True, {Role.API, Role.WORKER}),
+        ("MIGRATIONS_DATABASE_URL", True, True, {Role.MIGRATE}),
+        ("REDIS_URL", True, True, {Role.API, Role.WORKER}),
+        ("SUPABASE_JWT_SECRET", True, False, {Role.API}),
+        ("SENTRY_DSN", True, False, {Role.API, Role.WORKER}),
+        ("SUPABASE_JWKS_URL", False, False, {Role.API}),
+        ("PORT", False, False, {Role.API, Role.WORKER}),
+    ],
+)
+def test_contract_entries(name, secret, required, used_by):
+    var = by_name()[name]
+    assert (var.secret, var.required, var.used_by) == (secret, required, used_by)  # type: ignore[attr-defined]
+    assert var.description  # type: ignore[attr-defined]
+
+
+def test_migrate_does_not_read_the_pooled_url():
+    names = {var.name for var in env_vars_for(Role.MIGRATE)}
+    assert "MIGRATIONS_DATABASE_URL" in names
+    assert "DATABASE_URL" not in names
+
+
+def test_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:p@db:6543/postgres")
+    monkeypatch.setenv("LOG_LEVEL", "debug")
+    monkeypatch.setenv("PORT", "9000")
+    settings = Settings()
+    assert settings.secret("database_url") == "postgresql://u:p@db:6543/postgres"
+    assert settings.log_level == "DEBUG"
+    assert settings.port == 9000
+    assert "u:p" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("role", "missing"),
+    [
+        (Role.API, "DATABASE_URL, REDIS_URL"),
+        (Role.WORKER, "DATABASE_URL, REDIS_URL"),
+        (Role.MIGRATE, "MIGRATIONS_DATABASE_URL"),
+    ],
+)
+def test_require_names_what_is_missing(role, missing):
+    with pytest.raises(SettingsError, match=f"{role} needs these environment variables: {missing}"):
+        Settings().require(role)
+
+
+def test_api_needs_a_way_to_verify_tokens():
+    settings = Settings(database_url="postgresql://h/db", redis_url="redis://h")
+    with pytest.raises(SettingsError, match="SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL"):
+        settings.require(Role.API)
+    settings.model_copy(update={"supabase_jwks_url": "https://x.supabase.co/jwks"}).require(Role.API)
+
+
+@pytest.mark.parametrize(
+    ("url", "mode"),
+    [
+        ("postgresql://u:p@aws-0-eu-west-1.pooler.supabase.com:6543/postgres", PoolMode.NULL),
+        ("postgresql://u:p@db.ref.supabase.co:5432/postgres", PoolMode.QUEUE),
+        ("postgresql://u:p@localhost/postgres", PoolMode.QUEUE),
+    ],
+)
+def test_auto_pool_mode_uses_nullpool_behind_the_transaction_pooler(url, mode):
+    assert Settings(database_url=url).pool_mode() is mode
+
+
+def test_explicit_pool_mode_wins():
+    url = "postgresql://u:p@pooler:6543/postgres"
+    assert Settings(database_url=url, db_pool_mode=PoolMode.QUEUE).pool_mode() is PoolMode.QUEUE
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("supabase_jwks_url", "http://example.com/jwks", "https"),
+        ("port", 0, "port"),
+        ("tenant_claim", "app metadata", "tenant_claim"),
+        ("app_env", "production", "app_env"),
+        ("jwks_cache_seconds", 1, "jwks_cache_seconds"),
+    ],
+)
+def test_bad_values_name_the_setting(field, value, fragment):
+    with pytest.raises(ValidationError, match=fragment):
+        Settings(**{field: value})
+
+
+def test_secure_defaults():
+    settings = Settings()
+    assert settings.app_env == "prod"
+    assert settings.host == "127.0.0.1"
+    assert settings.jwt_audience == "authenticated"
