@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pydantic import ValidationError
+
 from app.settings import Role, SettingsError, get_settings
 
 
@@ -14,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = get_settings().require(Role(args.command))
-    except SettingsError as exc:
+    except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,7 @@ from app.local.servers import LOOPBACK, port_is_free, private_dir
 from app.local.token import mint_dev_token
 
 READY_TIMEOUT = 120.0
+STOPPED_BY_SIGNAL = {130, 143}
 
 
 def _command(*args: str) -> str:
@@ -42,7 +43,9 @@ def _write_env(config: LocalConfig, env: dict[str, str], tokens: dict[str, str])
 
 
 def _banner(config: LocalConfig, token: str) -> str:
-    env_file = os.path.relpath(config.env_file)
+    env_file = str(config.env_file)
+    if config.env_file.is_relative_to(Path.cwd()):
+        env_file = os.path.relpath(config.env_file)
     return f"""
 ==> Liftoff is running on this machine. Ctrl-C stops everything.
 
@@ -161,7 +164,8 @@ def main() -> int:
     threading.Thread(target=_announce_when_ready, args=(config, tokens["demo"]), daemon=True).start()
     threading.Thread(target=_stop_with_parent, daemon=True).start()
     manager.loop()
-    return manager.returncode or 0
+    # Stopped as asked (Ctrl-C, SIGTERM): a clean exit, not an error for make to report.
+    return 0 if manager.returncode in STOPPED_BY_SIGNAL else (manager.returncode or 0)
 
 
 if __name__ == "__main__":

