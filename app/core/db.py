@@ -35,6 +35,18 @@ def async_url(dsn: str) -> URL:
     return url.set(query=query)
 
 
+def pooler_safe_connect_args(connect_timeout: float, application_name: str) -> dict[str, Any]:
+    """asyncpg arguments for a pooler that hands each transaction a different server connection."""
+    return {
+        # No reuse of prepared statements across transactions...
+        "statement_cache_size": 0,
+        # ...and unique names, so a statement prepared on one backend never collides on another.
+        "prepared_statement_name_func": lambda: f"__liftoff_{uuid4().hex}__",
+        "timeout": connect_timeout,
+        "server_settings": {"application_name": application_name},
+    }
+
+
 def create_engine(
     dsn: str,
     *,
@@ -45,13 +57,7 @@ def create_engine(
     application_name: str = "liftoff",
 ) -> AsyncEngine:
     """An engine that never relies on server-side prepared statements surviving a transaction."""
-    connect_args: dict[str, Any] = {
-        "statement_cache_size": 0,
-        # Unique names, so a statement prepared on one backend never collides on another.
-        "prepared_statement_name_func": lambda: f"__liftoff_{uuid4().hex}__",
-        "timeout": connect_timeout,
-        "server_settings": {"application_name": application_name},
-    }
+    connect_args = pooler_safe_connect_args(connect_timeout, application_name)
     if pool_mode is PoolMode.NULL:
         # The pooler does the pooling; holding connections here would only pin its slots.
         return create_async_engine(async_url(dsn), poolclass=NullPool, connect_args=connect_args)
