@@ -119,3 +119,9 @@ def test_secure_defaults():
     assert settings.app_env == "prod"
     assert settings.host == "127.0.0.1"
     assert settings.jwt_audience == "authenticated"
+
+
+def test_readme_documents_every_variable(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    undocumented = [var.name for var in ENV_VARS if f"`{var.name}`" not in readme]
+    assert not undocumented, f"README.md does not mention: {undocumented}"
