@@ -1,4 +1,4 @@
-"""Entry points of the image: `python -m app api|migrate`."""
+"""Entry points of the image: `python -m app api|worker|migrate|cleanup`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,21 @@ from pydantic import ValidationError
 
 from app.settings import Role, SettingsError, get_settings
 
+ROLES = {"api": Role.API, "worker": Role.WORKER, "migrate": Role.MIGRATE, "cleanup": Role.WORKER}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
-    parser.add_argument("command", choices=["api", "migrate"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("api", help="serve the HTTP API on $HOST:$PORT")
+    commands.add_parser("worker", help="run generation jobs until SIGTERM")
+    commands.add_parser("migrate", help="alembic upgrade head over MIGRATIONS_DATABASE_URL")
+    cleanup = commands.add_parser("cleanup", help="delete generation_logs older than RETENTION_DAYS")
+    cleanup.add_argument("--days", type=int, help="override RETENTION_DAYS")
+    cleanup.add_argument("--batch", type=int, default=5_000, help="rows per transaction")
     args = parser.parse_args(argv)
     try:
-        settings = get_settings().require(Role(args.command))
+        settings = get_settings().require(ROLES[args.command])
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -27,21 +35,30 @@ def main(argv: list[str] | None = None) -> int:
         from app.migrate import upgrade
 
         upgrade()
-        return 0
+    elif args.command == "cleanup":
+        from app.worker.retention import run_cleanup
 
-    import uvicorn
+        if (args.days is not None and args.days < 1) or args.batch < 1:
+            parser.error("--days and --batch must be positive")
+        run_cleanup(settings, days=args.days, batch=args.batch)
+    elif args.command == "worker":
+        from app.worker.runner import run_worker
 
-    from app.main import create_app
+        run_worker(settings)
+    else:
+        import uvicorn
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=8,
-    )
+        from app.main import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+            timeout_graceful_shutdown=8,
+        )
     return 0
 
 

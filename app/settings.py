@@ -36,6 +36,7 @@ class PoolMode(StrEnum):
 
 ALL_ROLES = frozenset(Role)
 SERVING = frozenset({Role.API, Role.WORKER})
+WORKER = frozenset({Role.WORKER})
 TRANSACTION_POOLER_PORT = 6543
 
 
@@ -126,6 +127,57 @@ class Settings(BaseSettings):
     ready_timeout_seconds: float = Field(
         1.0, gt=0, le=10, **_var("Per-dependency timeout of `/ready`.", used_by=frozenset({Role.API}))
     )
+    ai_provider: Literal["local", "openai"] = Field(
+        "local", **_var("Generation provider: `local` (deterministic, offline) or `openai`.", used_by=WORKER)
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, **_var("API key of the openai provider.", used_by=WORKER, secret=True)
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", **_var("Base URL of the OpenAI-compatible API.", used_by=WORKER)
+    )
+    openai_timeout_seconds: float = Field(
+        120.0, gt=0, le=3600, **_var("Timeout of one provider call.", used_by=WORKER)
+    )
+    local_provider_latency_ms: int = Field(
+        0, ge=0, le=600_000, **_var("Simulated latency of the local provider.", used_by=WORKER)
+    )
+    local_provider_failure_rate: float = Field(
+        0.0, ge=0, le=1, **_var("Share of local-provider calls that fail (retryably).", used_by=WORKER)
+    )
+    worker_concurrency: int = Field(
+        4, ge=1, le=256, **_var("Jobs one worker process runs at once.", used_by=WORKER)
+    )
+    worker_max_attempts: int = Field(
+        5, ge=1, le=100, **_var("Attempts before a job is dead-lettered as failed.", used_by=WORKER)
+    )
+    worker_lease_seconds: float = Field(
+        60.0, ge=1, le=3600, **_var("How long a claimed job is held without a heartbeat.", used_by=WORKER)
+    )
+    worker_sweep_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=3600,
+        **_var("Period of the Postgres sweep for ready and abandoned jobs.", used_by=WORKER),
+    )
+    worker_wait_seconds: int = Field(
+        240, ge=1, le=3600, **_var("Timeout of the blocking Redis read while idle.", used_by=WORKER)
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        7.0, ge=0, le=60, **_var("Time in-flight jobs get to finish after SIGTERM.", used_by=WORKER)
+    )
+    worker_retry_base_seconds: float = Field(
+        2.0, gt=0, le=3600, **_var("First retry delay; doubles per attempt, with jitter.", used_by=WORKER)
+    )
+    worker_retry_max_seconds: float = Field(
+        300.0, gt=0, le=86_400, **_var("Longest retry delay.", used_by=WORKER)
+    )
+    retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        **_var("Age after which the cleanup command deletes generation_logs.", used_by=WORKER),
+    )
     sentry_dsn: SecretStr | None = Field(
         None, **_var("Turns on Sentry error reporting.", used_by=SERVING, secret=True)
     )
@@ -168,6 +220,8 @@ class Settings(BaseSettings):
             raise SettingsError(f"{role} needs these environment variables: {', '.join(missing)}")
         if role is Role.API and self.supabase_jwt_secret is None and self.supabase_jwks_url is None:
             raise SettingsError("api needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL to verify tokens")
+        if role is Role.WORKER and self.ai_provider == "openai" and self.openai_api_key is None:
+            raise SettingsError("worker needs OPENAI_API_KEY when AI_PROVIDER is openai")
         return self
 
     def secret(self, name: str) -> str:

@@ -11,6 +11,7 @@ from sqlalchemy import RowMapping
 from app import crud
 from app.api.deps import PrincipalDep, StateDep
 from app.core.errors import ApiError, error_responses
+from app.core.queue import signal_ready
 from app.models import JobStatus
 from app.schemas import MAX_PAGE, MAX_PROMPT_BYTES, Generation, GenerationCreate, GenerationPage
 
@@ -81,7 +82,11 @@ async def create_generation(
         ) from None
     job = _job(row)
     response.headers["Location"] = f"{router.prefix}/{job.id}"
-    if not created:
+    if created:
+        # After the commit: a worker woken early must find the row. If Redis is down the job
+        # is still safe in Postgres, and the workers' sweep finds it.
+        await signal_ready(state.redis, [job.id])
+    else:
         response.headers["Idempotent-Replayed"] = "true"
     return job
 

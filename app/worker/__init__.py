@@ -1,0 +1,1 @@
+"""The background worker: runs the generation jobs that the API accepts."""

@@ -1,0 +1,395 @@
+"""The worker process: claims jobs from Postgres, wakes on Redis hints, drains on SIGTERM.
+
+Design (see app/worker/README.md): Postgres is the queue and the source of truth. A claim is
+`FOR UPDATE SKIP LOCKED` under a lease that heartbeats extend; a worker that dies stops
+heartbeating, its lease runs out, and a sweep gives the job to another worker. Redis carries
+only wake-up hints: one LPUSH per job from the API, one long BRPOP here. While idle the worker
+sends one Redis command per WORKER_WAIT_SECONDS; everything periodic goes to Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from app.core.db import create_engine
+from app.core.queue import QUEUE_KEY, signal_ready
+from app.settings import Settings
+from app.worker import store
+from app.worker.jobs import JobContext, generate
+from app.worker.metrics import WorkerMetrics, serve
+from app.worker.providers import Provider, ProviderError, make_provider
+from app.worker.store import ClaimedJob, Outcome
+
+log = structlog.get_logger(__name__)
+
+StopReason = Literal["cancel", "shutdown", "lost"]
+# Errors of the database or its connection: a loop that meets one waits and tries again.
+DB_ERRORS = (SQLAlchemyError, DBAPIError, OSError, TimeoutError)
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+MAX_RETRY_AFTER_SECONDS = 86_400.0
+
+
+@dataclass
+class RunningJob:
+    """A job this process is running, and why it was told to stop, if it was."""
+
+    job: ClaimedJob
+    task: asyncio.Task[None] | None = None
+    stop_reason: StopReason | None = None
+    started: float = field(default_factory=time.monotonic)
+    # Once the outcome is being written, nothing may interrupt it.
+    finishing: bool = False
+
+    def stop(self, reason: StopReason) -> None:
+        if self.finishing or self.stop_reason is not None:
+            return
+        if self.task is not None and not self.task.done():
+            self.stop_reason = reason
+            self.task.cancel()
+
+
+class _Backoff:
+    """Exponential delays with jitter for loops that wait out an outage."""
+
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay = self.current
+        self.current = min(self.cap, self.current * 2)
+        return delay * random.uniform(0.5, 1.0)  # noqa: S311
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds before the next attempt: the provider's Retry-After if it gave one, else
+    exponential backoff with equal jitter (half fixed, half random)."""
+    if retry_after is not None:
+        return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
+    ceiling: float = min(cap, base * 2.0 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311
+
+
+class Worker:
+    """One worker process: N concurrent jobs on one event loop."""
+
+    def __init__(
+        self, settings: Settings, *, provider: Provider | None = None, worker_id: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
+        self.concurrency = settings.worker_concurrency
+        self.lease = settings.worker_lease_seconds
+        self.engine = create_engine(
+            settings.secret("database_url"),
+            pool_mode=settings.pool_mode(),
+            # Every running job may finish at once, beside the sweep and the heartbeat.
+            pool_size=max(settings.db_pool_size, self.concurrency + 2),
+            max_overflow=settings.db_max_overflow,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            application_name="liftoff-worker",
+        )
+        self.redis = Redis.from_url(
+            settings.secret("redis_url"),
+            socket_connect_timeout=5,
+            # The blocking read must be allowed to outlast its own timeout.
+            socket_timeout=settings.worker_wait_seconds + 15,
+            # No background PINGs or client metadata: on Upstash every command is billed.
+            health_check_interval=0,
+            lib_name=None,
+            lib_version=None,
+        )
+        self.provider = provider or make_provider(settings)
+        self.metrics = WorkerMetrics()
+        self.running: dict[UUID, RunningJob] = {}
+        self._claim_lock = asyncio.Lock()
+        self._slot_free = asyncio.Event()
+        self._slot_free.set()
+        self._poke = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._shutdown_deadline: float | None = None
+        self.released: list[UUID] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop fetching and drain (what SIGTERM does)."""
+        if not self._stopping.is_set():
+            log.info("worker_stopping", running=len(self.running))
+            self._stopping.set()
+
+    async def run(self, *, install_signals: bool = True, serve_http: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        server = None
+        if serve_http:
+            server = serve(self.metrics, self.settings.host, self.settings.port)
+            threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        log.info(
+            "worker_started",
+            worker=self.id,
+            concurrency=self.concurrency,
+            provider=self.provider.name,
+            port=self.settings.port if serve_http else None,
+        )
+        background = [
+            asyncio.create_task(self._fetch_loop(), name="fetch"),
+            asyncio.create_task(self._sweep_loop(), name="sweep"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._tick_loop(), name="tick"),
+        ]
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._drain(background)
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            await self.provider.aclose()
+            await self.redis.aclose()
+            await self.engine.dispose()
+            log.info("worker_stopped", worker=self.id, released=len(self.released))
+
+    async def _drain(self, background: list[asyncio.Task[None]]) -> None:
+        self._shutdown_deadline = time.monotonic() + self.settings.worker_shutdown_grace_seconds
+        fetch, sweep, heartbeat, tick = background
+        for task in (fetch, sweep):
+            task.cancel()
+        jobs = [rj.task for rj in self.running.values() if rj.task is not None]
+        if jobs:
+            _, pending = await asyncio.wait(jobs, timeout=self.settings.worker_shutdown_grace_seconds)
+            for rj in list(self.running.values()):
+                rj.stop("shutdown")
+            # Releases are single statements; give them a moment, not the full lease.
+            if pending:
+                await asyncio.wait(pending, timeout=1.5)
+        for task in (heartbeat, tick):
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self.released:
+            # Wake another worker at once for what this one gave back.
+            try:
+                await asyncio.wait_for(signal_ready(self.redis, self.released), timeout=1.0)
+            except TimeoutError:
+                log.warning("release_signal_timed_out", jobs=len(self.released))
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    async def _claim(self) -> list[ClaimedJob]:
+        async with self._claim_lock:
+            free = self.concurrency - len(self.running)
+            if free <= 0 or self._stopping.is_set():
+                return []
+            async with self.engine.begin() as conn:
+                jobs = await store.claim(conn, worker=self.id, limit=free, lease_seconds=self.lease)
+            for job in jobs:
+                self._start(job)
+            return jobs
+
+    async def _fetch_loop(self) -> None:
+        backoff = _Backoff()
+        while not self._stopping.is_set():
+            await self._slot_free.wait()
+            try:
+                if await self._claim():
+                    backoff.reset()
+                    continue
+            except DB_ERRORS as exc:
+                log.warning("claim_failed", error=repr(exc))
+                await asyncio.sleep(backoff.next())
+                continue
+            try:
+                # Nothing ready: sleep on Redis until the API signals a job, or the timeout.
+                await self.redis.brpop([QUEUE_KEY], timeout=self.settings.worker_wait_seconds)
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                # Jobs still run meanwhile: the sweep finds them in Postgres.
+                log.warning("queue_wait_failed", error=repr(exc))
+                await asyncio.sleep(backoff.next())
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with self.engine.begin() as conn:
+                    recovered = await store.recover_expired(
+                        conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
+                    )
+                for job_id, status in recovered:
+                    self.metrics.recovered.inc()
+                    if status == "failed":
+                        self.metrics.dead_lettered.inc()
+                    log.warning("lease_recovered", job_id=str(job_id), status=status)
+                await self._claim()
+                async with self.engine.connect() as conn:
+                    depth, oldest = await store.queue_stats(conn)
+                self.metrics.queue_depth.set(depth)
+                self.metrics.oldest_age.set(oldest)
+            except DB_ERRORS as exc:
+                log.warning("sweep_failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._poke.wait(), timeout=self.settings.worker_sweep_seconds)
+            except TimeoutError:
+                pass
+            self._poke.clear()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = min(self.lease / 3, 2.0)
+        while True:
+            await asyncio.sleep(interval)
+            held = [job_id for job_id, rj in self.running.items() if rj.stop_reason is None]
+            if not held:
+                continue
+            try:
+                async with self.engine.begin() as conn:
+                    leases = await store.heartbeat(
+                        conn, worker=self.id, job_ids=held, lease_seconds=self.lease
+                    )
+            except DB_ERRORS as exc:
+                log.warning("heartbeat_failed", jobs=len(held), error=repr(exc))
+                continue
+            for job_id in held:
+                rj = self.running.get(job_id)
+                if rj is None:
+                    continue
+                if job_id not in leases:
+                    log.warning("lease_lost", job_id=str(job_id))
+                    rj.stop("lost")
+                elif leases[job_id]:
+                    log.info("cancel_requested", job_id=str(job_id))
+                    rj.stop("cancel")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            self.metrics.tick()
+            await asyncio.sleep(5)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        running = RunningJob(job)
+        self.running[job.id] = running
+        running.task = asyncio.create_task(self._run(running), name=f"job-{job.id}")
+        self.metrics.running.set(len(self.running))
+        if len(self.running) >= self.concurrency:
+            self._slot_free.clear()
+
+    async def _run(self, rj: RunningJob) -> None:
+        job = rj.job
+        bound = log.bind(job_id=str(job.id), attempt=job.attempt)
+        bound.info("job_started")
+        outcome: Outcome | None
+        result: Any = None
+        error: str | None = None
+        retry_in = 0.0
+        try:
+            ctx = JobContext(job_id=job.id, attempt=job.attempt, provider=self.provider)
+            result = await generate(ctx, prompt=job.prompt, model=job.model, params=job.params)
+            outcome = Outcome.SUCCEEDED
+        except asyncio.CancelledError:
+            if rj.stop_reason is None:
+                raise
+            outcome = {"cancel": Outcome.CANCELLED, "shutdown": Outcome.RELEASED, "lost": None}[
+                rj.stop_reason
+            ]
+            error = "cancelled by request" if outcome is Outcome.CANCELLED else None
+        except Exception as exc:
+            # Unknown failures are retried: most are transient, and the attempt cap bounds the rest.
+            retryable = exc.retryable if isinstance(exc, ProviderError) else True
+            if not isinstance(exc, ProviderError):
+                bound.exception("job_crashed")
+            error = str(exc) or type(exc).__name__
+            self.metrics.failed.labels(retryable=str(retryable).lower()).inc()
+            if retryable and job.attempt < self.settings.worker_max_attempts:
+                retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
+                retry_in = retry_delay(
+                    job.attempt,
+                    self.settings.worker_retry_base_seconds,
+                    self.settings.worker_retry_max_seconds,
+                    retry_after,
+                )
+                outcome = Outcome.RETRY
+            else:
+                outcome = Outcome.FAILED
+        elapsed = time.monotonic() - rj.started
+        rj.finishing = True
+        try:
+            if outcome is not None:
+                written = await self._finish(job, outcome, result=result, error=error, retry_in=retry_in)
+                if written:
+                    self._count(outcome, job, retry_in, elapsed)
+                bound.info("job_finished", outcome=outcome.value, written=written, seconds=round(elapsed, 3))
+            else:
+                bound.warning("job_abandoned", reason="lease lost")
+        finally:
+            self.running.pop(job.id, None)
+            self.metrics.running.set(len(self.running))
+            self._slot_free.set()
+
+    def _count(self, outcome: Outcome, job: ClaimedJob, retry_in: float, elapsed: float) -> None:
+        self.metrics.duration.labels(outcome=outcome.value).observe(elapsed)
+        if outcome is Outcome.SUCCEEDED:
+            self.metrics.processed.inc()
+        elif outcome is Outcome.RETRY:
+            self.metrics.retried.inc()
+            # This worker will likely be the one to run it again: look as soon as it is due.
+            asyncio.get_running_loop().call_later(retry_in, self._poke.set)
+        elif outcome is Outcome.FAILED:
+            self.metrics.dead_lettered.inc()
+        elif outcome is Outcome.CANCELLED:
+            self.metrics.cancelled.inc()
+        elif outcome is Outcome.RELEASED:
+            self.metrics.released.inc()
+            self.released.append(job.id)
+
+    async def _finish(
+        self, job: ClaimedJob, outcome: Outcome, *, result: Any, error: str | None, retry_in: float
+    ) -> bool:
+        """Write the outcome, retrying through a database outage for as long as the lease could last."""
+        deadline = time.monotonic() + self.lease
+        if self._shutdown_deadline is not None:
+            deadline = min(deadline, self._shutdown_deadline + 1.5)
+        backoff = _Backoff(first=0.1, cap=2.0)
+        while True:
+            try:
+                async with self.engine.begin() as conn:
+                    return await store.finish(
+                        conn,
+                        job,
+                        worker=self.id,
+                        outcome=outcome,
+                        provider=self.provider.name,
+                        result=result,
+                        error=error,
+                        retry_in=retry_in,
+                    )
+            except DB_ERRORS as exc:
+                delay = backoff.next()
+                if time.monotonic() + delay > deadline:
+                    # The lease will run out and another worker will run the job again.
+                    log.error("finish_abandoned", job_id=str(job.id), outcome=outcome.value, error=repr(exc))
+                    return False
+                log.warning("finish_retrying", job_id=str(job.id), error=repr(exc))
+                await asyncio.sleep(delay)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run a worker until SIGTERM or SIGINT."""
+    asyncio.run(Worker(settings).run())

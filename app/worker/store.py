@@ -1,0 +1,228 @@
+"""The job queue in Postgres: SKIP LOCKED claims under a lease, and idempotent final writes.
+
+Every state change is one statement, and every attempt leaves one generation_logs row:
+written by the worker that ran it, or, if that worker died, by whoever recovers the lease.
+A final write only lands while its attempt still holds the lease, so a job has one result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+LOST_LEASE_ERROR = "lease expired: the worker stopped responding"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker holds the lease on, for one attempt."""
+
+    id: UUID
+    organization_id: UUID
+    prompt: str
+    model: str
+    params: dict[str, Any]
+    attempt: int
+    started_at: datetime
+
+
+class Outcome(StrEnum):
+    """How an attempt ended; also the generation_logs status."""
+
+    SUCCEEDED = "succeeded"
+    RETRY = "retry"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"
+
+
+# The job's status after each outcome.
+_NEXT_STATUS = {
+    Outcome.SUCCEEDED: "succeeded",
+    Outcome.RETRY: "queued",
+    Outcome.FAILED: "failed",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.RELEASED: "queued",
+}
+
+_CLAIM = text(
+    """
+    WITH ready AS (
+      SELECT id FROM generations
+      WHERE ai_status = 'queued' AND run_after <= now()
+      ORDER BY run_after, created_at
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED
+    )
+    UPDATE generations g
+    SET ai_status = 'running',
+        attempts = g.attempts + 1,
+        leased_by = :worker,
+        lease_expires_at = now() + make_interval(secs => :lease),
+        started_at = coalesce(g.started_at, now()),
+        updated_at = now()
+    FROM ready
+    WHERE g.id = ready.id
+    RETURNING g.id, g.organization_id, g.prompt, g.model, g.params, g.attempts, g.updated_at
+    """
+)
+
+_RECOVER = text(
+    """
+    WITH expired AS (
+      SELECT id, updated_at AS attempt_started FROM generations
+      WHERE ai_status = 'running' AND lease_expires_at < now()
+      ORDER BY lease_expires_at
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED
+    ), recovered AS (
+      UPDATE generations g
+      SET ai_status = CASE WHEN g.cancel_requested THEN 'cancelled'
+                           WHEN g.attempts >= :max_attempts THEN 'failed'
+                           ELSE 'queued' END,
+          error = CASE WHEN g.cancel_requested THEN g.error ELSE :lost_error END,
+          finished_at = CASE WHEN g.cancel_requested OR g.attempts >= :max_attempts THEN now() END,
+          run_after = now(),
+          lease_expires_at = NULL,
+          leased_by = NULL,
+          updated_at = now()
+      FROM expired
+      WHERE g.id = expired.id
+      RETURNING g.id, g.organization_id, g.attempts, g.ai_status, expired.attempt_started
+    ), logged AS (
+      INSERT INTO generation_logs
+        (generation_id, organization_id, attempt, status, provider,
+         started_at, finished_at, duration_ms, error)
+      SELECT id, organization_id, attempts, 'lost', :provider, attempt_started, now(),
+             (extract(epoch FROM now() - attempt_started) * 1000)::int, :lost_error
+      FROM recovered
+    )
+    SELECT id, ai_status FROM recovered
+    """
+)
+
+_HEARTBEAT = text(
+    """
+    UPDATE generations
+    SET lease_expires_at = now() + make_interval(secs => :lease)
+    WHERE id = ANY(:ids) AND leased_by = :worker AND ai_status = 'running'
+    RETURNING id, cancel_requested
+    """
+)
+
+_FINISH = text(
+    """
+    WITH done AS (
+      UPDATE generations
+      SET ai_status = :status,
+          result = CAST(:result AS jsonb),
+          error = :error,
+          attempts = attempts - :refund,
+          run_after = now() + make_interval(secs => :delay),
+          finished_at = CASE WHEN :terminal THEN now() END,
+          lease_expires_at = NULL,
+          leased_by = NULL,
+          updated_at = now()
+      WHERE id = :id AND leased_by = :worker AND attempts = :attempt AND ai_status = 'running'
+      RETURNING id, organization_id
+    )
+    INSERT INTO generation_logs
+      (generation_id, organization_id, attempt, status, provider,
+       started_at, finished_at, duration_ms, error)
+    SELECT id, organization_id, :attempt, :outcome, :provider, :started_at, now(),
+           (extract(epoch FROM now() - :started_at) * 1000)::int, :error
+    FROM done
+    RETURNING generation_id
+    """
+)
+
+_QUEUE_STATS = text(
+    """
+    SELECT count(*) AS depth,
+           coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_age
+    FROM generations WHERE ai_status = 'queued'
+    """
+)
+
+
+async def claim(conn: AsyncConnection, *, worker: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+    """Take up to `limit` ready jobs, oldest first, skipping rows other workers are claiming."""
+    rows = await conn.execute(_CLAIM, {"worker": worker, "limit": limit, "lease": lease_seconds})
+    return [
+        ClaimedJob(
+            id=row.id,
+            organization_id=row.organization_id,
+            prompt=row.prompt,
+            model=row.model,
+            params=row.params,
+            attempt=row.attempts,
+            started_at=row.updated_at,
+        )
+        for row in rows
+    ]
+
+
+async def recover_expired(
+    conn: AsyncConnection, *, max_attempts: int, provider: str, limit: int = 100
+) -> list[tuple[UUID, str]]:
+    """Return jobs of dead workers to the queue (or fail them, out of attempts), logging each lost attempt."""
+    rows = await conn.execute(
+        _RECOVER,
+        {"limit": limit, "max_attempts": max_attempts, "provider": provider, "lost_error": LOST_LEASE_ERROR},
+    )
+    return [(row.id, row.ai_status) for row in rows]
+
+
+async def heartbeat(
+    conn: AsyncConnection, *, worker: str, job_ids: list[UUID], lease_seconds: float
+) -> dict[UUID, bool]:
+    """Extend the leases still held; for each, whether a cancel was asked. Missing ids were lost."""
+    rows = await conn.execute(_HEARTBEAT, {"ids": job_ids, "worker": worker, "lease": lease_seconds})
+    return {row.id: row.cancel_requested for row in rows}
+
+
+async def finish(
+    conn: AsyncConnection,
+    job: ClaimedJob,
+    *,
+    worker: str,
+    outcome: Outcome,
+    provider: str,
+    result: Any = None,
+    error: str | None = None,
+    retry_in: float = 0.0,
+) -> bool:
+    """Record how this attempt ended. False if the lease was lost: another attempt owns the job."""
+    terminal = outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED)
+    written = await conn.execute(
+        _FINISH,
+        {
+            "id": job.id,
+            "worker": worker,
+            "attempt": job.attempt,
+            "status": _NEXT_STATUS[outcome],
+            "outcome": outcome.value,
+            "result": json.dumps(result) if outcome is Outcome.SUCCEEDED else None,
+            "error": error,
+            # A release gives the attempt back: the job did not fail, the worker went away.
+            "refund": 1 if outcome is Outcome.RELEASED else 0,
+            "delay": retry_in,
+            "terminal": terminal,
+            "provider": provider,
+            "started_at": job.started_at,
+        },
+    )
+    return written.first() is not None
+
+
+async def queue_stats(conn: AsyncConnection) -> tuple[int, float]:
+    """How many jobs wait, and the age in seconds of the oldest."""
+    row = (await conn.execute(_QUEUE_STATS)).one()
+    return int(row.depth), float(row.oldest_age)
