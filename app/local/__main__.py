@@ -50,6 +50,7 @@ def _banner(config: LocalConfig, token: str) -> str:
 ==> Liftoff is running on this machine. Ctrl-C stops everything.
 
     API: {config.api_url}   (docs: {config.api_url}/docs)
+    Worker: http://{LOOPBACK}:{config.worker_port}/metrics
     Postgres: {config.database_url}
     Redis: {config.redis_url}
     Settings and tokens: {env_file}
@@ -98,11 +99,12 @@ def main() -> int:
         return 2
     ports = {
         "API": ("LIFTOFF_API_PORT", config.api_port),
+        "worker": ("LIFTOFF_WORKER_PORT", config.worker_port),
         "Postgres": ("LIFTOFF_PG_PORT", config.pg_port),
         "Redis": ("LIFTOFF_REDIS_PORT", config.redis_port),
     }
     if len({port for _, port in ports.values()}) != len(ports):
-        print("error: the API, Postgres and Redis ports must differ", file=sys.stderr)
+        print("error: the API, worker, Postgres and Redis ports must differ", file=sys.stderr)
         return 2
     for what, (variable, port) in ports.items():
         if not port_is_free(port):
@@ -160,6 +162,9 @@ def main() -> int:
         cwd=cwd,
     )
     manager.add_process("api", _command("-m", "app.local.bootstrap"), env=env, cwd=cwd)
+    # The worker waits for the API's bootstrap (migrations) by waiting for the API itself.
+    worker_env = {**env, "PORT": str(config.worker_port)}
+    manager.add_process("worker", _command("-m", "app.local.bootstrap", "--worker"), env=worker_env, cwd=cwd)
 
     threading.Thread(target=_announce_when_ready, args=(config, tokens["demo"]), daemon=True).start()
     threading.Thread(target=_stop_with_parent, daemon=True).start()

@@ -1,7 +1,8 @@
-"""The local API process: wait for the servers, migrate, seed the demo tenants, then serve.
+"""The local app processes: wait for what they need, then exec the real command.
 
-Run by `make dev` as `python -m app.local.bootstrap`; it ends by exec-ing `python -m app api`,
-so the supervisor's signals reach the API itself.
+`python -m app.local.bootstrap` waits for the servers, migrates, seeds the demo tenants and
+becomes `python -m app api`; with `--worker` it waits for the API and becomes
+`python -m app worker`. Exec, so that the supervisor's signals reach the app itself.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import urllib.request
 
 from sqlalchemy import text
 
@@ -43,8 +45,25 @@ async def _seed(dsn: str) -> None:
         await engine.dispose()
 
 
-def main() -> int:
+def _api_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    worker = "--worker" in (sys.argv[1:] if argv is None else argv)
     config = LocalConfig.from_env()
+    if worker:
+        # The API process migrates; the worker starts once the API says the schema is there.
+        try:
+            wait_until(lambda: _api_ready(config.api_url), "the API", WAIT_SECONDS * 2)
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        os.execv(sys.executable, [sys.executable, "-m", "app", "worker"])  # noqa: S606
     try:
         wait_until(lambda: postgres_ready(LOOPBACK, config.pg_port), "postgres", WAIT_SECONDS)
         wait_until(lambda: redis_ready(LOOPBACK, config.redis_port), "redis", WAIT_SECONDS)

@@ -38,6 +38,7 @@ class LocalConfig:
 
     root: Path
     api_port: int
+    worker_port: int
     pg_port: int
     redis_port: int
 
@@ -46,6 +47,7 @@ class LocalConfig:
         return cls(
             root=Path(os.environ.get("LIFTOFF_LOCAL_DIR", ".local")).resolve(),
             api_port=_port("LIFTOFF_API_PORT", 8000),
+            worker_port=_port("LIFTOFF_WORKER_PORT", 8001),
             pg_port=_port("LIFTOFF_PG_PORT", 54320),
             redis_port=_port("LIFTOFF_REDIS_PORT", 63790),
         )

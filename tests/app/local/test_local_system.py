@@ -32,6 +32,7 @@ class DevSystem:
 
     root: Path
     api_port: int
+    worker_port: int
     pg_port: int
     redis_port: int
     process: subprocess.Popen[bytes] | None = None
@@ -49,6 +50,7 @@ class DevSystem:
         env.update(
             LIFTOFF_LOCAL_DIR=str(self.root),
             LIFTOFF_API_PORT=str(self.api_port),
+            LIFTOFF_WORKER_PORT=str(self.worker_port),
             LIFTOFF_PG_PORT=str(self.pg_port),
             LIFTOFF_REDIS_PORT=str(self.redis_port),
             PYTHON=sys.executable,
@@ -117,7 +119,9 @@ class DevSystem:
 @pytest.fixture(scope="module")
 def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSystem]:
     repo = Path(__file__).resolve().parents[3]
-    system = DevSystem(tmp_path_factory.mktemp("dev") / ".local", free_port(), free_port(), free_port())
+    system = DevSystem(
+        tmp_path_factory.mktemp("dev") / ".local", free_port(), free_port(), free_port(), free_port()
+    )
     system.start(repo)
     try:
         yield system
@@ -126,14 +130,21 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSystem]:
             system.stop()
 
 
+def wait_listening(host: Any, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not host.socket(f"tcp://127.0.0.1:{port}").is_listening and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def host() -> Any:
     return testinfra.get_host("local://")
 
 
 def test_api_and_servers_listen_on_loopback_only(dev: DevSystem, host: Any):
+    wait_listening(host, dev.worker_port)
     listening = host.socket.get_listening_sockets()
-    for port in (dev.api_port, dev.pg_port, dev.redis_port):
+    for port in (dev.api_port, dev.worker_port, dev.pg_port, dev.redis_port):
         assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, port
         binds = [s for s in listening if s.endswith(f":{port}")]
         assert binds == [f"tcp://127.0.0.1:{port}"], binds
@@ -145,6 +156,7 @@ def test_processes_are_alive(dev: DevSystem, host: Any):
     assert f"-p {dev.pg_port}" in commands
     assert f"--port {dev.redis_port}" in commands
     assert "-m app api" in commands
+    assert "-m app worker" in commands
 
 
 def test_data_directories_are_private(dev: DevSystem, host: Any):
@@ -180,18 +192,31 @@ def test_a_job_is_submitted_and_read_back_by_its_tenant_only(dev: DevSystem):
     assert status == 404
 
 
+def test_the_worker_completes_a_submitted_job(dev: DevSystem):
+    token = dev.dev_env()["LIFTOFF_DEV_TOKEN"]
+    _, job = dev.request("POST", "/v1/generations", token, {"prompt": "run me"})
+    deadline = time.monotonic() + 30
+    while True:
+        _, read = dev.request("GET", f"/v1/generations/{job['id']}", token)
+        if read["status"] == "succeeded" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert read["status"] == "succeeded", read
+    assert "run me" in read["result"]["text"]
+
+
 def test_sigterm_stops_everything_and_data_survives_a_restart(dev: DevSystem, host: Any):
     env = dev.dev_env()
     _, job = dev.request("POST", "/v1/generations", env["LIFTOFF_DEV_TOKEN"], {"prompt": "keep me"})
     # make waits for its children, then dies of the SIGTERM it was sent.
     assert dev.stop() in (0, -signal.SIGTERM)
     log = dev.log.read_text()
-    for name in ("postgres", "redis", "api"):
+    for name in ("postgres", "redis", "api", "worker"):
         assert f"{name} stopped" in log
     commands = " ".join(p.args for p in host.process.filter())
     assert f"-p {dev.pg_port}" not in commands
     assert f"--port {dev.redis_port}" not in commands
-    for port in (dev.api_port, dev.pg_port, dev.redis_port):
+    for port in (dev.api_port, dev.worker_port, dev.pg_port, dev.redis_port):
         assert not host.socket(f"tcp://127.0.0.1:{port}").is_listening
 
     dev.start(Path(__file__).resolve().parents[3])
@@ -209,6 +234,7 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path):
             **os.environ,
             "LIFTOFF_LOCAL_DIR": str(tmp_path / ".local"),
             "LIFTOFF_API_PORT": str(port),
+            "LIFTOFF_WORKER_PORT": str(free_port()),
             "LIFTOFF_PG_PORT": str(free_port()),
             "LIFTOFF_REDIS_PORT": str(free_port()),
         }
