@@ -21,14 +21,16 @@ async def _seed_logs(dsn: str, redis_url: str, old: int, recent: int) -> None:
     try:
         await conn.execute(
             "INSERT INTO generation_logs"
-            " (generation_id, organization_id, attempt, status, provider, started_at, created_at) SELECT $1, organization_id, n, 'retry', 'local', now(), now() - interval '40 days'"
+            " (generation_id, organization_id, attempt, status, provider, started_at, created_at)"
+            " SELECT $1, organization_id, n, 'retry', 'local', now(), now() - interval '40 days'"
             " FROM generations, generate_series(1, $2) AS n WHERE id = $1",
             job_id,
             old,
         )
         await conn.execute(
             "INSERT INTO generation_logs"
-            " (generation_id, organization_id, attempt, status, provider, started_at) SELECT $1, organization_id, n, 'succeeded', 'local', now()"
+            " (generation_id, organization_id, attempt, status, provider, started_at)"
+            " SELECT $1, organization_id, n, 'succeeded', 'local', now()"
             " FROM generations, generate_series(1, $2) AS n WHERE id = $1",
             job_id,
             recent,
