@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     db_pool_mode: PoolMode = Field(
         PoolMode.AUTO, **_var("`auto`, `queue` or `null` (NullPool, for the pooler).", used_by=SERVING)
     )
+    db_transaction_pooler: bool | None = Field(
+        None,
+        **_var(
+            "Whether DATABASE_URL is a transaction-mode pooler (no prepared-statement reuse);"
+            " unset: yes when its port is 6543.",
+            used_by=SERVING,
+        ),
+    )
     db_pool_size: int = Field(5, ge=1, le=100, **_var("QueuePool size per process.", used_by=SERVING))
     db_max_overflow: int = Field(5, ge=0, le=100, **_var("QueuePool overflow per process.", used_by=SERVING))
     db_connect_timeout_seconds: float = Field(
@@ -231,16 +239,21 @@ class Settings(BaseSettings):
             raise SettingsError(f"{name.upper()} is not set")
         return value.get_secret_value()
 
-    def pool_mode(self) -> PoolMode:
-        """The pool mode in effect, with AUTO resolved against DATABASE_URL."""
-        if self.db_pool_mode is not PoolMode.AUTO:
-            return self.db_pool_mode
+    def transaction_pooler(self) -> bool:
+        """Whether DATABASE_URL goes through a transaction-mode pooler such as Supavisor's port 6543."""
+        if self.db_transaction_pooler is not None:
+            return self.db_transaction_pooler
         url = self.database_url.get_secret_value() if self.database_url else ""
         try:
-            port = urlsplit(url).port
+            return urlsplit(url).port == TRANSACTION_POOLER_PORT
         except ValueError:
-            port = None
-        return PoolMode.NULL if port == TRANSACTION_POOLER_PORT else PoolMode.QUEUE
+            return False
+
+    def pool_mode(self) -> PoolMode:
+        """The pool mode in effect: AUTO is NullPool behind a transaction pooler, else QueuePool."""
+        if self.db_pool_mode is not PoolMode.AUTO:
+            return self.db_pool_mode
+        return PoolMode.NULL if self.transaction_pooler() else PoolMode.QUEUE
 
 
 @dataclass(frozen=True, slots=True)

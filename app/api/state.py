@@ -47,6 +47,7 @@ class ApiState:
             engine=create_engine(
                 settings.secret("database_url"),
                 pool_mode=settings.pool_mode(),
+                transaction_pooler=settings.transaction_pooler(),
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
                 connect_timeout=settings.db_connect_timeout_seconds,

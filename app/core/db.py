@@ -29,9 +29,6 @@ def async_url(dsn: str) -> URL:
     query = dict(url.query)
     if "sslmode" in query:
         query["ssl"] = query.pop("sslmode")
-    # SQLAlchemy keeps its own prepared-statement cache on top of asyncpg's; a pooler in
-    # transaction mode hands each transaction a different server connection, so neither may cache.
-    query["prepared_statement_cache_size"] = "0"
     return url.set(query=query)
 
 
@@ -51,18 +48,28 @@ def create_engine(
     dsn: str,
     *,
     pool_mode: PoolMode,
+    transaction_pooler: bool = True,
     pool_size: int = 5,
     max_overflow: int = 5,
     connect_timeout: float = 5.0,
     application_name: str = "liftoff",
 ) -> AsyncEngine:
-    """An engine that never relies on server-side prepared statements surviving a transaction."""
-    connect_args = pooler_safe_connect_args(connect_timeout, application_name)
+    """An engine for `dsn`. Behind a transaction-mode pooler (the safe default) it never relies
+    on a prepared statement outliving its use; on a session or direct connection it caches them,
+    which saves a round trip per statement."""
+    url = async_url(dsn)
+    if transaction_pooler:
+        # SQLAlchemy keeps its own prepared-statement cache on top of asyncpg's; a pooler in
+        # transaction mode hands each transaction another server connection, so neither may cache.
+        url = url.update_query_dict({"prepared_statement_cache_size": "0"})
+        connect_args = pooler_safe_connect_args(connect_timeout, application_name)
+    else:
+        connect_args = {"timeout": connect_timeout, "server_settings": {"application_name": application_name}}
     if pool_mode is PoolMode.NULL:
         # The pooler does the pooling; holding connections here would only pin its slots.
-        return create_async_engine(async_url(dsn), poolclass=NullPool, connect_args=connect_args)
+        return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
     return create_async_engine(
-        async_url(dsn),
+        url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,

@@ -99,12 +99,15 @@ class Worker:
         self.engine = create_engine(
             settings.secret("database_url"),
             pool_mode=settings.pool_mode(),
+            transaction_pooler=settings.transaction_pooler(),
             # Every running job may finish at once, beside the sweep and the heartbeat.
             pool_size=max(settings.db_pool_size, self.concurrency + 2),
             max_overflow=settings.db_max_overflow,
             connect_timeout=settings.db_connect_timeout_seconds,
             application_name="liftoff-worker",
         )
+        # Every statement here is atomic on its own: no BEGIN and COMMIT round trips around it.
+        self.db = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.redis = Redis.from_url(
             settings.secret("redis_url"),
             socket_connect_timeout=5,
@@ -118,6 +121,8 @@ class Worker:
         self.provider = provider or make_provider(settings)
         self.metrics = WorkerMetrics()
         self.running: dict[UUID, RunningJob] = {}
+        # Jobs done running whose outcome is being written: no slot, but their lease is still held.
+        self._writing: dict[UUID, RunningJob] = {}
         self._claim_lock = asyncio.Lock()
         self._slot_free = asyncio.Event()
         self._slot_free.set()
@@ -125,6 +130,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._shutdown_deadline: float | None = None
         self.released: list[UUID] = []
+        self._finishing: list[tuple[store.Finish, float, asyncio.Future[bool]]] = []
+        self._finish_ready = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -155,6 +162,7 @@ class Worker:
             asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._tick_loop(), name="tick"),
+            asyncio.create_task(self._finish_loop(), name="finish"),
         ]
         try:
             await self._stopping.wait()
@@ -170,10 +178,10 @@ class Worker:
 
     async def _drain(self, background: list[asyncio.Task[None]]) -> None:
         self._shutdown_deadline = time.monotonic() + self.settings.worker_shutdown_grace_seconds
-        fetch, sweep, heartbeat, tick = background
+        fetch, sweep, heartbeat, tick, finisher = background
         for task in (fetch, sweep):
             task.cancel()
-        jobs = [rj.task for rj in self.running.values() if rj.task is not None]
+        jobs = [rj.task for rj in (*self.running.values(), *self._writing.values()) if rj.task is not None]
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=self.settings.worker_shutdown_grace_seconds)
             for rj in list(self.running.values()):
@@ -181,7 +189,7 @@ class Worker:
             # Releases are single statements; give them a moment, not the full lease.
             if pending:
                 await asyncio.wait(pending, timeout=1.5)
-        for task in (heartbeat, tick):
+        for task in (heartbeat, tick, finisher):
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         if self.released:
@@ -196,9 +204,9 @@ class Worker:
     async def _claim(self) -> list[ClaimedJob]:
         async with self._claim_lock:
             free = self.concurrency - len(self.running)
-            if free <= 0 or self._stopping.is_set():
+            if free <= 0 or self._stopping.is_set() or self._write_backlog():
                 return []
-            async with self.engine.begin() as conn:
+            async with self.db.connect() as conn:
                 jobs = await store.claim(conn, worker=self.id, limit=free, lease_seconds=self.lease)
             for job in jobs:
                 self._start(job)
@@ -228,7 +236,7 @@ class Worker:
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                async with self.engine.begin() as conn:
+                async with self.db.connect() as conn:
                     recovered = await store.recover_expired(
                         conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
                     )
@@ -238,7 +246,7 @@ class Worker:
                         self.metrics.dead_lettered.inc()
                     log.warning("lease_recovered", job_id=str(job_id), status=status)
                 await self._claim()
-                async with self.engine.connect() as conn:
+                async with self.db.connect() as conn:
                     depth, oldest = await store.queue_stats(conn)
                 self.metrics.queue_depth.set(depth)
                 self.metrics.oldest_age.set(oldest)
@@ -255,10 +263,11 @@ class Worker:
         while True:
             await asyncio.sleep(interval)
             held = [job_id for job_id, rj in self.running.items() if rj.stop_reason is None]
+            held += list(self._writing)
             if not held:
                 continue
             try:
-                async with self.engine.begin() as conn:
+                async with self.db.connect() as conn:
                     leases = await store.heartbeat(
                         conn, worker=self.id, job_ids=held, lease_seconds=self.lease
                     )
@@ -267,7 +276,7 @@ class Worker:
                 continue
             for job_id in held:
                 rj = self.running.get(job_id)
-                if rj is None:
+                if rj is None:  # done running: a stop would come too late
                     continue
                 if job_id not in leases:
                     log.warning("lease_lost", job_id=str(job_id))
@@ -294,7 +303,7 @@ class Worker:
     async def _run(self, rj: RunningJob) -> None:
         job = rj.job
         bound = log.bind(job_id=str(job.id), attempt=job.attempt)
-        bound.info("job_started")
+        bound.debug("job_started")
         outcome: Outcome | None
         result: Any = None
         error: str | None = None
@@ -305,6 +314,8 @@ class Worker:
             outcome = Outcome.SUCCEEDED
         except asyncio.CancelledError:
             if rj.stop_reason is None:
+                self.running.pop(job.id, None)
+                self._free_slot()
                 raise
             outcome = {"cancel": Outcome.CANCELLED, "shutdown": Outcome.RELEASED, "lost": None}[
                 rj.stop_reason
@@ -330,6 +341,11 @@ class Worker:
                 outcome = Outcome.FAILED
         elapsed = time.monotonic() - rj.started
         rj.finishing = True
+        # No longer running: the slot is free while the outcome is written, so the next claim
+        # overlaps this write. The lease stays held (and heartbeated) until the write lands.
+        self.running.pop(job.id, None)
+        self._writing[job.id] = rj
+        self._free_slot()
         try:
             if outcome is not None:
                 written = await self._finish(job, outcome, result=result, error=error, retry_in=retry_in)
@@ -339,8 +355,16 @@ class Worker:
             else:
                 bound.warning("job_abandoned", reason="lease lost")
         finally:
-            self.running.pop(job.id, None)
-            self.metrics.running.set(len(self.running))
+            self._writing.pop(job.id, None)
+            self._free_slot()
+
+    def _write_backlog(self) -> bool:
+        # Outcomes waiting for the database hold back new claims: a slow database slows intake.
+        return len(self._writing) >= 4 * self.concurrency
+
+    def _free_slot(self) -> None:
+        self.metrics.running.set(len(self.running))
+        if len(self.running) < self.concurrency and not self._write_backlog():
             self._slot_free.set()
 
     def _count(self, outcome: Outcome, job: ClaimedJob, retry_in: float, elapsed: float) -> None:
@@ -362,34 +386,63 @@ class Worker:
     async def _finish(
         self, job: ClaimedJob, outcome: Outcome, *, result: Any, error: str | None, retry_in: float
     ) -> bool:
-        """Write the outcome, retrying through a database outage for as long as the lease could last."""
+        """Queue the outcome for the next group write; True once written, False if the lease was lost."""
+        # Through a database outage, retry for as long as the lease could last (less, at shutdown).
         deadline = time.monotonic() + self.lease
         if self._shutdown_deadline is not None:
             deadline = min(deadline, self._shutdown_deadline + 1.5)
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = store.Finish(job, outcome, result=result, error=error, retry_in=retry_in)
+        self._finishing.append((entry, deadline, written))
+        self._finish_ready.set()
+        return await written
+
+    async def _finish_loop(self) -> None:
+        """Write finished attempts in batches: whatever ended while the last write was in flight
+        goes in the next statement, so a busy worker spends one round trip on many jobs."""
         backoff = _Backoff(first=0.1, cap=2.0)
         while True:
+            await self._finish_ready.wait()
+            self._finish_ready.clear()
+            batch, self._finishing = self._finishing[:500], self._finishing[500:]
+            if self._finishing:
+                self._finish_ready.set()
+            if not batch:
+                continue
             try:
-                async with self.engine.begin() as conn:
-                    return await store.finish(
-                        conn,
-                        job,
-                        worker=self.id,
-                        outcome=outcome,
-                        provider=self.provider.name,
-                        result=result,
-                        error=error,
-                        retry_in=retry_in,
+                async with self.db.connect() as conn:
+                    written = await store.finish(
+                        conn, [entry for entry, _, _ in batch], worker=self.id, provider=self.provider.name
                     )
             except DB_ERRORS as exc:
+                now = time.monotonic()
                 delay = backoff.next()
-                if time.monotonic() + delay > deadline:
-                    # The lease will run out and another worker will run the job again.
-                    log.error("finish_abandoned", job_id=str(job.id), outcome=outcome.value, error=repr(exc))
-                    return False
-                log.warning("finish_retrying", job_id=str(job.id), error=repr(exc))
-                await asyncio.sleep(delay)
+                keep = []
+                for entry, deadline, future in batch:
+                    if now + delay > deadline:
+                        # The lease will run out and another worker will run the job again.
+                        log.error("finish_abandoned", job_id=str(entry.job.id), error=repr(exc))
+                        future.set_result(False)
+                    else:
+                        keep.append((entry, deadline, future))
+                if keep:
+                    log.warning("finish_retrying", jobs=len(keep), error=repr(exc))
+                    await asyncio.sleep(delay)
+                    self._finishing[:0] = keep
+                    self._finish_ready.set()
+                continue
+            backoff.reset()
+            for entry, _, future in batch:
+                if not future.done():
+                    future.set_result(entry.job.id in written)
 
 
 def run_worker(settings: Settings) -> None:
-    """Run a worker until SIGTERM or SIGINT."""
-    asyncio.run(Worker(settings).run())
+    """Run a worker until SIGTERM or SIGINT, on uvloop where it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it on Linux and macOS
+        asyncio.run(Worker(settings).run())
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(Worker(settings).run())

@@ -43,6 +43,8 @@ class Outcome(StrEnum):
     RELEASED = "released"
 
 
+TERMINAL_OUTCOMES = frozenset({Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED})
+
 # The job's status after each outcome.
 _NEXT_STATUS = {
     Outcome.SUCCEEDED: "succeeded",
@@ -117,27 +119,36 @@ _HEARTBEAT = text(
     """
 )
 
+# One statement finishes a batch of attempts: jobs that end together are written together.
 _FINISH = text(
     """
-    WITH done AS (
-      UPDATE generations
-      SET ai_status = :status,
-          result = CAST(:result AS jsonb),
-          error = :error,
-          attempts = attempts - :refund,
-          run_after = now() + make_interval(secs => :delay),
-          finished_at = CASE WHEN :terminal THEN now() END,
+    WITH input AS (
+      SELECT * FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
+        CAST(:outcomes AS text[]), CAST(:results AS jsonb[]), CAST(:errors AS text[]),
+        CAST(:refunds AS int[]), CAST(:delays AS float8[]), CAST(:terminals AS bool[]),
+        CAST(:started AS timestamptz[])
+      ) AS t(id, attempt, status, outcome, result, error, refund, delay, terminal, started_at)
+    ), done AS (
+      UPDATE generations g
+      SET ai_status = i.status,
+          result = i.result,
+          error = i.error,
+          attempts = g.attempts - i.refund,
+          run_after = now() + make_interval(secs => i.delay),
+          finished_at = CASE WHEN i.terminal THEN now() END,
           lease_expires_at = NULL,
           leased_by = NULL,
           updated_at = now()
-      WHERE id = :id AND leased_by = :worker AND attempts = :attempt AND ai_status = 'running'
-      RETURNING id, organization_id
+      FROM input i
+      WHERE g.id = i.id AND g.leased_by = :worker AND g.attempts = i.attempt AND g.ai_status = 'running'
+      RETURNING g.id, g.organization_id, i.attempt, i.outcome, i.started_at, i.error
     )
     INSERT INTO generation_logs
       (generation_id, organization_id, attempt, status, provider,
        started_at, finished_at, duration_ms, error)
-    SELECT id, organization_id, :attempt, :outcome, :provider, :started_at, now(),
-           (extract(epoch FROM now() - :started_at) * 1000)::int, :error
+    SELECT id, organization_id, attempt, outcome, :provider, started_at, now(),
+           (extract(epoch FROM now() - started_at) * 1000)::int, error
     FROM done
     RETURNING generation_id
     """
@@ -188,38 +199,41 @@ async def heartbeat(
     return {row.id: row.cancel_requested for row in rows}
 
 
-async def finish(
-    conn: AsyncConnection,
-    job: ClaimedJob,
-    *,
-    worker: str,
-    outcome: Outcome,
-    provider: str,
-    result: Any = None,
-    error: str | None = None,
-    retry_in: float = 0.0,
-) -> bool:
-    """Record how this attempt ended. False if the lease was lost: another attempt owns the job."""
-    terminal = outcome in (Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED)
-    written = await conn.execute(
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How one attempt ended, to be written."""
+
+    job: ClaimedJob
+    outcome: Outcome
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+async def finish(conn: AsyncConnection, finishes: list[Finish], *, worker: str, provider: str) -> set[UUID]:
+    """Record how these attempts ended, in one statement. Returns the ids written: an attempt
+    missing from it had lost its lease, and another attempt owns that job now."""
+    if not finishes:
+        return set()
+    rows = await conn.execute(
         _FINISH,
         {
-            "id": job.id,
             "worker": worker,
-            "attempt": job.attempt,
-            "status": _NEXT_STATUS[outcome],
-            "outcome": outcome.value,
-            "result": json.dumps(result) if outcome is Outcome.SUCCEEDED else None,
-            "error": error,
-            # A release gives the attempt back: the job did not fail, the worker went away.
-            "refund": 1 if outcome is Outcome.RELEASED else 0,
-            "delay": retry_in,
-            "terminal": terminal,
             "provider": provider,
-            "started_at": job.started_at,
+            "ids": [f.job.id for f in finishes],
+            "attempts": [f.job.attempt for f in finishes],
+            "statuses": [_NEXT_STATUS[f.outcome] for f in finishes],
+            "outcomes": [f.outcome.value for f in finishes],
+            "results": [json.dumps(f.result) if f.outcome is Outcome.SUCCEEDED else None for f in finishes],
+            "errors": [f.error for f in finishes],
+            # A release gives the attempt back: the job did not fail, the worker went away.
+            "refunds": [1 if f.outcome is Outcome.RELEASED else 0 for f in finishes],
+            "delays": [f.retry_in for f in finishes],
+            "terminals": [f.outcome in TERMINAL_OUTCOMES for f in finishes],
+            "started": [f.job.started_at for f in finishes],
         },
     )
-    return written.first() is not None
+    return {row.generation_id for row in rows}
 
 
 async def queue_stats(conn: AsyncConnection) -> tuple[int, float]:

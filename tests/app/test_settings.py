@@ -94,6 +94,21 @@ def test_auto_pool_mode_uses_nullpool_behind_the_transaction_pooler(url, mode):
     assert Settings(database_url=url).pool_mode() is mode
 
 
+@pytest.mark.parametrize(
+    ("url", "explicit", "expected"),
+    [
+        ("postgresql://u:p@pooler:6543/postgres", None, True),
+        ("postgresql://u:p@pooler:5432/postgres", None, False),
+        ("postgresql://u:p@pgbouncer:6432/postgres", True, True),
+        ("postgresql://u:p@pooler:6543/postgres", False, False),
+    ],
+)
+def test_transaction_pooler_is_detected_or_declared(url, explicit, expected):
+    settings = Settings(database_url=url, db_transaction_pooler=explicit)
+    assert settings.transaction_pooler() is expected
+    assert settings.pool_mode() is (PoolMode.NULL if expected else PoolMode.QUEUE)
+
+
 def test_explicit_pool_mode_wins():
     url = "postgresql://u:p@pooler:6543/postgres"
     assert Settings(database_url=url, db_pool_mode=PoolMode.QUEUE).pool_mode() is PoolMode.QUEUE

@@ -18,7 +18,6 @@ POOLER = "postgresql://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:6543/
 def test_any_postgres_scheme_gets_the_asyncpg_driver(scheme):
     url = async_url(f"{scheme}://u:p@h:6543/db")
     assert url.drivername == "postgresql+asyncpg"
-    assert url.query["prepared_statement_cache_size"] == "0"
 
 
 @pytest.mark.unit
@@ -41,6 +40,18 @@ async def test_null_pool_engine_caches_no_server_side_statements():
         assert isinstance(engine.pool, NullPool)
         _, dialect_args = engine.dialect.create_connect_args(engine.url)
         assert dialect_args["prepared_statement_cache_size"] == 0
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.unit
+async def test_session_connections_cache_prepared_statements():
+    engine = create_engine(
+        "postgresql://u:p@db:5432/postgres", pool_mode=PoolMode.QUEUE, transaction_pooler=False
+    )
+    try:
+        _, dialect_args = engine.dialect.create_connect_args(engine.url)
+        assert "prepared_statement_cache_size" not in dialect_args
     finally:
         await engine.dispose()
 
