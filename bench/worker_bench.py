@@ -1,6 +1,6 @@
 """Worker benchmarks, side by side with Celery 5 and arq in the same run, on the same servers.
 
-    .venv/bin/python bench/worker_bench.py [--jobs 2000] [--idle-seconds 480] [--skip-recovery]
+    .venv/bin/python bench/worker_bench.py [--jobs 5000] [--rounds 3] [--idle-seconds 480] [--only NAME]
 
 Measures, for Liftoff's worker (and the anchors where the figure applies):
   throughput   no-op jobs end to end, submit to `succeeded` in Postgres, one worker process
@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,43 +203,59 @@ class Bench:
             time.sleep(0.2)
 
 
-async def throughput(bench: Bench, jobs: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for system in ("liftoff", "celery"):
-        await bench.reset()
-        broker = bench.redis_for(f"tp-{system}")
-        client = redis.Redis.from_url(broker.url())
-        if system == "liftoff":
-            worker = bench.liftoff("tp-liftoff", broker, local_provider_latency_ms=0)
-            time.sleep(3)
-        else:
-            worker = bench.celery(broker)
-            bench.wait_log("celery", "ready.")
-        ids = await bench.insert(jobs)
-        client.config_resetstat()
-        if system == "liftoff":
-            submit = [sys.executable, str(BENCH / "submit_liftoff.py"), broker.url()]
-        else:
-            submit = [str(BENCH / ".venv-celery" / "bin" / "python"), str(ANCHORS / "submit_celery.py")]
-        env = {**os.environ, "BENCH_BROKER_URL": broker.url(), "BENCH_DSN": bench.pg.dsn()}
-        started = time.time()
-        subprocess.run(
-            submit, input="\n".join(ids).encode(), env=env, cwd=ANCHORS, check=True, capture_output=True
-        )
-        finished = await bench.wait_count("succeeded", jobs, timeout=600)
-        seconds = finished - started
-        calls = commands(client)
+async def throughput_once(bench: Bench, system: str, jobs: int) -> dict[str, Any]:
+    await bench.reset()
+    broker = bench.redis_for(f"tp-{system}")
+    client = redis.Redis.from_url(broker.url())
+    client.flushall()
+    if system == "liftoff":
+        worker = bench.liftoff("tp-liftoff", broker, local_provider_latency_ms=0)
+        time.sleep(3)
+        submit = [sys.executable, str(BENCH / "submit_liftoff.py"), broker.url()]
+    else:
+        worker = bench.celery(broker)
+        bench.wait_log("celery", "ready.")
+        submit = [str(BENCH / ".venv-celery" / "bin" / "python"), str(ANCHORS / "submit_celery.py")]
+    ids = await bench.insert(jobs)
+    client.config_resetstat()
+    env = {**os.environ, "BENCH_BROKER_URL": broker.url(), "BENCH_DSN": bench.pg.dsn()}
+    started = time.time()
+    subprocess.run(
+        submit, input="\n".join(ids).encode(), env=env, cwd=ANCHORS, check=True, capture_output=True
+    )
+    finished = await bench.wait_count("succeeded", jobs, timeout=600)
+    calls = commands(client)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=60)
+    (bench.workdir / "celery.log").unlink(missing_ok=True)
+    seconds = finished - started
+    log(f"throughput {system}: {jobs / seconds:.0f} jobs/s")
+    return {
+        "seconds": round(seconds, 2),
+        "jobs_per_second": round(jobs / seconds, 1),
+        "redis_commands_per_job": round(sum(calls.values()) / jobs, 2),
+        "redis_commands": calls,
+    }
+
+
+async def throughput(bench: Bench, jobs: int, rounds: int) -> dict[str, Any]:
+    """Alternate the two systems, round after round, and compare medians."""
+    runs: dict[str, list[dict[str, Any]]] = {"liftoff": [], "celery": []}
+    for _ in range(rounds):
+        for system in runs:
+            runs[system].append(await throughput_once(bench, system, jobs))
+    results: dict[str, Any] = {"jobs": jobs, "rounds": rounds, "concurrency": CONCURRENCY}
+    for system, system_runs in runs.items():
+        rates = [r["jobs_per_second"] for r in system_runs]
         results[system] = {
-            "jobs": jobs,
-            "seconds": round(seconds, 2),
-            "jobs_per_second": round(jobs / seconds, 1),
-            "redis_commands_per_job": round(sum(calls.values()) / jobs, 2),
-            "redis_commands": calls,
+            "median_jobs_per_second": statistics.median(rates),
+            "rounds_jobs_per_second": rates,
+            "redis_commands_per_job": statistics.median(r["redis_commands_per_job"] for r in system_runs),
+            "redis_commands_last_round": system_runs[-1]["redis_commands"],
         }
-        log(f"throughput {system}: {results[system]['jobs_per_second']} jobs/s")
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
-    results["ratio"] = round(results["liftoff"]["jobs_per_second"] / results["celery"]["jobs_per_second"], 2)
+    results["ratio"] = round(
+        results["liftoff"]["median_jobs_per_second"] / results["celery"]["median_jobs_per_second"], 2
+    )
     return results
 
 
@@ -300,7 +317,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=480)
     parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument("--only", choices=["throughput", "idle", "recovery"], help="run one measurement")
@@ -318,7 +336,7 @@ def main() -> None:
                 "command": " ".join(["bench/worker_bench.py", *sys.argv[1:]]),
             }
             if args.only in (None, "throughput"):
-                results["throughput"] = asyncio.run(throughput(bench, args.jobs))
+                results["throughput"] = asyncio.run(throughput(bench, args.jobs, args.rounds))
             if args.only in (None, "idle"):
                 results["idle"] = idle(bench, args.idle_seconds)
             if args.only == "recovery" or (args.only is None and not args.skip_recovery):

@@ -1,0 +1,104 @@
+"""ContainerImage: an Artifact Registry repository and the app image, pushed, referenced by digest."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_docker_build as docker_build
+import pulumi_gcp as gcp
+
+TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class ContainerImageArgs:
+    """Build `dockerfile` in `context` for linux/amd64 and push it as `image_name:tag`."""
+
+    project: str
+    region: str
+    repository_id: str
+    image_name: str
+    context: str
+    dockerfile: str
+    tag: str = "latest"
+    # Old images kept: enough to roll back to any revision that might still take traffic.
+    keep_recent: int = 30
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not TAG.match(self.tag):
+            raise ValueError(f"image tag {self.tag!r} is not a valid Docker tag")
+        if self.keep_recent < 5:
+            raise ValueError("keep_recent must be at least 5, or rollbacks lose their images")
+
+    @property
+    def host(self) -> str:
+        return f"{self.region}-docker.pkg.dev"
+
+
+class ContainerImage(pulumi.ComponentResource):
+    """`ref` is `repository/image@sha256:...`: workloads never run a mutable tag."""
+
+    digest: pulumi.Output[str]
+    ref: pulumi.Output[str]
+
+    def __init__(
+        self, name: str, args: ContainerImageArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("liftoff:index:ContainerImage", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        repository = gcp.artifactregistry.Repository(
+            f"{name}-repository",
+            gcp.artifactregistry.RepositoryArgs(
+                project=args.project,
+                location=args.region,
+                repository_id=args.repository_id,
+                format="DOCKER",
+                description="Liftoff application images.",
+                labels=dict(args.labels),
+                cleanup_policy_dry_run=False,
+                cleanup_policies=[
+                    gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                        id="keep-recent",
+                        action="KEEP",
+                        most_recent_versions=gcp.artifactregistry.RepositoryCleanupPolicyMostRecentVersionsArgs(
+                            keep_count=args.keep_recent
+                        ),
+                    ),
+                    gcp.artifactregistry.RepositoryCleanupPolicyArgs(
+                        id="delete-untagged",
+                        action="DELETE",
+                        condition=gcp.artifactregistry.RepositoryCleanupPolicyConditionArgs(
+                            tag_state="UNTAGGED", older_than="2592000s"
+                        ),
+                    ),
+                ],
+            ),
+            opts=child,
+        )
+        path = pulumi.Output.concat(
+            args.host, "/", args.project, "/", repository.repository_id, "/", args.image_name
+        )
+        token = gcp.organizations.get_client_config_output().access_token
+        image = docker_build.Image(
+            f"{name}-image",
+            docker_build.ImageArgs(
+                context=docker_build.BuildContextArgs(location=args.context),
+                dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
+                platforms=[docker_build.Platform.LINUX_AMD64],
+                push=True,
+                tags=[pulumi.Output.concat(path, ":", args.tag)],
+                registries=[
+                    docker_build.RegistryArgs(
+                        address=args.host, username="oauth2accesstoken", password=pulumi.Output.secret(token)
+                    )
+                ],
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[repository]),
+        )
+        self.digest = image.digest
+        self.ref = pulumi.Output.concat(path, "@", image.digest)
+        self.register_outputs({"digest": self.digest, "ref": self.ref})

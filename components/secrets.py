@@ -1,0 +1,94 @@
+"""Secrets: Secret Manager secrets and versions, readable only by the accounts that need them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_gcp as gcp
+
+SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class SecretSpec:
+    """A secret's value and the keys of the accounts allowed to read it."""
+
+    value: pulumi.Input[str]
+    accessors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SecretsArgs:
+    """Secrets by name (an environment variable's name, say), and the accounts by key."""
+
+    prefix: str
+    secrets: Mapping[str, SecretSpec]
+    accounts: Mapping[str, pulumi.Input[str]]
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.secrets.items():
+            if not SECRET_ID.match(self.secret_id(name)):
+                raise ValueError(f"secret {name!r} gives an invalid secret id")
+            if not spec.accessors:
+                raise ValueError(f"secret {name!r} has no accessor: nobody could read it")
+            unknown = set(spec.accessors) - set(self.accounts)
+            if unknown:
+                raise ValueError(f"secret {name!r} names unknown accounts {sorted(unknown)}")
+
+    def secret_id(self, name: str) -> str:
+        return f"{self.prefix}-{name.lower().replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where a workload reads a secret: the secret's id and the pinned version."""
+
+    secret: pulumi.Output[str]
+    version: pulumi.Output[str]
+
+
+class Secrets(pulumi.ComponentResource):
+    """One secret per name, its current value as a version, and per-secret accessor IAM."""
+
+    refs: dict[str, SecretRef]
+
+    def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("liftoff:index:Secrets", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        self.refs = {}
+        for secret_name, spec in sorted(args.secrets.items()):
+            slug = args.secret_id(secret_name)
+            secret = gcp.secretmanager.Secret(
+                f"{name}-{slug}",
+                gcp.secretmanager.SecretArgs(
+                    secret_id=slug,
+                    replication=gcp.secretmanager.SecretReplicationArgs(
+                        auto=gcp.secretmanager.SecretReplicationAutoArgs()
+                    ),
+                    labels=dict(args.labels),
+                ),
+                opts=child,
+            )
+            version = gcp.secretmanager.SecretVersion(
+                f"{name}-{slug}-version",
+                gcp.secretmanager.SecretVersionArgs(
+                    secret=secret.id, secret_data=pulumi.Output.secret(spec.value)
+                ),
+                opts=child,
+            )
+            for account in sorted(spec.accessors):
+                gcp.secretmanager.SecretIamMember(
+                    f"{name}-{slug}-{account}-accessor",
+                    gcp.secretmanager.SecretIamMemberArgs(
+                        secret_id=secret.secret_id,
+                        role="roles/secretmanager.secretAccessor",
+                        member=pulumi.Output.concat("serviceAccount:", args.accounts[account]),
+                    ),
+                    opts=child,
+                )
+            self.refs[secret_name] = SecretRef(secret=secret.secret_id, version=version.version)
+        self.register_outputs({name: ref.secret for name, ref in self.refs.items()})

@@ -1,0 +1,1 @@
+"""The Pulumi program: per-environment settings, and the wiring of components into a stack."""

@@ -1,0 +1,457 @@
+"""The stack's configuration, read once into one typed object, or every problem named by its key.
+
+Nothing here registers a resource: an invalid stack fails before anything is created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+import pulumi
+
+from components.cloudrun import CPU, MEMORY
+from components.supabase import PLANS
+from components.supabase import REGIONS as SUPABASE_REGIONS
+from components.traffic import TrafficError, TrafficTarget, parse_targets
+from components.upstash import PRIMARY_REGIONS as UPSTASH_REGIONS
+
+NAMESPACE = "liftoff"
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Regions where Cloud Run services, jobs and worker pools all run.
+CLOUD_RUN_REGIONS = frozenset(
+    {
+        "asia-east1",
+        "asia-northeast1",
+        "asia-south1",
+        "asia-southeast1",
+        "australia-southeast1",
+        "europe-north1",
+        "europe-west1",
+        "europe-west2",
+        "europe-west3",
+        "europe-west4",
+        "europe-west9",
+        "me-west1",
+        "northamerica-northeast1",
+        "southamerica-east1",
+        "us-central1",
+        "us-east1",
+        "us-east4",
+        "us-west1",
+        "us-west2",
+    }
+)
+# The Supabase and Upstash regions nearest each Cloud Run region, used unless a stack says.
+NEAREST_AWS_REGION = {
+    "asia-east1": "ap-northeast-1",
+    "asia-northeast1": "ap-northeast-1",
+    "asia-south1": "ap-south-1",
+    "asia-southeast1": "ap-southeast-1",
+    "australia-southeast1": "ap-southeast-2",
+    "europe-north1": "eu-central-1",
+    "europe-west1": "eu-west-1",
+    "europe-west2": "eu-west-2",
+    "europe-west3": "eu-central-1",
+    "europe-west4": "eu-central-1",
+    "europe-west9": "eu-west-1",
+    "me-west1": "eu-central-1",
+    "northamerica-northeast1": "ca-central-1",
+    "southamerica-east1": "sa-east-1",
+    "us-central1": "us-east-1",
+    "us-east1": "us-east-1",
+    "us-east4": "us-east-1",
+    "us-west1": "us-west-1",
+    "us-west2": "us-west-1",
+}
+INGRESS = {
+    "all": "INGRESS_TRAFFIC_ALL",
+    "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    "internal-and-load-balancer": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+}
+Environment = Literal["staging", "prod"]
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """The stack's configuration is invalid; the message lists each key and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class ConfigSource(Protocol):
+    """Where settings come from: `pulumi.Config` in a real run."""
+
+    def get(self, namespace: str, key: str) -> Any: ...
+
+    def get_secret(self, namespace: str, key: str) -> pulumi.Output[str] | None: ...
+
+
+class PulumiConfig:
+    """Reads `namespace:key` from the stack's Pulumi configuration."""
+
+    def get(self, namespace: str, key: str) -> Any:
+        config = pulumi.Config(namespace)
+        try:
+            return config.get_object(key)
+        except Exception:  # noqa: BLE001 - not JSON: a plain string value
+            return config.get(key)
+
+    def get_secret(self, namespace: str, key: str) -> pulumi.Output[str] | None:
+        return pulumi.Config(namespace).get_secret(key)
+
+
+@dataclass(frozen=True)
+class SupabaseSettings:
+    mode: Literal["create", "adopt"]
+    region: str
+    plan: str
+    organization_id: str | None
+    project_ref: str | None
+    pooler_host: str | None
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    primary_region: str
+    budget: int
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    public: bool
+    invokers: tuple[str, ...]
+    min_instances: int
+    max_instances: int
+    concurrency: int
+    cpu: str
+    memory: str
+    timeout_seconds: int
+    ingress: str
+    deletion_protection: bool
+    traffic: tuple[TrafficTarget, ...]
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    instances: int
+    concurrency: int
+    cpu: str
+    memory: str
+    split: tuple[TrafficTarget, ...]
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    ai_provider: Literal["local", "openai"]
+    default_model: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    days: int
+    schedule: str
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    email: str
+    error_ratio: float
+    p95_latency_ms: int
+    job_failure_ratio: float
+    oldest_queued_seconds: int
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret stack config; values stay Pulumi secrets end to end."""
+
+    openai_api_key: pulumi.Output[str] | None
+    sentry_dsn: pulumi.Output[str] | None
+    supabase_jwt_secret: pulumi.Output[str] | None
+    supabase_db_password: pulumi.Output[str] | None
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything the program needs, validated."""
+
+    project: str
+    region: str
+    environment: Environment
+    image_tag: str
+    supabase: SupabaseSettings
+    redis: RedisSettings
+    api: ApiSettings
+    worker: WorkerSettings
+    app: AppSettings
+    retention: RetentionSettings
+    alerts: AlertSettings
+    secrets: Secrets
+
+    @property
+    def prefix(self) -> str:
+        return f"liftoff-{self.environment}"
+
+    @property
+    def api_service_name(self) -> str:
+        return f"{self.prefix}-api"
+
+    @property
+    def worker_pool_name(self) -> str:
+        return f"{self.prefix}-worker"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": "liftoff", "env": self.environment}
+
+
+class _Reader:
+    """Typed access to one config object, recording problems instead of stopping at the first."""
+
+    def __init__(self, problems: list[str], key: str, raw: Any) -> None:
+        self.problems = problems
+        self.key = key
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            problems.append(f"{key}: must be an object, got {type(raw).__name__}")
+            raw = {}
+        self.raw: Mapping[str, Any] = raw
+
+    def unknown(self, known: set[str]) -> None:
+        for extra in sorted(set(self.raw) - known):
+            self.problems.append(f"{self.key}.{extra}: unknown key (known: {', '.join(sorted(known))})")
+
+    def value(
+        self,
+        name: str,
+        kind: type[T],
+        default: T | None = None,
+        check: Callable[[T], str | None] | None = None,
+    ) -> T:
+        where = f"{self.key}.{name}"
+        value = self.raw.get(name, default)
+        if value is None:
+            self.problems.append(f"{where}: is required")
+            return default  # type: ignore[return-value]
+        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+            self.problems.append(f"{where}: must be {kind.__name__}, got {value!r}")
+            return default  # type: ignore[return-value]
+        if check is not None and (problem := check(value)) is not None:
+            self.problems.append(f"{where}: {problem}")
+        return value
+
+    def optional(self, name: str, kind: type[T]) -> T | None:
+        if self.raw.get(name) is None:
+            return None
+        return self.value(name, kind)
+
+
+def _between(low: int, high: int) -> Callable[[int], str | None]:
+    return lambda v: None if low <= v <= high else f"must be from {low} to {high}, got {v}"
+
+
+def _ratio(v: float) -> str | None:
+    return None if 0 < v < 1 else f"must be between 0 and 1, got {v}"
+
+
+def _one_of(options: frozenset[str] | set[str] | Mapping[str, Any]) -> Callable[[str], str | None]:
+    return lambda v: None if v in options else f"{v!r} is not one of: {', '.join(sorted(options))}"
+
+
+def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
+    return lambda v: None if regex.match(v) else f"{v!r} is not {what}"
+
+
+def load(source: ConfigSource | None = None, *, stack: str | None = None) -> StackSettings:
+    """Read and validate the whole configuration; ConfigError lists every problem."""
+    source = source or PulumiConfig()
+    stack = stack or pulumi.get_stack()
+    problems: list[str] = []
+
+    gcp_project = source.get("gcp", "project")
+    if not isinstance(gcp_project, str) or not PROJECT_ID.match(gcp_project):
+        problems.append(
+            f"gcp:project: {gcp_project!r} is not a GCP project id (set it: pulumi config set gcp:project ID)"
+        )
+    region = source.get("gcp", "region")
+    if region not in CLOUD_RUN_REGIONS:
+        problems.append(
+            f"gcp:region: {region!r} is not a Cloud Run region: {', '.join(sorted(CLOUD_RUN_REGIONS))}"
+        )
+    nearest = NEAREST_AWS_REGION.get(region, "us-east-1") if isinstance(region, str) else "us-east-1"
+
+    environment = source.get(NAMESPACE, "environment") or stack
+    if environment not in ("staging", "prod"):
+        problems.append(f"{NAMESPACE}:environment: {environment!r} must be staging or prod")
+    prod = environment == "prod"
+    image_tag = source.get(NAMESPACE, "imageTag") or "latest"
+    if not isinstance(image_tag, str) or not IMAGE_TAG.match(image_tag):
+        problems.append(f"{NAMESPACE}:imageTag: {image_tag!r} is not a Docker tag")
+
+    sb = _Reader(problems, f"{NAMESPACE}:supabase", source.get(NAMESPACE, "supabase"))
+    sb.unknown({"mode", "region", "plan", "organizationId", "projectRef", "poolerHost"})
+    mode = sb.value("mode", str, "create", _one_of({"create", "adopt"}))
+    supabase = SupabaseSettings(
+        mode="adopt" if mode == "adopt" else "create",
+        region=sb.value("region", str, nearest, _one_of(SUPABASE_REGIONS)),
+        plan=sb.value("plan", str, "pro", _one_of(PLANS)),
+        organization_id=sb.optional("organizationId", str),
+        project_ref=sb.optional("projectRef", str),
+        pooler_host=sb.optional("poolerHost", str),
+    )
+    if supabase.mode == "create" and not supabase.organization_id:
+        problems.append(f"{NAMESPACE}:supabase.organizationId: is required when mode is create")
+    if supabase.mode == "adopt" and not supabase.project_ref:
+        problems.append(f"{NAMESPACE}:supabase.projectRef: is required when mode is adopt")
+
+    rd = _Reader(problems, f"{NAMESPACE}:redis", source.get(NAMESPACE, "redis"))
+    rd.unknown({"primaryRegion", "budget"})
+    redis = RedisSettings(
+        primary_region=rd.value("primaryRegion", str, nearest, _one_of(UPSTASH_REGIONS)),
+        budget=rd.value("budget", int, 20, _between(1, 10_000)),
+    )
+
+    ap = _Reader(problems, f"{NAMESPACE}:api", source.get(NAMESPACE, "api"))
+    ap.unknown(
+        {
+            "public",
+            "invokers",
+            "minInstances",
+            "maxInstances",
+            "concurrency",
+            "cpu",
+            "memory",
+            "timeoutSeconds",
+            "ingress",
+            "deletionProtection",
+            "traffic",
+        }
+    )
+    service = f"liftoff-{environment}-api"
+    traffic: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
+    try:
+        traffic = parse_targets(
+            ap.raw.get("traffic", [{"revision": "latest", "percent": 100}]),
+            key=f"{NAMESPACE}:api.traffic",
+            service=service,
+        )
+    except TrafficError as exc:
+        problems.append(str(exc))
+    invokers = ap.raw.get("invokers", [])
+    if not isinstance(invokers, list) or not all(isinstance(i, str) for i in invokers):
+        problems.append(f"{NAMESPACE}:api.invokers: must be a list of IAM members")
+        invokers = []
+    api = ApiSettings(
+        public=ap.value("public", bool, False),
+        invokers=tuple(invokers),
+        min_instances=ap.value("minInstances", int, 1 if prod else 0, _between(0, 1000)),
+        max_instances=ap.value("maxInstances", int, 10, _between(1, 1000)),
+        concurrency=ap.value("concurrency", int, 80, _between(1, 1000)),
+        cpu=ap.value("cpu", str, "1", _pattern(CPU, "a CPU value (1-8, or millicores like 500m)")),
+        memory=ap.value("memory", str, "512Mi", _pattern(MEMORY, "a memory size like 512Mi or 2Gi")),
+        timeout_seconds=ap.value("timeoutSeconds", int, 300, _between(1, 3600)),
+        ingress=INGRESS.get(ap.value("ingress", str, "all", _one_of(INGRESS)), "INGRESS_TRAFFIC_ALL"),
+        deletion_protection=ap.value("deletionProtection", bool, prod),
+        traffic=traffic,
+    )
+    if api.min_instances > api.max_instances:
+        problems.append(
+            f"{NAMESPACE}:api.minInstances: {api.min_instances} is above maxInstances {api.max_instances}"
+        )
+    if api.public and api.invokers:
+        problems.append(f"{NAMESPACE}:api.invokers: a public API takes no invoker list")
+    if prod and not api.deletion_protection:
+        problems.append(f"{NAMESPACE}:api.deletionProtection: must be true in prod")
+
+    wk = _Reader(problems, f"{NAMESPACE}:worker", source.get(NAMESPACE, "worker"))
+    wk.unknown({"instances", "concurrency", "cpu", "memory", "split"})
+    split: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
+    try:
+        split = parse_targets(
+            wk.raw.get("split", [{"revision": "latest", "percent": 100}]),
+            key=f"{NAMESPACE}:worker.split",
+            service=f"liftoff-{environment}-worker",
+            tags_allowed=False,
+        )
+    except TrafficError as exc:
+        problems.append(str(exc))
+    worker = WorkerSettings(
+        instances=wk.value("instances", int, 1, _between(0, 100)),
+        concurrency=wk.value("concurrency", int, 4, _between(1, 256)),
+        cpu=wk.value("cpu", str, "1", _pattern(CPU, "a CPU value (1-8, or millicores like 500m)")),
+        memory=wk.value("memory", str, "512Mi", _pattern(MEMORY, "a memory size like 512Mi or 2Gi")),
+        split=split,
+    )
+
+    ar = _Reader(problems, f"{NAMESPACE}:app", source.get(NAMESPACE, "app"))
+    ar.unknown({"aiProvider", "defaultModel", "logLevel"})
+    provider = ar.value("aiProvider", str, "openai", _one_of({"local", "openai"}))
+    app = AppSettings(
+        ai_provider="local" if provider == "local" else "openai",
+        default_model=ar.value("defaultModel", str, "gpt-4o-mini"),
+        log_level=ar.value("logLevel", str, "INFO", _one_of({"DEBUG", "INFO", "WARNING", "ERROR"})),
+    )
+
+    rt = _Reader(problems, f"{NAMESPACE}:retention", source.get(NAMESPACE, "retention"))
+    rt.unknown({"days", "schedule"})
+    retention = RetentionSettings(
+        days=rt.value("days", int, 30, _between(1, 3650)),
+        schedule=rt.value(
+            "schedule",
+            str,
+            "17 3 * * *",
+            lambda s: None if len(s.split()) == 5 else "must be a 5-field cron expression",
+        ),
+    )
+
+    al = _Reader(problems, f"{NAMESPACE}:alerts", source.get(NAMESPACE, "alerts"))
+    al.unknown({"email", "errorRatio", "p95LatencyMs", "jobFailureRatio", "oldestQueuedSeconds"})
+    alerts = AlertSettings(
+        email=al.value("email", str, None, _pattern(EMAIL, "an email address")),
+        error_ratio=float(al.value("errorRatio", (int, float), 0.05, _ratio)),  # type: ignore[arg-type]
+        p95_latency_ms=al.value("p95LatencyMs", int, 2000, _between(1, 600_000)),
+        job_failure_ratio=float(al.value("jobFailureRatio", (int, float), 0.10, _ratio)),  # type: ignore[arg-type]
+        oldest_queued_seconds=al.value("oldestQueuedSeconds", int, 300, _between(1, 86_400)),
+    )
+
+    secrets = Secrets(
+        openai_api_key=source.get_secret(NAMESPACE, "openaiApiKey"),
+        sentry_dsn=source.get_secret(NAMESPACE, "sentryDsn"),
+        supabase_jwt_secret=source.get_secret(NAMESPACE, "supabaseJwtSecret"),
+        supabase_db_password=source.get_secret(NAMESPACE, "supabaseDbPassword"),
+    )
+    if app.ai_provider == "openai" and secrets.openai_api_key is None:
+        problems.append(
+            f"{NAMESPACE}:openaiApiKey: is required when app.aiProvider is openai"
+            f" (pulumi config set --secret {NAMESPACE}:openaiApiKey sk-...)"
+        )
+    if supabase.mode == "adopt" and secrets.supabase_db_password is None:
+        problems.append(
+            f"{NAMESPACE}:supabaseDbPassword: is required when supabase.mode is adopt (set it --secret)"
+        )
+
+    if problems:
+        raise ConfigError(problems)
+    return StackSettings(
+        project=gcp_project,
+        region=region,
+        environment="prod" if prod else "staging",
+        image_tag=image_tag,
+        supabase=supabase,
+        redis=redis,
+        api=api,
+        worker=worker,
+        app=app,
+        retention=retention,
+        alerts=alerts,
+        secrets=secrets,
+    )
