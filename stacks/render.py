@@ -1,0 +1,189 @@
+"""Render a stack offline: the real program under Pulumi's mock engine, every registration recorded.
+
+No CLI, no provider plugin, no credentials. Providers' computed outputs (an image digest, a
+service URL) are stood in for by values derived from the inputs, so the same inputs always
+render the same way and a change shows up as a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = "liftoff"
+# How the engine marks a secret value on the wire (pulumi.runtime.rpc).
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a wire marker, not a password)
+CLIENT_CONFIG_FUNCTION = "gcp:organizations/getClientConfig:getClientConfig"
+
+
+@dataclass(frozen=True)
+class Registered:
+    """One resource the program registered: its type token, name and inputs as the engine saw them.
+
+    `secret_paths` lists the inputs that arrived as secrets (dotted paths, `[i]` for items).
+    """
+
+    type: str
+    name: str
+    custom: bool
+    inputs: dict[str, Any]
+    secret_paths: frozenset[str] = frozenset()
+
+
+@dataclass
+class Rendering:
+    """Everything a stack declares, and its outputs (with which of them are secret)."""
+
+    stack: str
+    resources: list[Registered] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    secret_outputs: set[str] = field(default_factory=set)
+
+    def of_type(self, token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == token]
+
+    def one(self, token: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(token) if name is None or r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {token} {name or ''}, found {[r.name for r in found]}")
+        return found[0]
+
+
+def unwrap_secrets(value: Any, path: str = "") -> tuple[Any, set[str]]:
+    """Inputs with Pulumi's secret envelopes removed, and the paths that were secret."""
+    if isinstance(value, Mapping):
+        if value.get(_SIG_KEY) == _SECRET_SIG:
+            inner, paths = unwrap_secrets(value.get("value"), path)
+            return inner, {path, *paths}
+        plain: dict[str, Any] = {}
+        found: set[str] = set()
+        for key, item in value.items():
+            plain[key], inner_paths = unwrap_secrets(item, f"{path}.{key}" if path else str(key))
+            found |= inner_paths
+        return plain, found
+    if isinstance(value, list):
+        items = []
+        found = set()
+        for index, item in enumerate(value):
+            plain_item, inner_paths = unwrap_secrets(item, f"{path}[{index}]")
+            items.append(plain_item)
+            found |= inner_paths
+        return items, found
+    return value, set()
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Stand-ins for what a provider would compute, derived from the inputs only."""
+    if kind == "gcp:serviceaccount/account:Account":
+        return {"email": f"{inputs['accountId']}@{inputs.get('project', 'project')}.iam.gserviceaccount.com"}
+    if kind == "docker-build:index:Image":
+        digest = "sha256:" + _digest(inputs.get("tags"), inputs.get("context"), inputs.get("dockerfile"))
+        return {"digest": digest, "ref": f"{inputs['tags'][0]}@{digest}"}
+    if kind == "gcp:cloudrunv2/service:Service":
+        return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
+    if kind == "gcp:secretmanager/secretVersion:SecretVersion":
+        return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
+    if kind == "supabase:index:Project":
+        return {"id": "mockprojectref" + _digest(inputs.get("name"))[:6]}
+    if kind == "upstash:index/redisDatabase:RedisDatabase":
+        return {
+            "endpoint": f"{inputs['databaseName']}.upstash.io",
+            "port": 6379,
+            "password": "mock-redis-password",
+        }
+    if kind == "random:index/randomPassword:RandomPassword":
+        return {"result": "mock-password-" + _digest(name)[:12]}
+    if kind == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
+        return {"uptimeCheckId": f"{name}-check"}
+    if kind == "gcp:monitoring/notificationChannel:NotificationChannel":
+        return {"name": f"projects/mock/notificationChannels/{_digest(name)[:12]}"}
+    return {}
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    """Mocks that keep every registration."""
+
+    def __init__(self) -> None:
+        self.resources: list[Registered] = []
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        inputs, secret_paths = unwrap_secrets(dict(args.inputs))
+        self.resources.append(
+            Registered(
+                type=args.typ,
+                name=args.name,
+                custom=bool(args.custom),
+                inputs=inputs,
+                secret_paths=frozenset(secret_paths),
+            )
+        )
+        state = {**dict(args.inputs), **_computed(args.typ, args.name, inputs)}
+        return state.pop("id", f"{args.name}-id"), state
+
+    def call(self, args: MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
+        # A bare dict: the mock monitor reads a tuple's second item as a list of failures.
+        if args.token == CLIENT_CONFIG_FUNCTION:
+            return {"accessToken": "mock-access-token", "id": "mock", "project": "mock"}  # type: ignore[return-value]
+        return {}  # type: ignore[return-value]
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` of Pulumi.<stack>.yaml, without encrypted values (those need the real CLI)."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    document = yaml.safe_load(path.read_text()) or {}
+    config: dict[str, Any] = document.get("config") or {}
+    return {k: v for k, v in config.items() if not (isinstance(v, Mapping) and "secure" in v)}
+
+
+def render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None) -> Rendering:
+    """Run the program for `stack` with this config (and secret config) under the mock engine."""
+    # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return _render(stack, config, secrets)
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
+def _render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | None) -> Rendering:
+    from stacks.program import build
+    from stacks.settings import load
+
+    flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+    flat.update(secrets or {})
+    pulumi.runtime.set_all_config(flat, secret_keys=list(secrets or {}))
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    rendering = Rendering(stack=stack, resources=mocks.resources)
+    exports: dict[str, pulumi.Output[Any]] = {}
+
+    def program() -> None:
+        for key, value in build(load(stack=stack)).items():
+            exports[key] = pulumi.Output.from_input(value)
+        _sync_await(pulumi.Output.all(*exports.values()).future())
+
+    _sync_await(run_pulumi_func(program))
+    for key, output in exports.items():
+        rendering.outputs[key] = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            rendering.secret_outputs.add(key)
+    return rendering

@@ -1,0 +1,32 @@
+"""Renderings of the committed stacks, shared by the stack tests (each render takes about a second)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stacks.render import Rendering, render, stack_config
+
+SECRETS = {
+    "liftoff:openaiApiKey": "sk-test-openai-key-value",
+    "liftoff:sentryDsn": "https://public-key@o0.ingest.sentry.io/0",
+    "liftoff:supabaseJwtSecret": "test-supabase-jwt-secret-value",
+}
+
+
+def render_stack(
+    stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None
+) -> Rendering:
+    config = {**stack_config(stack), **(overrides or {})}
+    return render(stack, config, SECRETS if secrets is None else secrets)
+
+
+@pytest.fixture(scope="session")
+def prod() -> Rendering:
+    return render_stack("prod")
+
+
+@pytest.fixture(scope="session")
+def staging() -> Rendering:
+    return render_stack("staging")

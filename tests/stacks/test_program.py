@@ -1,0 +1,285 @@
+"""Both stacks, rendered by the mock engine: resources, wiring, the app's contract, secrets, schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from app.settings import ENV_VARS, Role
+from stacks.render import Registered, Rendering
+from stacks.schema import unknown_properties
+from tests.stacks.conftest import SECRETS, render_stack
+
+pytestmark = pytest.mark.unit
+
+SERVICE = "gcp:cloudrunv2/service:Service"
+POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
+JOB = "gcp:cloudrunv2/job:Job"
+SECRET_IAM = "gcp:secretmanager/secretIamMember:SecretIamMember"
+CONTRACT = {var.name: var for var in ENV_VARS}
+
+
+def container(resource: Registered) -> dict[str, Any]:
+    template = resource.inputs["template"]
+    if resource.type == JOB:
+        template = template["template"]
+    (only,) = template["containers"]
+    return dict(only)
+
+
+def envs(resource: Registered) -> dict[str, dict[str, Any]]:
+    return {env["name"]: env for env in container(resource).get("envs", [])}
+
+
+def workload(rendering: Rendering, role: Role) -> list[Registered]:
+    if role is Role.API:
+        return rendering.of_type(SERVICE)
+    if role is Role.MIGRATE:
+        return [j for j in rendering.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
+    return rendering.of_type(POOL) + [
+        j for j in rendering.of_type(JOB) if j.inputs["name"].endswith("-cleanup")
+    ]
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_stack_renders_every_component(stack, request):
+    rendering: Rendering = request.getfixturevalue(stack)
+    components = {r.type for r in rendering.resources if not r.custom}
+    assert components == {
+        "liftoff:index:ServiceAccounts",
+        "liftoff:index:SupabaseDatabase",
+        "liftoff:index:UpstashRedis",
+        "liftoff:index:Secrets",
+        "liftoff:index:ContainerImage",
+        "liftoff:index:MigrationsJob",
+        "liftoff:index:ApiService",
+        "liftoff:index:WorkerPool",
+        "liftoff:index:RetentionJob",
+        "liftoff:index:Monitoring",
+    }
+    assert len(rendering.of_type(SERVICE)) == 1
+    assert len(rendering.of_type(POOL)) == 1
+    assert len(rendering.of_type(JOB)) == 2
+    assert len(rendering.of_type("gcp:monitoring/alertPolicy:AlertPolicy")) == 5
+    assert len(rendering.of_type("gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")) == 1
+
+
+def test_prod_api_service(prod):
+    service = prod.one(SERVICE).inputs
+    assert service["name"] == "liftoff-prod-api"
+    assert service["location"] == "europe-west1"
+    assert service["deletionProtection"] is True
+    assert service["ingress"] == "INGRESS_TRAFFIC_ALL"
+    template = service["template"]
+    assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 20}
+    assert template["maxInstanceRequestConcurrency"] == 80
+    assert template["timeout"] == "300s"
+    assert template["serviceAccount"] == "liftoff-prod-api@liftoff-prod-000000.iam.gserviceaccount.com"
+    assert template["revision"] == prod.outputs["api_revision"]
+    c = container(prod.one(SERVICE))
+    assert c["image"] == prod.outputs["image_ref"]
+    assert "@sha256:" in c["image"]
+    assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/ready"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert service["traffics"] == [
+        {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100, "tag": "candidate"}
+    ]
+    invoker = prod.one("gcp:cloudrunv2/serviceIamMember:ServiceIamMember").inputs
+    assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", "allUsers")
+
+
+def test_staging_differs_where_it_should(staging):
+    service = staging.one(SERVICE).inputs
+    assert service["deletionProtection"] is False
+    assert service["template"]["scaling"]["minInstanceCount"] == 0
+    assert staging.one(POOL).inputs["scaling"]["manualInstanceCount"] == 1
+
+
+def test_private_api_names_its_invokers():
+    rendering = render_stack(
+        "staging",
+        {"liftoff:api": {"public": False, "invokers": ["serviceAccount:ci@p.iam.gserviceaccount.com"]}},
+    )
+    (invoker,) = rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    assert invoker.inputs["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
+
+
+def test_worker_pool(prod):
+    pool = prod.one(POOL).inputs
+    assert pool["name"] == "liftoff-prod-worker"
+    assert pool["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": 2}
+    assert pool["instanceSplits"] == [{"type": "INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST", "percent": 100}]
+    assert pool["template"]["serviceAccount"].startswith("liftoff-prod-worker@")
+    c = container(prod.one(POOL))
+    assert c["args"] == ["python", "-m", "app", "worker"]
+    assert c["image"] == prod.outputs["image_ref"]
+    assert "ports" not in c
+    # Nothing may invoke a worker pool: it has no endpoint, and no IAM grants one.
+    assert not [r for r in prod.resources if "workerPool" in r.type and r.type != POOL]
+
+
+def test_migrations_run_per_image_before_the_api(prod):
+    (migrate,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
+    digest = prod.outputs["image_ref"].split("@sha256:")[1]
+    assert migrate.inputs["runExecutionToken"] == f"img-{digest[:12]}"
+    assert len(migrate.inputs["name"]) + len(migrate.inputs["runExecutionToken"]) < 63
+    assert container(migrate)["args"] == ["python", "-m", "app", "migrate"]
+    assert migrate.inputs["template"]["template"]["maxRetries"] == 0
+    # Registration order follows dependencies: the migrations job before the API and the worker.
+    order = [r.type for r in prod.resources]
+    assert order.index(JOB) < order.index(SERVICE)
+    assert order.index(JOB) < order.index(POOL)
+
+
+def test_retention_is_scheduled(prod):
+    (cleanup,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-cleanup"]
+    assert container(cleanup)["args"] == ["python", "-m", "app", "cleanup"]
+    schedule = prod.one("gcp:cloudscheduler/job:Job").inputs
+    assert schedule["schedule"] == "17 3 * * *"
+    target = schedule["httpTarget"]
+    assert target["uri"].endswith("/jobs/liftoff-prod-cleanup:run")
+    assert target["oauthToken"]["serviceAccountEmail"].startswith("liftoff-prod-scheduler@")
+    invoker = prod.one("gcp:cloudrunv2/jobIamMember:JobIamMember").inputs
+    assert invoker["role"] == "roles/run.invoker"
+    assert invoker["member"].startswith("serviceAccount:liftoff-prod-scheduler@")
+
+
+def test_redis_and_database(prod):
+    redis = prod.one("upstash:index/redisDatabase:RedisDatabase").inputs
+    assert redis["region"] == "global"
+    assert redis["primaryRegion"] == "eu-west-1"
+    assert (redis["tls"], redis["eviction"], redis["budget"]) == (True, False, 50)
+    project = prod.one("supabase:index:Project").inputs
+    assert (project["region"], project["plan"]) == ("eu-west-1", "pro")
+    assert prod.outputs["redis_url"].startswith("rediss://")
+    assert ":6543/postgres" in prod.outputs["database_url"]
+    assert ":5432/postgres" in prod.outputs["migrations_database_url"]
+    assert {"database_url", "migrations_database_url", "redis_url"} <= prod.secret_outputs
+
+
+def test_image_is_built_for_amd64_and_pushed(prod):
+    image = prod.one("docker-build:index:Image").inputs
+    assert image["platforms"] == ["linux/amd64"]
+    assert image["push"] is True
+    assert image["dockerfile"]["location"].endswith("app/Dockerfile")
+    assert image["tags"] == ["europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff/app:prod"]
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_variable_the_app_needs_reaches_its_workload(stack, request):
+    rendering: Rendering = request.getfixturevalue(stack)
+    for role in Role:
+        for resource in workload(rendering, role):
+            env = envs(resource)
+            for name, item in env.items():
+                var = CONTRACT.get(name)
+                assert var is not None, f"{resource.name} sets {name}, which the app does not read"
+                assert role in var.used_by, f"{resource.name} gets {name}, which {role} does not read"
+                if var.secret:
+                    assert "value" not in item, f"{name} is a plain value in {resource.name}"
+                    assert item["valueSource"]["secretKeyRef"]["secret"], name
+                else:
+                    assert "valueSource" not in item
+            for var in ENV_VARS:
+                if role in var.used_by and var.required:
+                    assert var.name in env, f"{resource.name} lacks required {var.name}"
+            assert "PORT" not in env
+    api = envs(rendering.one(SERVICE))
+    assert "SUPABASE_JWKS_URL" in api or "SUPABASE_JWT_SECRET" in api
+    assert "OPENAI_API_KEY" in envs(rendering.one(POOL))
+
+
+def test_secrets_are_readable_only_by_the_workloads_that_use_them(prod):
+    grants: dict[str, set[str]] = {}
+    for grant in prod.of_type(SECRET_IAM):
+        assert grant.inputs["role"] == "roles/secretmanager.secretAccessor"
+        member = grant.inputs["member"]
+        assert member.startswith("serviceAccount:liftoff-prod-")
+        account = member.removeprefix("serviceAccount:liftoff-prod-").split("@")[0]
+        grants.setdefault(grant.inputs["secretId"], set()).add(account)
+    expected = {
+        "liftoff-prod-database-url": {"api", "worker"},
+        "liftoff-prod-migrations-database-url": {"migrate"},
+        "liftoff-prod-redis-url": {"api", "worker"},
+        "liftoff-prod-openai-api-key": {"worker"},
+        "liftoff-prod-sentry-dsn": {"api", "worker"},
+        "liftoff-prod-supabase-jwt-secret": {"api"},
+    }
+    assert grants == expected
+    # Every secret reference a workload holds points at one of these secrets.
+    for role in Role:
+        for resource in workload(prod, role):
+            for item in envs(resource).values():
+                if "valueSource" in item:
+                    assert item["valueSource"]["secretKeyRef"]["secret"] in expected
+
+
+def test_no_secret_value_appears_in_plain_sight(prod):
+    values = [
+        *SECRETS.values(),
+        prod.outputs["database_url"],
+        prod.outputs["migrations_database_url"],
+        prod.outputs["redis_url"],
+        "mock-redis-password",
+    ]
+    # Where a secret value belongs: the secret versions, and the providers' own secret inputs.
+    allowed = {
+        ("gcp:secretmanager/secretVersion:SecretVersion", "secretData"),
+        ("supabase:index:Project", "db_pass"),
+    }
+    for resource in prod.resources:
+        for key, value in resource.inputs.items():
+            if (resource.type, key) in allowed:
+                assert key in resource.secret_paths, f"{resource.type}.{key} is not marked secret"
+                continue
+            text = json.dumps(value, default=str)
+            leaked = [v for v in values if v in text]
+            assert not leaked, f"{resource.type} {resource.name}.{key} carries a secret"
+    for key, value in prod.outputs.items():
+        if key in prod.secret_outputs:
+            continue
+        text = json.dumps(value, default=str)
+        assert not [v for v in values if v in text], f"output {key} carries a secret"
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_every_property_exists_in_the_provider_sdk(stack, request):
+    rendering: Rendering = request.getfixturevalue(stack)
+    custom = [r for r in rendering.resources if r.custom]
+    assert len(custom) > 30
+    problems = {f"{r.type} {r.name}": unknown_properties(r) for r in custom}
+    assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_schema_check_catches_a_typo(prod):
+    service = prod.one(SERVICE)
+    broken = Registered(
+        type=service.type,
+        name=service.name,
+        custom=True,
+        inputs={
+            **service.inputs,
+            "template": {**service.inputs["template"], "maxInstanceRequestConcurency": 1},
+        },
+    )
+    assert unknown_properties(broken) == ["template.maxInstanceRequestConcurency"]
+
+
+def test_labels_on_everything_that_takes_them(prod):
+    for resource in prod.resources:
+        labels = resource.inputs.get("labels")
+        if labels is not None and resource.type != "gcp:monitoring/notificationChannel:NotificationChannel":
+            assert labels == {"app": "liftoff", "env": "prod"}, resource.name
+
+
+def test_exports(prod):
+    assert prod.outputs["api_url"].startswith("https://liftoff-prod-api-")
+    assert prod.outputs["api_candidate_urls"] == {
+        "candidate": prod.outputs["api_url"].replace("https://", "https://candidate---")
+    }
+    assert prod.outputs["api_traffic"] == [{"revision": "latest", "percent": 100, "tag": "candidate"}]
+    assert prod.outputs["worker_revision"].startswith("liftoff-prod-worker-")
+    assert prod.outputs["api_revision"].startswith("liftoff-prod-api-")

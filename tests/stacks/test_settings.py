@@ -1,0 +1,153 @@
+"""Invalid stack configuration fails before any resource is registered, naming the key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from stacks.render import RecordingMocks, stack_config
+from stacks.settings import ConfigError, load
+from tests.stacks.conftest import SECRETS, render_stack
+
+pytestmark = pytest.mark.unit
+
+
+def api(**changes: Any) -> dict[str, Any]:
+    return {"liftoff:api": {**stack_config("prod")["liftoff:api"], **changes}}
+
+
+def worker(**changes: Any) -> dict[str, Any]:
+    return {"liftoff:worker": {**stack_config("prod")["liftoff:worker"], **changes}}
+
+
+BAD_CONFIGS = [
+    (
+        "percents-not-100",
+        api(traffic=[{"revision": "latest", "percent": 90}]),
+        "liftoff:api.traffic: percents sum to 90",
+    ),
+    (
+        "two-latest",
+        api(
+            traffic=[{"revision": "latest", "percent": 50}, {"revision": "latest", "percent": 50, "tag": "b"}]
+        ),
+        "liftoff:api.traffic: more than one target is 'latest'",
+    ),
+    (
+        "bad-tag",
+        api(traffic=[{"revision": "latest", "percent": 100, "tag": "Not_DNS"}]),
+        "liftoff:api.traffic[0].tag",
+    ),
+    (
+        "unnamed-pin",
+        api(traffic=[{"revision": "stable", "percent": 100}]),
+        "liftoff:api.traffic[0].revision: 'stable' is not a revision",
+    ),
+    ("negative-instances", worker(instances=-1), "liftoff:worker.instances: must be from 0 to 100"),
+    ("bad-memory", api(memory="1GB"), "liftoff:api.memory: '1GB' is not a memory size"),
+    ("bad-cpu", worker(cpu="3.5"), "liftoff:worker.cpu: '3.5' is not a CPU value"),
+    ("bad-region", {"gcp:region": "mars-north1"}, "gcp:region: 'mars-north1' is not a Cloud Run region"),
+    ("bad-project", {"gcp:project": "Not A Project"}, "gcp:project: 'Not A Project' is not a GCP project id"),
+    ("missing-alert-email", {"liftoff:alerts": {}}, "liftoff:alerts.email: is required"),
+    (
+        "min-above-max",
+        api(minInstances=5, maxInstances=2),
+        "liftoff:api.minInstances: 5 is above maxInstances 2",
+    ),
+    (
+        "prod-without-protection",
+        api(deletionProtection=False),
+        "liftoff:api.deletionProtection: must be true in prod",
+    ),
+    (
+        "bad-supabase-region",
+        {"liftoff:supabase": {"mode": "create", "organizationId": "org", "region": "eu-west-9"}},
+        "liftoff:supabase.region: 'eu-west-9' is not one of",
+    ),
+    (
+        "adopt-without-ref",
+        {"liftoff:supabase": {"mode": "adopt"}},
+        "liftoff:supabase.projectRef: is required",
+    ),
+    (
+        "bad-upstash-region",
+        {"liftoff:redis": {"primaryRegion": "moon-1"}},
+        "liftoff:redis.primaryRegion: 'moon-1'",
+    ),
+    ("unknown-key", api(minInstance=1), "liftoff:api.minInstance: unknown key"),
+    (
+        "bad-schedule",
+        {"liftoff:retention": {"schedule": "daily"}},
+        "liftoff:retention.schedule: must be a 5-field cron",
+    ),
+    ("wrong-type", worker(concurrency="eight"), "liftoff:worker.concurrency: must be int, got 'eight'"),
+    (
+        "worker-split-tag",
+        worker(split=[{"revision": "latest", "percent": 100, "tag": "x"}]),
+        "liftoff:worker.split[0].tag",
+    ),
+    (
+        "bad-ratio",
+        {"liftoff:alerts": {"email": "a@b.co", "errorRatio": 2}},
+        "liftoff:alerts.errorRatio: must be between 0 and 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "overrides", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_names_the_key_and_registers_nothing(monkeypatch, case, overrides, message):
+    registered: list[Any] = []
+    original = RecordingMocks.new_resource
+
+    def spy(self: RecordingMocks, args: Any) -> Any:
+        registered.append(args.typ)
+        return original(self, args)
+
+    monkeypatch.setattr(RecordingMocks, "new_resource", spy)
+    with pytest.raises(ConfigError) as caught:
+        render_stack("prod", overrides)
+    assert message in str(caught.value), str(caught.value)
+    assert registered == []
+
+
+def test_missing_secret_names_the_command_to_set_it():
+    with pytest.raises(ConfigError, match=r"liftoff:openaiApiKey: is required .*pulumi config set --secret"):
+        render_stack("prod", secrets={})
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ConfigError) as caught:
+        render_stack("prod", {"gcp:region": "nowhere", **worker(instances=-3, memory="lots")})
+    assert len(caught.value.problems) >= 3
+
+
+class DictSource:
+    """Config from plain dictionaries, to test the loader without the engine."""
+
+    def __init__(self, config: dict[str, Any], secrets: dict[str, str]) -> None:
+        self.config = config
+        self.secrets = secrets
+
+    def get(self, namespace: str, key: str) -> Any:
+        return self.config.get(f"{namespace}:{key}")
+
+    def get_secret(self, namespace: str, key: str) -> Any:
+        return self.secrets.get(f"{namespace}:{key}")
+
+
+def test_defaults_are_secure():
+    config = {
+        "gcp:project": "my-project-1",
+        "gcp:region": "us-central1",
+        "liftoff:supabase": {"organizationId": "o"},
+    }
+    config["liftoff:alerts"] = {"email": "oncall@example.com"}
+    settings = load(DictSource(config, SECRETS), stack="prod")
+    assert settings.api.public is False
+    assert settings.api.deletion_protection is True
+    assert settings.api.min_instances == 1
+    assert settings.redis.primary_region == "us-east-1"
+    assert settings.supabase.region == "us-east-1"
+    staging = load(DictSource(config, SECRETS), stack="staging")
+    assert staging.api.deletion_protection is False
