@@ -116,8 +116,7 @@ class Worker:
             socket_timeout=settings.worker_wait_seconds + 15,
             # No background PINGs or client metadata: on Upstash every command is billed.
             health_check_interval=0,
-            lib_name=None,
-            lib_version=None,
+            driver_info=None,
         )
         self.provider = provider or make_provider(settings)
         self.metrics = WorkerMetrics()
