@@ -1,0 +1,45 @@
+"""The program's entry point runs the way Pulumi runs it: as a file, from stacks/."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from stacks.render import ROOT, RecordingMocks, stack_config
+from tests.stacks.conftest import SECRETS
+
+pytestmark = pytest.mark.unit
+
+
+def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
+    import asyncio
+    import json
+
+    import pulumi
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    program_dir = ROOT / "stacks"
+    monkeypatch.setattr(
+        sys, "path", [str(program_dir), *[p for p in sys.path if Path(p or ".").resolve() != ROOT]]
+    )
+    for name in [m for m in sys.modules if m == "stacks" or m.startswith(("stacks.", "components"))]:
+        monkeypatch.delitem(sys.modules, name)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        config = {k: v if isinstance(v, str) else json.dumps(v) for k, v in stack_config("prod").items()}
+        pulumi.runtime.set_all_config({**config, **SECRETS}, secret_keys=list(SECRETS))
+        mocks = RecordingMocks()
+        pulumi.runtime.set_mocks(mocks, project="liftoff", stack="prod", preview=False)
+        def program() -> None:
+            runpy.run_path(str(program_dir), run_name="__main__")
+
+        _sync_await(run_pulumi_func(program))
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+    assert any(r.type == "gcp:cloudrunv2/service:Service" for r in mocks.resources)
