@@ -7,9 +7,9 @@ as Secret Manager references, never as plain values.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pulumi
 import pulumi_gcp as gcp
@@ -66,52 +66,49 @@ def _limits(container: Container) -> dict[str, str]:
     return {"cpu": container.cpu, "memory": container.memory}
 
 
-def _service_envs(c: Container) -> list[run.ServiceTemplateContainerEnvArgs]:
-    plain = [run.ServiceTemplateContainerEnvArgs(name=k, value=v) for k, v in sorted(c.env.items())]
+E = TypeVar("E")
+
+
+def _envs(
+    c: Container, env: Callable[..., E], source: Callable[..., Any], ref: Callable[..., Any]
+) -> list[E]:
+    """The container's variables, plain ones as values and secrets as Secret Manager references.
+
+    Each resource type has its own Args classes for the same shape; they are passed in.
+    """
+    plain = [env(name=k, value=v) for k, v in sorted(c.env.items())]
     secret = [
-        run.ServiceTemplateContainerEnvArgs(
-            name=k,
-            value_source=run.ServiceTemplateContainerEnvValueSourceArgs(
-                secret_key_ref=run.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs(
-                    secret=ref.secret, version=ref.version
-                )
-            ),
-        )
-        for k, ref in sorted(c.secret_env.items())
+        env(name=k, value_source=source(secret_key_ref=ref(secret=r.secret, version=r.version)))
+        for k, r in sorted(c.secret_env.items())
     ]
     return plain + secret
+
+
+def _service_envs(c: Container) -> list[run.ServiceTemplateContainerEnvArgs]:
+    return _envs(
+        c,
+        run.ServiceTemplateContainerEnvArgs,
+        run.ServiceTemplateContainerEnvValueSourceArgs,
+        run.ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs,
+    )
 
 
 def _pool_envs(c: Container) -> list[run.WorkerPoolTemplateContainerEnvArgs]:
-    plain = [run.WorkerPoolTemplateContainerEnvArgs(name=k, value=v) for k, v in sorted(c.env.items())]
-    secret = [
-        run.WorkerPoolTemplateContainerEnvArgs(
-            name=k,
-            value_source=run.WorkerPoolTemplateContainerEnvValueSourceArgs(
-                secret_key_ref=run.WorkerPoolTemplateContainerEnvValueSourceSecretKeyRefArgs(
-                    secret=ref.secret, version=ref.version
-                )
-            ),
-        )
-        for k, ref in sorted(c.secret_env.items())
-    ]
-    return plain + secret
+    return _envs(
+        c,
+        run.WorkerPoolTemplateContainerEnvArgs,
+        run.WorkerPoolTemplateContainerEnvValueSourceArgs,
+        run.WorkerPoolTemplateContainerEnvValueSourceSecretKeyRefArgs,
+    )
 
 
 def _job_envs(c: Container) -> list[run.JobTemplateTemplateContainerEnvArgs]:
-    plain = [run.JobTemplateTemplateContainerEnvArgs(name=k, value=v) for k, v in sorted(c.env.items())]
-    secret = [
-        run.JobTemplateTemplateContainerEnvArgs(
-            name=k,
-            value_source=run.JobTemplateTemplateContainerEnvValueSourceArgs(
-                secret_key_ref=run.JobTemplateTemplateContainerEnvValueSourceSecretKeyRefArgs(
-                    secret=ref.secret, version=ref.version
-                )
-            ),
-        )
-        for k, ref in sorted(c.secret_env.items())
-    ]
-    return plain + secret
+    return _envs(
+        c,
+        run.JobTemplateTemplateContainerEnvArgs,
+        run.JobTemplateTemplateContainerEnvValueSourceArgs,
+        run.JobTemplateTemplateContainerEnvValueSourceSecretKeyRefArgs,
+    )
 
 
 def _revision(service: str, container: Container, extra: Mapping[str, Any]) -> pulumi.Output[str]:

@@ -35,6 +35,7 @@ def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
         pulumi.runtime.set_all_config({**config, **SECRETS}, secret_keys=list(SECRETS))
         mocks = RecordingMocks()
         pulumi.runtime.set_mocks(mocks, project="liftoff", stack="prod", preview=False)
+
         def program() -> None:
             runpy.run_path(str(program_dir), run_name="__main__")
 

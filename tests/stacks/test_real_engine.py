@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,10 +23,9 @@ pytestmark = [
 ]
 
 
-def test_preview_of_the_sandbox_stack_succeeds():
-    stack = os.environ["LIFTOFF_SANDBOX_STACK"]
+def preview() -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        ["pulumi", "preview", "--stack", stack, "--non-interactive", "--diff", "--json"],
+        ["pulumi", "preview", "--stack", os.environ["LIFTOFF_SANDBOX_STACK"], "--non-interactive", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -33,21 +33,14 @@ def test_preview_of_the_sandbox_stack_succeeds():
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def test_preview_of_the_sandbox_stack_succeeds():
+    assert json.loads(preview().stdout)["steps"]
 
 
 def test_rollback_preview_changes_only_traffic():
     """With the sandbox's api.traffic pinned to its stable revision, preview shows one update."""
-    stack = os.environ["LIFTOFF_SANDBOX_STACK"]
-    result = subprocess.run(
-        ["pulumi", "preview", "--stack", stack, "--non-interactive", "--json"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    import json
-
-    steps = [s for s in json.loads(result.stdout).get("steps", []) if s.get("op") not in ("same", "read")]
+    steps = [s for s in json.loads(preview().stdout).get("steps", []) if s.get("op") not in ("same", "read")]
     assert all(s["type"] == "gcp:cloudrunv2/service:Service" for s in steps), steps
