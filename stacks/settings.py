@@ -249,6 +249,16 @@ class _Reader:
             self.problems.append(f"{where}: {problem}")
         return value
 
+    def number(self, name: str, default: float, check: Callable[[float], str | None]) -> float:
+        """A float, written in YAML as either 0.5 or 1."""
+        value = self.raw.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problems.append(f"{self.key}.{name}: must be a number, got {value!r}")
+            return default
+        if (problem := check(float(value))) is not None:
+            self.problems.append(f"{self.key}.{name}: {problem}")
+        return float(value)
+
     def optional(self, name: str, kind: type[T]) -> T | None:
         if self.raw.get(name) is None:
             return None
@@ -417,9 +427,9 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     al.unknown({"email", "errorRatio", "p95LatencyMs", "jobFailureRatio", "oldestQueuedSeconds"})
     alerts = AlertSettings(
         email=al.value("email", str, None, _pattern(EMAIL, "an email address")),
-        error_ratio=float(al.value("errorRatio", (int, float), 0.05, _ratio)),  # type: ignore[arg-type]
+        error_ratio=al.number("errorRatio", 0.05, _ratio),
         p95_latency_ms=al.value("p95LatencyMs", int, 2000, _between(1, 600_000)),
-        job_failure_ratio=float(al.value("jobFailureRatio", (int, float), 0.10, _ratio)),  # type: ignore[arg-type]
+        job_failure_ratio=al.number("jobFailureRatio", 0.10, _ratio),
         oldest_queued_seconds=al.value("oldestQueuedSeconds", int, 300, _between(1, 86_400)),
     )
 
