@@ -17,7 +17,7 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime.mocks import MockCallArgs, MockResourceArgs
+from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -41,6 +41,9 @@ class Registered:
     custom: bool
     inputs: dict[str, Any]
     secret_paths: frozenset[str] = frozenset()
+    protect: bool = False
+    urn: str = ""
+    parent: str | None = None
 
 
 @dataclass
@@ -122,9 +125,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def __init__(self) -> None:
         self.resources: list[Registered] = []
+        # Resource options the mocks API does not pass on, keyed by (type, name).
+        self.options: dict[tuple[str, str], tuple[bool, str, str | None]] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         inputs, secret_paths = unwrap_secrets(dict(args.inputs))
+        protect, urn, parent = self.options.get((args.typ, args.name), (False, "", None))
         self.resources.append(
             Registered(
                 type=args.typ,
@@ -132,6 +138,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 custom=bool(args.custom),
                 inputs=inputs,
                 secret_paths=frozenset(secret_paths),
+                protect=protect,
+                urn=urn,
+                parent=parent,
             )
         )
         state = {**dict(args.inputs), **_computed(args.typ, args.name, inputs)}
@@ -142,6 +151,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == CLIENT_CONFIG_FUNCTION:
             return {"accessToken": "mock-access-token", "id": "mock", "project": "mock"}  # type: ignore[return-value]
         return {}  # type: ignore[return-value]
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also noting each registration's protect flag, URN and parent."""
+
+    mocks: RecordingMocks
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        self.mocks.options[(request.type, request.name)] = (
+            bool(request.protect),
+            urn,
+            request.parent or None,
+        )
+        return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
 def stack_config(stack: str) -> dict[str, Any]:
@@ -172,7 +196,9 @@ def _render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | 
     flat.update(secrets or {})
     pulumi.runtime.set_all_config(flat, secret_keys=list(secrets or {}))
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+    )
     rendering = Rendering(stack=stack, resources=mocks.resources)
     exports: dict[str, pulumi.Output[Any]] = {}
 

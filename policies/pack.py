@@ -1,0 +1,26 @@
+"""The list of policies, importable without starting the policy runtime."""
+
+from pulumi_policy import ResourceValidationPolicy
+
+from policies.exposure import api_public_only_when_declared, worker_never_public
+from policies.iam import no_primitive_roles, secret_access_to_workloads
+from policies.images import images_by_digest
+from policies.labels import app_and_env_labels
+from policies.production import prod_api_scaling, prod_deletion_protection
+from policies.redis import redis_over_tls
+from policies.secrets import no_plain_secrets
+from policies.traffic import traffic_adds_up
+
+POLICIES: tuple[ResourceValidationPolicy, ...] = (
+    images_by_digest,
+    no_plain_secrets,
+    worker_never_public,
+    api_public_only_when_declared,
+    prod_deletion_protection,
+    prod_api_scaling,
+    traffic_adds_up,
+    redis_over_tls,
+    secret_access_to_workloads,
+    no_primitive_roles,
+    app_and_env_labels,
+)

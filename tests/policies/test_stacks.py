@@ -1,0 +1,60 @@
+"""The whole rendered stacks against the pack, offline: clean as committed, and a broken copy caught."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from policies.pack import POLICIES
+from stacks.policy_check import evaluate, policy_config
+from stacks.render import ROOT, Registered, Rendering, stack_config
+
+pytestmark = pytest.mark.policy
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_committed_stacks_have_no_violations(stack, request):
+    rendering: Rendering = request.getfixturevalue(stack)
+    assert [v for v in evaluate(rendering) if v.mandatory] == []
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_policy_config_matches_the_stack(stack):
+    config = policy_config(stack)
+    assert (
+        config["api-public-only-when-declared"]["publicApi"] == stack_config(stack)["liftoff:api"]["public"]
+    )
+    assert config["prod-deletion-protection"]["environment"] == stack
+    assert set(config) <= {p.name for p in POLICIES}
+    assert json.loads((ROOT / "policies" / f"config.{stack}.json").read_text()) == config
+
+
+def _with(rendering: Rendering, extra: list[Registered], edit: dict[str, object] | None = None) -> Rendering:
+    resources = []
+    for resource in rendering.resources:
+        if edit and resource.type == "gcp:cloudrunv2/service:Service":
+            resource = replace(resource, inputs={**resource.inputs, **edit})
+        resources.append(resource)
+    return Rendering(stack=rendering.stack, resources=resources + extra, outputs=rendering.outputs)
+
+
+def test_broken_prod_is_caught(prod):
+    service = prod.one("gcp:cloudrunv2/service:Service")
+    template = service.inputs["template"]
+    (container,) = template["containers"]
+    plain_db = {"name": "DATABASE_URL", "value": "postgresql://postgres.ref:hunter2@pooler:6543/postgres"}
+    envs = [e for e in container["envs"] if e["name"] != "DATABASE_URL"] + [plain_db]
+    broken_template = {**template, "containers": [{**container, "envs": envs}]}
+    public_worker = Registered(
+        type="gcp:cloudrunv2/workerPoolIamMember:WorkerPoolIamMember",
+        name="worker-public",
+        custom=True,
+        inputs={"name": "liftoff-prod-worker", "role": "roles/run.invoker", "member": "allUsers"},
+    )
+    broken = _with(prod, [public_worker], {"template": broken_template, "deletionProtection": False})
+    found = {(v.policy, v.mandatory) for v in evaluate(broken)}
+    assert ("no-plain-secrets", True) in found
+    assert ("worker-never-public", True) in found
+    assert ("prod-deletion-protection", True) in found
