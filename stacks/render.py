@@ -168,12 +168,23 @@ class RecordingMonitor(MockMonitor):
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
 
-def stack_config(stack: str) -> dict[str, Any]:
-    """The `config:` of Pulumi.<stack>.yaml, without encrypted values (those need the real CLI)."""
-    path = ROOT / f"Pulumi.{stack}.yaml"
+def _stack_file(stack: str, root: Path) -> dict[str, Any]:
+    path = root / f"Pulumi.{stack}.yaml"
     document = yaml.safe_load(path.read_text()) or {}
     config: dict[str, Any] = document.get("config") or {}
-    return {k: v for k, v in config.items() if not (isinstance(v, Mapping) and "secure" in v)}
+    return config
+
+
+def stack_config(stack: str, root: Path = ROOT) -> dict[str, Any]:
+    """The `config:` of Pulumi.<stack>.yaml, without encrypted values (those need the real CLI)."""
+    return {
+        k: v for k, v in _stack_file(stack, root).items() if not (isinstance(v, Mapping) and "secure" in v)
+    }
+
+
+def secret_keys(stack: str, root: Path = ROOT) -> list[str]:
+    """The keys Pulumi.<stack>.yaml holds encrypted (`secure:`)."""
+    return sorted(k for k, v in _stack_file(stack, root).items() if isinstance(v, Mapping) and "secure" in v)
 
 
 def render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None) -> Rendering:
