@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token clean
+.PHONY: help install dev test lint format token plan plan-diff clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,14 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 
 token: $(STAMP) ## Mint a dev JWT for the local system (TENANT=demo|other).
 	$(PY) -m app.local.token --tenant $(or $(TENANT),demo)
+
+plan: $(STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: resources, policy results.
+	$(if $(STACK),,$(error set STACK, e.g. make plan STACK=prod))
+	$(PY) stacks/plan.py render --stack $(STACK) --out .plan/$(STACK).json
+
+plan-diff: $(STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
+	$(if $(BASE),,$(error set BASE, e.g. make plan-diff BASE=origin/main))
+	$(PY) stacks/plan.py diff --base $(BASE)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -36,18 +36,22 @@ PLACEHOLDERS = {
 }
 
 
-def redact(value: Any, secret_paths: frozenset[str], path: str = "") -> Any:
-    """`value` with every secret path, and every placeholder secret, replaced by [secret]."""
+def redact(value: Any, secret_paths: frozenset[str], path: str = "", root: str = "") -> Any:
+    """`value` with every secret path, and every placeholder secret, replaced by [secret], and
+    paths inside the tree written relative to it (so two checkouts compare equal)."""
     if path in secret_paths:
         return REDACTED
     if isinstance(value, Mapping):
         return {
-            k: redact(v, secret_paths, f"{path}.{k}" if path else str(k)) for k, v in sorted(value.items())
+            k: redact(v, secret_paths, f"{path}.{k}" if path else str(k), root)
+            for k, v in sorted(value.items())
         }
     if isinstance(value, list):
-        return [redact(v, secret_paths, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [redact(v, secret_paths, f"{path}[{i}]", root) for i, v in enumerate(value)]
     if isinstance(value, str) and any(p in value for p in PLACEHOLDERS.values()):
         return REDACTED
+    if isinstance(value, str) and root and (value == root or value.startswith(root + "/")):
+        return "." + value[len(root) :]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
@@ -84,7 +88,7 @@ def render_plan(stack: str, root: Path) -> dict[str, Any]:
                 "type": r.type,
                 "name": r.name,
                 **({"protect": True} if r.protect else {}),
-                "inputs": redact(r.inputs, r.secret_paths),
+                "inputs": redact(r.inputs, r.secret_paths, root=str(root)),
             }
             for r in rendering.resources
         ),

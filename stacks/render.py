@@ -92,12 +92,31 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# What app/Dockerfile copies into the image (see app/Dockerfile.dockerignore).
+IMAGE_SOURCES = ("pyproject.toml", "README.md", "app")
+
+
+def _context_hash(context: Path) -> str:
+    digest = hashlib.sha256()
+    for source in IMAGE_SOURCES:
+        path = context / source
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if "__pycache__" in file.parts or not file.exists():
+                continue
+            digest.update(str(file.relative_to(context)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Stand-ins for what a provider would compute, derived from the inputs only."""
     if kind == "gcp:serviceaccount/account:Account":
         return {"email": f"{inputs['accountId']}@{inputs.get('project', 'project')}.iam.gserviceaccount.com"}
     if kind == "docker-build:index:Image":
-        digest = "sha256:" + _digest(inputs.get("tags"), inputs.get("context"), inputs.get("dockerfile"))
+        # Like a real build: the digest follows what goes into the image, not where it lies.
+        context = Path(str((inputs.get("context") or {}).get("location", ".")))
+        digest = "sha256:" + _digest(inputs.get("tags"), _context_hash(context))
         return {"digest": digest, "ref": f"{inputs['tags'][0]}@{digest}"}
     if kind == "gcp:cloudrunv2/service:Service":
         return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
