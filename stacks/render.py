@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,14 @@ def _context_hash(context: Path) -> str:
 def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Stand-ins for what a provider would compute, derived from the inputs only."""
     if kind == "gcp:serviceaccount/account:Account":
-        return {"email": f"{inputs['accountId']}@{inputs.get('project', 'project')}.iam.gserviceaccount.com"}
+        email = f"{inputs['accountId']}@{inputs.get('project', 'project')}.iam.gserviceaccount.com"
+        return {
+            "email": email,
+            "name": f"projects/{inputs.get('project', 'project')}/serviceAccounts/{email}",
+        }
+    if kind == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
+        pool = inputs["workloadIdentityPoolId"]
+        return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{pool}"}
     if kind == "docker-build:index:Image":
         # Like a real build: the digest follows what goes into the image, not where it lies.
         context = Path(str((inputs.get("context") or {}).get("location", ".")))
@@ -206,38 +213,58 @@ def secret_keys(stack: str, root: Path = ROOT) -> list[str]:
     return sorted(k for k, v in _stack_file(stack, root).items() if isinstance(v, Mapping) and "secure" in v)
 
 
-def render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | None = None) -> Rendering:
-    """Run the program for `stack` with this config (and secret config) under the mock engine."""
+def render(
+    stack: str,
+    config: Mapping[str, Any],
+    secrets: Mapping[str, str] | None = None,
+    program: Callable[[], Mapping[str, Any]] | None = None,
+    project: str = PROJECT,
+) -> Rendering:
+    """Run a program (Liftoff's, unless given) for `stack` with this config under the mock engine."""
     # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _render(stack, config, secrets)
+        return _render(stack, config, secrets, program, project)
     finally:
         loop.close()
         asyncio.set_event_loop(None)
 
 
-def _render(stack: str, config: Mapping[str, Any], secrets: Mapping[str, str] | None) -> Rendering:
-    from stacks.program import build
-    from stacks.settings import load
+def _render(
+    stack: str,
+    config: Mapping[str, Any],
+    secrets: Mapping[str, str] | None,
+    program: Callable[[], Mapping[str, Any]] | None,
+    project: str,
+) -> Rendering:
+    if program is None:
+        from stacks.program import build
+        from stacks.settings import load
+
+        def liftoff() -> Mapping[str, Any]:
+            return build(load(stack=stack))
+
+        program = liftoff
 
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
     flat.update(secrets or {})
     pulumi.runtime.set_all_config(flat, secret_keys=list(secrets or {}))
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(
-        mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
+        mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
     )
     rendering = Rendering(stack=stack, resources=mocks.resources)
     exports: dict[str, pulumi.Output[Any]] = {}
 
-    def program() -> None:
-        for key, value in build(load(stack=stack)).items():
+    declare = program
+
+    def run() -> None:
+        for key, value in declare().items():
             exports[key] = pulumi.Output.from_input(value)
         _sync_await(pulumi.Output.all(*exports.values()).future())
 
-    _sync_await(run_pulumi_func(program))
+    _sync_await(run_pulumi_func(run))
     for key, output in exports.items():
         rendering.outputs[key] = _sync_await(output.future())
         if _sync_await(output.is_secret()):

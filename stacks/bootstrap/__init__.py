@@ -1,0 +1,1 @@
+"""The one-time bootstrap: state bucket, secrets key, keyless CI identity and the deployer."""
