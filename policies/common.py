@@ -27,6 +27,13 @@ def items(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list | tuple) else []
 
 
+def members(props: Mapping[str, Any]) -> list[str]:
+    """The principals an IAM member (`member`) or binding (`members`) resource grants to."""
+    found = [m for m in items(props.get("members")) if isinstance(m, str)]
+    member = props.get("member")
+    return [*found, member] if isinstance(member, str) else found
+
+
 def containers(resource_type: str, props: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     """The containers of a Cloud Run service, worker pool or job; nothing for other types."""
     template = mapping(props.get("template"))

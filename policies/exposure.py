@@ -10,7 +10,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policies.common import items
+from policies.common import members
 
 PUBLIC = frozenset({"allUsers", "allAuthenticatedUsers"})
 WORKER_POOL_IAM = (
@@ -23,15 +23,9 @@ SERVICE_IAM = (
 )
 
 
-def members(props: dict[str, object]) -> list[str]:
-    found = [m for m in items(props.get("members")) if isinstance(m, str)]
-    member = props.get("member")
-    return [*found, member] if isinstance(member, str) else found
-
-
 def validate_worker(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type in WORKER_POOL_IAM:
-        for member in PUBLIC.intersection(members(dict(args.props))):
+        for member in PUBLIC.intersection(members(args.props)):
             report_violation(f"the worker pool must never be public, but {member} is granted", None)
 
 
@@ -40,7 +34,7 @@ def validate_api(args: ResourceValidationArgs, report_violation: ReportViolation
         return
     if args.get_config().get("publicApi") is True:
         return
-    for member in PUBLIC.intersection(members(dict(args.props))):
+    for member in PUBLIC.intersection(members(args.props)):
         report_violation(f"{member} may invoke the API, but this stack does not declare it public", None)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from policies.common import items
+from policies.common import members
 
 SECRET_IAM = (
     "gcp:secretmanager/secretIamMember:SecretIamMember",
@@ -14,18 +14,10 @@ PROJECT_IAM = ("gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMBinding:IAMB
 PRIMITIVE = frozenset({"roles/owner", "roles/editor"})
 
 
-def _members(props: object) -> list[str]:
-    if not hasattr(props, "get"):
-        return []
-    found = [m for m in items(props.get("members")) if isinstance(m, str)]
-    member = props.get("member")
-    return [*found, member] if isinstance(member, str) else found
-
-
 def validate_secret_access(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in SECRET_IAM:
         return
-    for member in _members(args.props):
+    for member in members(args.props):
         if not member.startswith("serviceAccount:"):
             report_violation(
                 f"secret access granted to {member}; only workload service accounts may read secrets", None
@@ -35,7 +27,7 @@ def validate_secret_access(args: ResourceValidationArgs, report_violation: Repor
 def validate_primitive_roles(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in PROJECT_IAM or args.props.get("role") not in PRIMITIVE:
         return
-    for member in _members(args.props):
+    for member in members(args.props):
         if member.startswith("serviceAccount:"):
             report_violation(
                 f"{args.props.get('role')} granted to {member}; grant the narrow roles it needs", None

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stacks.render import Rendering, render, stack_config
+from stacks.render import RecordingMocks, Rendering, render, stack_config
 
 SECRETS = {
     "liftoff:openaiApiKey": "sk-test-openai-key-value",
@@ -30,3 +30,17 @@ def prod() -> Rendering:
 @pytest.fixture(scope="session")
 def staging() -> Rendering:
     return render_stack("staging")
+
+
+@pytest.fixture
+def registrations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The type of every resource registered during the test (none, for a rejected config)."""
+    registered: list[str] = []
+    original = RecordingMocks.new_resource
+
+    def spy(self: RecordingMocks, args: Any) -> Any:
+        registered.append(args.typ)
+        return original(self, args)
+
+    monkeypatch.setattr(RecordingMocks, "new_resource", spy)
+    return registered

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stacks.render import RecordingMocks, stack_config
+from stacks.render import stack_config
 from stacks.settings import ConfigError, load
 from tests.stacks.conftest import SECRETS, render_stack
 
@@ -96,19 +96,11 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize(("case", "overrides", "message"), BAD_CONFIGS, ids=[c[0] for c in BAD_CONFIGS])
-def test_bad_config_names_the_key_and_registers_nothing(monkeypatch, case, overrides, message):
-    registered: list[Any] = []
-    original = RecordingMocks.new_resource
-
-    def spy(self: RecordingMocks, args: Any) -> Any:
-        registered.append(args.typ)
-        return original(self, args)
-
-    monkeypatch.setattr(RecordingMocks, "new_resource", spy)
+def test_bad_config_names_the_key_and_registers_nothing(registrations, case, overrides, message):
     with pytest.raises(ConfigError) as caught:
         render_stack("prod", overrides)
     assert message in str(caught.value), str(caught.value)
-    assert registered == []
+    assert registrations == []
 
 
 def test_missing_secret_names_the_command_to_set_it():

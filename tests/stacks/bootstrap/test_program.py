@@ -8,7 +8,7 @@ import pytest
 
 from stacks.bootstrap.program import DEPLOYER_ROLES, NAMESPACE, BootstrapConfigError, build, load
 from stacks.policy_check import evaluate
-from stacks.render import ROOT, RecordingMocks, Rendering, render, stack_config
+from stacks.render import ROOT, Rendering, render, stack_config
 from stacks.schema import unknown_properties
 
 pytestmark = pytest.mark.unit
@@ -79,15 +79,7 @@ def test_every_property_exists_in_the_sdk_and_the_pack_is_satisfied(bootstrap):
         (f"{NAMESPACE}:stateBucket", "Bad_Bucket!", "stateBucket: 'Bad_Bucket!' is not a bucket name"),
     ],
 )
-def test_bad_config_names_the_key_and_registers_nothing(monkeypatch, key, value, message):
-    registered: list[str] = []
-    original = RecordingMocks.new_resource
-
-    def spy(self: RecordingMocks, args: Any) -> Any:
-        registered.append(args.typ)
-        return original(self, args)
-
-    monkeypatch.setattr(RecordingMocks, "new_resource", spy)
+def test_bad_config_names_the_key_and_registers_nothing(registrations, key, value, message):
     with pytest.raises(BootstrapConfigError, match=message):
         render_bootstrap({key: value})
-    assert registered == []
+    assert registrations == []
