@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crud
-from app.core.db import create_engine, tenant_transaction
+from app.core.db import engine_for, tenant_transaction
 from app.core.metrics import ApiMetrics
 from app.core.security import JwksCache, Principal, TokenVerifier
 from app.settings import Settings
@@ -44,15 +44,7 @@ class ApiState:
         )
         return cls(
             settings=settings,
-            engine=create_engine(
-                settings.secret("database_url"),
-                pool_mode=settings.pool_mode(),
-                transaction_pooler=settings.transaction_pooler(),
-                pool_size=settings.db_pool_size,
-                max_overflow=settings.db_max_overflow,
-                connect_timeout=settings.db_connect_timeout_seconds,
-                application_name="liftoff-api",
-            ),
+            engine=engine_for(settings, application_name="liftoff-api"),
             redis=Redis.from_url(
                 settings.secret("redis_url"),
                 socket_connect_timeout=timeout,

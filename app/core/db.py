@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from app.settings import PoolMode
+from app.settings import PoolMode, Settings
 
 _DRIVERLESS = {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}
 
@@ -75,6 +75,19 @@ def create_engine(
         pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
+    )
+
+
+def engine_for(settings: Settings, *, application_name: str, min_pool_size: int = 0) -> AsyncEngine:
+    """The engine for DATABASE_URL as the settings configure it: pool mode, pooler safety, sizes."""
+    return create_engine(
+        settings.secret("database_url"),
+        pool_mode=settings.pool_mode(),
+        transaction_pooler=settings.transaction_pooler(),
+        pool_size=max(settings.db_pool_size, min_pool_size),
+        max_overflow=settings.db_max_overflow,
+        connect_timeout=settings.db_connect_timeout_seconds,
+        application_name=application_name,
     )
 
 

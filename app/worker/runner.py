@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from app.core.db import create_engine
+from app.core.db import engine_for
 from app.core.queue import QUEUE_KEY, signal_ready
 from app.settings import Settings
 from app.worker import store
@@ -97,15 +97,9 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid4().hex[:6]}"
         self.concurrency = settings.worker_concurrency
         self.lease = settings.worker_lease_seconds
-        self.engine = create_engine(
-            settings.secret("database_url"),
-            pool_mode=settings.pool_mode(),
-            transaction_pooler=settings.transaction_pooler(),
-            # Every running job may finish at once, beside the sweep and the heartbeat.
-            pool_size=max(settings.db_pool_size, self.concurrency + 2),
-            max_overflow=settings.db_max_overflow,
-            connect_timeout=settings.db_connect_timeout_seconds,
-            application_name="liftoff-worker",
+        # Every running job may finish at once, beside the sweep and the heartbeat.
+        self.engine = engine_for(
+            settings, application_name="liftoff-worker", min_pool_size=self.concurrency + 2
         )
         # Every statement here is atomic on its own: no BEGIN and COMMIT round trips around it.
         self.db = self.engine.execution_options(isolation_level="AUTOCOMMIT")
