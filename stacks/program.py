@@ -32,14 +32,14 @@ from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = {Role.API: "api", Role.WORKER: "worker", Role.MIGRATE: "migrate"}
+CONTRACT = {var.name: var for var in ENV_VARS}
 
 
 def _plain_env(role: Role, values: Mapping[str, pulumi.Input[str] | None]) -> dict[str, pulumi.Input[str]]:
     """The non-secret variables of the app's contract that this workload reads, where set."""
-    contract = {var.name: var for var in ENV_VARS}
     env: dict[str, pulumi.Input[str]] = {}
     for name, value in values.items():
-        var = contract[name]
+        var = CONTRACT[name]
         if var.secret:
             raise ValueError(f"{name} is a secret: it must go through Secret Manager")
         if role in var.used_by and value is not None:
@@ -48,8 +48,7 @@ def _plain_env(role: Role, values: Mapping[str, pulumi.Input[str] | None]) -> di
 
 
 def _secret_env(role: Role, refs: Mapping[str, SecretRef]) -> dict[str, SecretRef]:
-    contract = {var.name: var for var in ENV_VARS}
-    return {name: ref for name, ref in refs.items() if role in contract[name].used_by}
+    return {name: ref for name, ref in refs.items() if role in CONTRACT[name].used_by}
 
 
 def build(settings: StackSettings) -> dict[str, Any]:
@@ -95,9 +94,8 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "OPENAI_API_KEY": s.secrets.openai_api_key,
         "SENTRY_DSN": s.secrets.sentry_dsn,
     }
-    contract = {var.name: var for var in ENV_VARS}
     secret_specs = {
-        name: SecretSpec(value=value, accessors=tuple(sorted(ACCOUNT[r] for r in contract[name].used_by)))
+        name: SecretSpec(value=value, accessors=tuple(sorted(ACCOUNT[r] for r in CONTRACT[name].used_by)))
         for name, value in values.items()
         if value is not None
     }
