@@ -23,7 +23,7 @@ from uuid import UUID, uuid4
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.core.db import engine_for
 from app.core.queue import QUEUE_KEY, signal_ready
@@ -38,7 +38,7 @@ log = structlog.get_logger(__name__)
 
 StopReason = Literal["cancel", "shutdown", "lost"]
 # Errors of the database or its connection: a loop that meets one waits and tries again.
-DB_ERRORS = (SQLAlchemyError, DBAPIError, OSError, TimeoutError)
+DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 MAX_RETRY_AFTER_SECONDS = 86_400.0
 QUEUE_STATS_LOG_SECONDS = 60.0
