@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff clean
+.PHONY: help install dev test lint format token plan plan-diff lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -15,9 +15,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the dependency list changes.
+# The .pth puts the project root on the venv's path: Pulumi's dynamic-provider host (a separate
+# process on this venv) must import components/ to unpickle the providers defined there.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "liftoff-root.pth").write_text("$(CURDIR)\n")'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools.
@@ -47,6 +50,11 @@ plan: $(STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: res
 plan-diff: $(STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
 	$(if $(BASE),,$(error set BASE, e.g. make plan-diff BASE=origin/main))
 	$(PY) stacks/plan.py diff --base $(BASE)
+
+lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after changing pyproject.toml.
+	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --allow-unsafe --all-build-deps \
+		--no-emit-index-url --no-emit-find-links --output-file app/requirements.lock pyproject.toml
+	sed -i 's|^#    pip-compile .*|#    make lock|' app/requirements.lock
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

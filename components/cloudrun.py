@@ -15,8 +15,9 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp import cloudrunv2 as run
 
+from components.jobrun import JobRun, JobRunProvider
 from components.secrets import SecretRef
-from components.traffic import LATEST, TrafficTarget, revision_name, validate
+from components.traffic import TrafficTarget, revision_name, validate
 
 CPU = re.compile(r"^(?:[1-8]|[1-9][0-9]{2,3}m)$")
 MEMORY = re.compile(r"^[1-9][0-9]*(?:Mi|Gi)$")
@@ -28,7 +29,12 @@ CONTAINER_PORT = 8080
 
 @dataclass(frozen=True)
 class Container:
-    """What every workload's container has: the image by digest, its identity, its settings."""
+    """What every workload's container has: the image by digest, its identity, its settings.
+
+    `after` lists what the workload must wait for (the migrations run, say). A component's own
+    `depends_on` does not reach its children in the engine, so each child is given it explicitly,
+    together with the accessor grants of every secret it mounts.
+    """
 
     image: pulumi.Input[str]
     image_digest: pulumi.Input[str]
@@ -37,6 +43,7 @@ class Container:
     secret_env: Mapping[str, SecretRef] = field(default_factory=dict)
     cpu: str = "1"
     memory: str = "512Mi"
+    after: tuple[pulumi.Resource, ...] = ()
 
     def __post_init__(self) -> None:
         if not CPU.match(self.cpu):
@@ -49,17 +56,10 @@ class Container:
         if "PORT" in self.env:
             raise ValueError("PORT is set by Cloud Run and may not be overridden")
 
-    def fingerprint(self) -> pulumi.Output[dict[str, Any]]:
-        """Everything that makes a revision what it is, resolved (secret refs, never values)."""
-        secrets = {k: pulumi.Output.all(r.secret, r.version) for k, r in self.secret_env.items()}
-        return pulumi.Output.all(
-            image=self.image,
-            account=self.service_account,
-            env=pulumi.Output.all(**dict(self.env)) if self.env else {},
-            secrets=pulumi.Output.all(**secrets) if secrets else {},
-            cpu=self.cpu,
-            memory=self.memory,
-        )
+    def options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+        """The workload's options: a child of its component, after its prerequisites and grants."""
+        grants = [grant for _, ref in sorted(self.secret_env.items()) for grant in ref.grants]
+        return pulumi.ResourceOptions(parent=parent, depends_on=[*self.after, *grants])
 
 
 def _limits(container: Container) -> dict[str, str]:
@@ -111,10 +111,28 @@ def _job_envs(c: Container) -> list[run.JobTemplateTemplateContainerEnvArgs]:
     )
 
 
-def _revision(service: str, container: Container, extra: Mapping[str, Any]) -> pulumi.Output[str]:
-    return pulumi.Output.all(container.image_digest, container.fingerprint()).apply(
-        lambda v: revision_name(service, v[0], {**v[1], **extra})
-    )
+def plain(value: Any) -> Any:
+    """A resolved input as plain data: input types by their properties, None-valued ones left out."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "__dict__") and not isinstance(value, type):
+        # Pulumi input types keep their properties in __dict__ (see pulumi.Output.from_input).
+        return plain(vars(value))
+    return value
+
+
+def revision_of(service: str, image_digest: pulumi.Input[str], template: Any) -> pulumi.Output[str]:
+    """The revision name for a template (given without its name): any change anywhere renames it.
+
+    Cloud Run answers 409 when a revision name is reused with a different template, and a name
+    is all a traffic split can pin, so the name covers the whole template: image, probes, ports,
+    args, env, resources, scaling, labels. Fields outside the template (a worker pool's manual
+    instance count, the traffic split) do not rename it, so scaling never restarts the workers.
+    """
+    resolved = pulumi.Output.all(pulumi.Output.from_input(template), image_digest)
+    return resolved.apply(lambda v: revision_name(service, v[1], plain(v[0])))
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,61 @@ class ApiServiceArgs:
         validate(self.traffic, key="traffic", service=self.service_name)
 
 
+def _service_template(args: ApiServiceArgs, revision: pulumi.Input[str] | None) -> run.ServiceTemplateArgs:
+    c = args.container
+    return run.ServiceTemplateArgs(
+        revision=revision,
+        service_account=c.service_account,
+        max_instance_request_concurrency=args.concurrency,
+        timeout=f"{args.timeout_seconds}s",
+        labels=dict(args.labels),
+        scaling=run.ServiceTemplateScalingArgs(
+            min_instance_count=args.min_instances, max_instance_count=args.max_instances
+        ),
+        containers=[
+            run.ServiceTemplateContainerArgs(
+                image=c.image,
+                args=["python", "-m", "app", "api"],
+                ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
+                envs=_service_envs(c),
+                resources=run.ServiceTemplateContainerResourcesArgs(
+                    limits=_limits(c), cpu_idle=True, startup_cpu_boost=True
+                ),
+                # The process, not its dependencies: an Upstash budget stop or a Supabase blip must
+                # not keep new instances from starting (and a scale-out from serving what it can).
+                # Dependencies are checked by the smoke test on /ready before traffic moves.
+                startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
+                    http_get=run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/health"),
+                    initial_delay_seconds=0,
+                    period_seconds=3,
+                    timeout_seconds=2,
+                    failure_threshold=20,
+                ),
+                liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
+                    http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(path="/health"),
+                    period_seconds=15,
+                    timeout_seconds=3,
+                    failure_threshold=3,
+                ),
+            )
+        ],
+    )
+
+
+def _service_traffic(targets: tuple[TrafficTarget, ...]) -> list[run.ServiceTrafficArgs]:
+    return [
+        run.ServiceTrafficArgs(
+            type="TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+            if t.is_latest
+            else "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
+            revision=None if t.is_latest else t.revision,
+            percent=t.percent,
+            tag=t.tag,
+        )
+        for t in targets
+    ]
+
+
 class ApiService(pulumi.ComponentResource):
     """A Cloud Run service whose revisions are named from the image digest and the template."""
 
@@ -161,24 +234,7 @@ class ApiService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ApiServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:ApiService", name, None, opts)
         c = args.container
-        shape = {
-            "min": args.min_instances,
-            "max": args.max_instances,
-            "concurrency": args.concurrency,
-            "timeout": args.timeout_seconds,
-        }
-        self.revision = _revision(args.service_name, c, shape)
-        traffic = [
-            run.ServiceTrafficArgs(
-                type="TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
-                if t.revision == LATEST
-                else "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
-                revision=None if t.revision == LATEST else t.revision,
-                percent=t.percent,
-                tag=t.tag,
-            )
-            for t in args.traffic
-        ]
+        self.revision = revision_of(args.service_name, c.image_digest, _service_template(args, None))
         service = run.Service(
             f"{name}-service",
             run.ServiceArgs(
@@ -188,49 +244,12 @@ class ApiService(pulumi.ComponentResource):
                 ingress=args.ingress,
                 deletion_protection=args.deletion_protection,
                 labels=dict(args.labels),
-                template=run.ServiceTemplateArgs(
-                    revision=self.revision,
-                    service_account=c.service_account,
-                    max_instance_request_concurrency=args.concurrency,
-                    timeout=f"{args.timeout_seconds}s",
-                    labels=dict(args.labels),
-                    scaling=run.ServiceTemplateScalingArgs(
-                        min_instance_count=args.min_instances, max_instance_count=args.max_instances
-                    ),
-                    containers=[
-                        run.ServiceTemplateContainerArgs(
-                            image=c.image,
-                            args=["python", "-m", "app", "api"],
-                            ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
-                            envs=_service_envs(c),
-                            resources=run.ServiceTemplateContainerResourcesArgs(
-                                limits=_limits(c), cpu_idle=True, startup_cpu_boost=True
-                            ),
-                            # Traffic only once Postgres and Redis answer; restarts only if the process hangs.
-                            startup_probe=run.ServiceTemplateContainerStartupProbeArgs(
-                                http_get=run.ServiceTemplateContainerStartupProbeHttpGetArgs(path="/ready"),
-                                initial_delay_seconds=0,
-                                period_seconds=3,
-                                timeout_seconds=2,
-                                failure_threshold=20,
-                            ),
-                            liveness_probe=run.ServiceTemplateContainerLivenessProbeArgs(
-                                http_get=run.ServiceTemplateContainerLivenessProbeHttpGetArgs(path="/health"),
-                                period_seconds=15,
-                                timeout_seconds=3,
-                                failure_threshold=3,
-                            ),
-                        )
-                    ],
-                ),
-                traffics=traffic,
+                template=_service_template(args, self.revision),
+                traffics=_service_traffic(args.traffic),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=c.options(self),
         )
-        if args.public:
-            members: tuple[str, ...] = ("allUsers",)
-        else:
-            members = args.invokers
+        members: tuple[str, ...] = ("allUsers",) if args.public else args.invokers
         for index, member in enumerate(members):
             run.ServiceIamMember(
                 f"{name}-invoker-{index}",
@@ -269,6 +288,44 @@ class WorkerPoolArgs:
         validate(self.split, key="split", service=self.pool_name)
 
 
+def _pool_template(args: WorkerPoolArgs, revision: pulumi.Input[str] | None) -> run.WorkerPoolTemplateArgs:
+    c = args.container
+    return run.WorkerPoolTemplateArgs(
+        revision=revision,
+        service_account=c.service_account,
+        labels=dict(args.labels),
+        containers=[
+            run.WorkerPoolTemplateContainerArgs(
+                image=c.image,
+                args=["python", "-m", "app", "worker"],
+                envs=_pool_envs(c),
+                resources=run.WorkerPoolTemplateContainerResourcesArgs(limits=_limits(c)),
+                liveness_probe=run.WorkerPoolTemplateContainerLivenessProbeArgs(
+                    http_get=run.WorkerPoolTemplateContainerLivenessProbeHttpGetArgs(
+                        path="/health", port=CONTAINER_PORT
+                    ),
+                    period_seconds=30,
+                    timeout_seconds=5,
+                    failure_threshold=3,
+                ),
+            )
+        ],
+    )
+
+
+def _pool_split(targets: tuple[TrafficTarget, ...]) -> list[run.WorkerPoolInstanceSplitArgs]:
+    return [
+        run.WorkerPoolInstanceSplitArgs(
+            type="INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST"
+            if t.is_latest
+            else "INSTANCE_SPLIT_ALLOCATION_TYPE_REVISION",
+            revision=None if t.is_latest else t.revision,
+            percent=t.percent,
+        )
+        for t in targets
+    ]
+
+
 class WorkerPool(pulumi.ComponentResource):
     """Workers pull their jobs: nothing reaches them, so they expose nothing."""
 
@@ -277,7 +334,7 @@ class WorkerPool(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkerPoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:WorkerPool", name, None, opts)
         c = args.container
-        self.revision = _revision(args.pool_name, c, {"instances": args.instances})
+        self.revision = revision_of(args.pool_name, c.image_digest, _pool_template(args, None))
         run.WorkerPool(
             f"{name}-pool",
             run.WorkerPoolArgs(
@@ -289,39 +346,10 @@ class WorkerPool(pulumi.ComponentResource):
                 scaling=run.WorkerPoolScalingArgs(
                     scaling_mode="MANUAL", manual_instance_count=args.instances
                 ),
-                instance_splits=[
-                    run.WorkerPoolInstanceSplitArgs(
-                        type="INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST"
-                        if t.revision == LATEST
-                        else "INSTANCE_SPLIT_ALLOCATION_TYPE_REVISION",
-                        revision=None if t.revision == LATEST else t.revision,
-                        percent=t.percent,
-                    )
-                    for t in args.split
-                ],
-                template=run.WorkerPoolTemplateArgs(
-                    revision=self.revision,
-                    service_account=c.service_account,
-                    labels=dict(args.labels),
-                    containers=[
-                        run.WorkerPoolTemplateContainerArgs(
-                            image=c.image,
-                            args=["python", "-m", "app", "worker"],
-                            envs=_pool_envs(c),
-                            resources=run.WorkerPoolTemplateContainerResourcesArgs(limits=_limits(c)),
-                            liveness_probe=run.WorkerPoolTemplateContainerLivenessProbeArgs(
-                                http_get=run.WorkerPoolTemplateContainerLivenessProbeHttpGetArgs(
-                                    path="/health", port=CONTAINER_PORT
-                                ),
-                                period_seconds=30,
-                                timeout_seconds=5,
-                                failure_threshold=3,
-                            ),
-                        )
-                    ],
-                ),
+                instance_splits=_pool_split(args.split),
+                template=_pool_template(args, self.revision),
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=c.options(self),
         )
         self.register_outputs({"revision": self.revision})
 
@@ -337,7 +365,7 @@ class JobArgs:
     command: tuple[str, ...]
     timeout_seconds: int = 600
     max_retries: int = 0
-    # With a token, every new token runs the job once and the update waits for it to succeed.
+    # With a trigger, every new trigger runs the job once and the update waits for it to succeed.
     run_on: pulumi.Input[str] | None = None
     deletion_protection: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -359,7 +387,6 @@ def _job(name: str, args: JobArgs, parent: pulumi.Resource) -> run.Job:
             project=args.project,
             deletion_protection=args.deletion_protection,
             labels=dict(args.labels),
-            run_execution_token=args.run_on,
             template=run.JobTemplateArgs(
                 task_count=1,
                 labels=dict(args.labels),
@@ -378,34 +405,48 @@ def _job(name: str, args: JobArgs, parent: pulumi.Resource) -> run.Job:
                 ),
             ),
         ),
-        opts=pulumi.ResourceOptions(parent=parent),
+        opts=c.options(parent),
     )
-
-
-def execution_token(image_digest: pulumi.Input[str]) -> pulumi.Output[str]:
-    """A short token per image: a new image runs the job again, the same image does not."""
-    return pulumi.Output.from_input(image_digest).apply(lambda d: "img-" + d.removeprefix("sha256:")[:12])
 
 
 class MigrationsJob(pulumi.ComponentResource):
     """`alembic upgrade head`, run to completion on every new image, before the API changes.
 
-    The job's `run_execution_token` comes from the image digest, so the update that ships a new
-    image starts one execution and waits for it to succeed. The API service depends on this
-    resource, so its new revision is only created (and only takes traffic) after the schema is
-    migrated. A failed migration fails the update and leaves the API as it was.
+    A JobRun triggered by the image digest starts one execution per new image and waits for it
+    to succeed. The API and the worker list this component in their containers' `after`, so their
+    new revisions are only created (and only take traffic) once the schema is migrated. A failed
+    migration fails the update, leaves the API and the worker as they were, and records nothing:
+    the next `pulumi up` runs the migrations again (see components/jobrun.py).
     """
 
     job: run.Job
     job_name: pulumi.Output[str]
+    execution: pulumi.Output[str]
 
-    def __init__(self, name: str, args: JobArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: JobArgs,
+        opts: pulumi.ResourceOptions | None = None,
+        provider: JobRunProvider | None = None,
+    ) -> None:
         super().__init__("liftoff:index:MigrationsJob", name, None, opts)
         if args.run_on is None:
-            raise ValueError("migrations need run_on (a token per image)")
+            raise ValueError("migrations need run_on (a trigger per image, such as its digest)")
         self.job = _job(f"{name}-job", args, self)
+        runner = JobRun(
+            f"{name}-run",
+            job=pulumi.Output.format(
+                "projects/{0}/locations/{1}/jobs/{2}", args.project, args.region, self.job.name
+            ),
+            trigger=args.run_on,
+            timeout_seconds=args.timeout_seconds,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
+            provider=provider,
+        )
         self.job_name = self.job.name
-        self.register_outputs({"job_name": self.job_name})
+        self.execution = runner.execution
+        self.register_outputs({"job_name": self.job_name, "execution": self.execution})
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,54 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# Build leftovers that never belong to an image's inputs.
+IGNORED = ("__pycache__", ".pyc", ".pyo")
+
+
+def source_files(root: Path, sources: Iterable[str]) -> list[Path]:
+    """The files under `sources` (paths relative to `root`), sorted, without build leftovers."""
+    found: list[Path] = []
+    for source in sources:
+        path = root / source
+        candidates = path.rglob("*") if path.is_dir() else [path]
+        found += [
+            p for p in candidates if p.is_file() and not any(part.endswith(IGNORED) for part in p.parts)
+        ]
+    return sorted(found)
+
+
+def source_hash(root: Path, sources: Iterable[str]) -> str:
+    """A digest of the image's inputs: their paths and contents, nothing else (no mtimes)."""
+    digest = hashlib.sha256()
+    for file in source_files(root, sources):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        digest.update(file.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def source_tag(root: Path, sources: Iterable[str]) -> str:
+    """`src-<hash>`: the same sources give the same tag, so an unchanged tree builds nothing."""
+    return f"src-{source_hash(root, sources)[:16]}"
 
 
 @dataclass(frozen=True)
 class ContainerImageArgs:
-    """Build `dockerfile` in `context` for linux/amd64 and push it as `image_name:tag`."""
+    """Build `dockerfile` in `context` for linux/amd64 and push it as `image_name:tag`.
+
+    `tag` should follow the sources (see `source_tag`): the provider rebuilds when the context
+    or the arguments change, so a per-commit tag would rebuild and push on every update.
+    """
 
     project: str
     region: str
@@ -23,7 +57,7 @@ class ContainerImageArgs:
     image_name: str
     context: str
     dockerfile: str
-    tag: str = "latest"
+    tag: str
     # Old images kept: enough to roll back to any revision that might still take traffic.
     keep_recent: int = 30
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -89,6 +123,8 @@ class ContainerImage(pulumi.ComponentResource):
                 context=docker_build.BuildContextArgs(location=args.context),
                 dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
                 platforms=[docker_build.Platform.LINUX_AMD64],
+                # Fixed image timestamps, so the configuration and history do not vary by build time.
+                build_args={"SOURCE_DATE_EPOCH": "0"},
                 push=True,
                 tags=[pulumi.Output.concat(path, ":", args.tag)],
                 registries=[

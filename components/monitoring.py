@@ -10,6 +10,13 @@ import pulumi
 from pulumi_gcp import logging, monitoring
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The worker's log lines come from a Cloud Run worker pool. A log-based metric maps to every
+# monitored resource type its entries come from, and in PromQL such a metric must name one with
+# the `monitored_resource` label (https://cloud.google.com/monitoring/promql/promql-mapping, "The
+# monitored_resource label"). The worker pool's type is the one `gcloud run worker-pools logs`
+# filters on.
+WORKER_RESOURCE = "cloud_run_worker_pool"
+WORKER_SELECTOR = f'monitored_resource="{WORKER_RESOURCE}"'
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Monitoring(pulumi.ComponentResource):
                 project=args.project,
                 name=f"{args.prefix}-job-outcomes",
                 description="Finished job attempts by outcome, from the worker's logs.",
-                filter='jsonPayload.message="job_finished" AND jsonPayload.written=true',
+                filter=f'resource.type="{WORKER_RESOURCE}" AND jsonPayload.message="job_finished"'
+                " AND jsonPayload.written=true",
                 metric_descriptor=logging.MetricMetricDescriptorArgs(
                     metric_kind="DELTA",
                     value_type="INT64",
@@ -98,7 +106,7 @@ class Monitoring(pulumi.ComponentResource):
                 project=args.project,
                 name=f"{args.prefix}-queue-oldest-age",
                 description="Age of the oldest queued job, from the worker's queue_stats lines.",
-                filter='jsonPayload.message="queue_stats"',
+                filter=f'resource.type="{WORKER_RESOURCE}" AND jsonPayload.message="queue_stats"',
                 metric_descriptor=logging.MetricMetricDescriptorArgs(
                     metric_kind="DELTA", value_type="DISTRIBUTION", unit="s"
                 ),
@@ -169,8 +177,8 @@ class Monitoring(pulumi.ComponentResource):
         metric = f"logging_googleapis_com:user_{args.prefix.replace('-', '_')}_job_outcomes"
         promql(
             "Job failure rate",
-            f'sum(rate({metric}{{outcome=~"failed|retry"}}[15m]))'
-            f" / sum(rate({metric}[15m])) > {args.job_failure_ratio}",
+            f'sum(rate({metric}{{{WORKER_SELECTOR},outcome=~"failed|retry"}}[15m]))'
+            f" / sum(rate({metric}{{{WORKER_SELECTOR}}}[15m])) > {args.job_failure_ratio}",
             f"More than {args.job_failure_ratio:.0%} of job attempts fail. Dead-lettered jobs are `failed`"
             " in the API with their last error.",
             duration="600s",
@@ -178,7 +186,8 @@ class Monitoring(pulumi.ComponentResource):
         age = f"logging_googleapis_com:user_{args.prefix.replace('-', '_')}_queue_oldest_age"
         promql(
             "Oldest queued job",
-            f"histogram_quantile(0.99, sum by (le) (rate({age}_bucket[5m]))) > {args.oldest_queued_seconds}",
+            f"histogram_quantile(0.99, sum by (le) (rate({age}_bucket{{{WORKER_SELECTOR}}}[5m])))"
+            f" > {args.oldest_queued_seconds}",
             f"A job has waited more than {args.oldest_queued_seconds} s. Workers may be down or too few.",
         )
         monitoring.AlertPolicy(

@@ -45,10 +45,15 @@ class SecretsArgs:
 
 @dataclass(frozen=True)
 class SecretRef:
-    """Where a workload reads a secret: the secret's id and the pinned version."""
+    """Where a workload reads a secret: the secret's id, the pinned version, and who may read it.
+
+    `grants` are the accessor IAM members: Cloud Run checks that a revision's service account can
+    access every secret it mounts when the revision is created, so a workload depends on them.
+    """
 
     secret: pulumi.Output[str]
     version: pulumi.Output[str]
+    grants: tuple[pulumi.Resource, ...] = ()
 
 
 class Secrets(pulumi.ComponentResource):
@@ -73,14 +78,19 @@ class Secrets(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
+            # A new value replaces the version. The old one is abandoned, not destroyed: revisions
+            # pinned to it (the stable one a rollback returns to, or any that scales from zero) must
+            # still start. Prune versions once no revision references them (README, Secret rotation).
             version = gcp.secretmanager.SecretVersion(
                 f"{name}-{slug}-version",
                 gcp.secretmanager.SecretVersionArgs(
-                    secret=secret.id, secret_data=pulumi.Output.secret(spec.value)
+                    secret=secret.id,
+                    secret_data=pulumi.Output.secret(spec.value),
+                    deletion_policy="ABANDON",
                 ),
                 opts=child,
             )
-            for account in sorted(spec.accessors):
+            grants = tuple(
                 gcp.secretmanager.SecretIamMember(
                     f"{name}-{slug}-{account}-accessor",
                     gcp.secretmanager.SecretIamMemberArgs(
@@ -90,5 +100,9 @@ class Secrets(pulumi.ComponentResource):
                     ),
                     opts=child,
                 )
-            self.refs[secret_name] = SecretRef(secret=secret.secret_id, version=version.version)
+                for account in sorted(spec.accessors)
+            )
+            self.refs[secret_name] = SecretRef(
+                secret=secret.secret_id, version=version.version, grants=grants
+            )
         self.register_outputs({name: ref.secret for name, ref in self.refs.items()})

@@ -19,10 +19,9 @@ from components.cloudrun import (
     RetentionJobArgs,
     WorkerPool,
     WorkerPoolArgs,
-    execution_token,
 )
 from components.identity import ServiceAccounts, ServiceAccountsArgs
-from components.image import ContainerImage, ContainerImageArgs
+from components.image import ContainerImage, ContainerImageArgs, source_tag
 from components.monitoring import Monitoring, MonitoringArgs
 from components.secrets import SecretRef, Secrets, SecretsArgs, SecretSpec
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
@@ -33,6 +32,8 @@ from stacks.settings import StackSettings
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = {Role.API: "api", Role.WORKER: "worker", Role.MIGRATE: "migrate"}
 CONTRACT = {var.name: var for var in ENV_VARS}
+# What app/Dockerfile builds from (app/Dockerfile.dockerignore admits exactly these).
+IMAGE_SOURCES = ("pyproject.toml", "app")
 
 
 def _plain_env(role: Role, values: Mapping[str, pulumi.Input[str] | None]) -> dict[str, pulumi.Input[str]]:
@@ -113,7 +114,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
             image_name="app",
             context=str(ROOT),
             dockerfile=str(ROOT / "app" / "Dockerfile"),
-            tag=s.image_tag,
+            tag=s.image_tag or source_tag(ROOT, IMAGE_SOURCES),
             labels=labels,
         ),
     )
@@ -130,7 +131,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "RETENTION_DAYS": str(s.retention.days),
     }
 
-    def container(role: Role, cpu: str, memory: str) -> Container:
+    def container(role: Role, cpu: str, memory: str, after: tuple[pulumi.Resource, ...] = ()) -> Container:
         return Container(
             image=image.ref,
             image_digest=image.digest,
@@ -139,6 +140,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
             secret_env=_secret_env(role, secrets.refs),
             cpu=cpu,
             memory=memory,
+            after=after,
         )
 
     # Migrations run to completion before the API or the worker change (see MigrationsJob).
@@ -150,19 +152,18 @@ def build(settings: StackSettings) -> dict[str, Any]:
             project=s.project,
             container=container(Role.MIGRATE, "1", "512Mi"),
             command=("python", "-m", "app", "migrate"),
-            run_on=execution_token(image.digest),
+            run_on=image.digest,
             deletion_protection=s.api.deletion_protection,
             labels=labels,
         ),
     )
-    after_migrations = pulumi.ResourceOptions(depends_on=[migrations])
     api = ApiService(
         "api",
         ApiServiceArgs(
             service_name=s.api_service_name,
             region=s.region,
             project=s.project,
-            container=container(Role.API, s.api.cpu, s.api.memory),
+            container=container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)),
             min_instances=s.api.min_instances,
             max_instances=s.api.max_instances,
             concurrency=s.api.concurrency,
@@ -174,7 +175,6 @@ def build(settings: StackSettings) -> dict[str, Any]:
             traffic=s.api.traffic,
             labels=labels,
         ),
-        opts=after_migrations,
     )
     worker = WorkerPool(
         "worker",
@@ -182,13 +182,12 @@ def build(settings: StackSettings) -> dict[str, Any]:
             pool_name=s.worker_pool_name,
             region=s.region,
             project=s.project,
-            container=container(Role.WORKER, s.worker.cpu, s.worker.memory),
+            container=container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)),
             instances=s.worker.instances,
             split=s.worker.split,
             deletion_protection=s.api.deletion_protection,
             labels=labels,
         ),
-        opts=after_migrations,
     )
     retention = RetentionJob(
         "retention",

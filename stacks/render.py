@@ -21,11 +21,15 @@ from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.image import source_hash
+from stacks.program import IMAGE_SOURCES
+
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"
 # How the engine marks a secret value on the wire (pulumi.runtime.rpc).
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a wire marker, not a password)
+DYNAMIC_PROVIDER = "__provider"
 CLIENT_CONFIG_FUNCTION = "gcp:organizations/getClientConfig:getClientConfig"
 
 
@@ -44,6 +48,8 @@ class Registered:
     protect: bool = False
     urn: str = ""
     parent: str | None = None
+    # The URNs the engine orders this resource after: explicit depends_on and input dependencies.
+    dependencies: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -92,23 +98,6 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-# What app/Dockerfile copies into the image (see app/Dockerfile.dockerignore).
-IMAGE_SOURCES = ("pyproject.toml", "README.md", "app")
-
-
-def _context_hash(context: Path) -> str:
-    digest = hashlib.sha256()
-    for source in IMAGE_SOURCES:
-        path = context / source
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if "__pycache__" in file.parts or not file.exists():
-                continue
-            digest.update(str(file.relative_to(context)).encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Stand-ins for what a provider would compute, derived from the inputs only."""
     if kind == "gcp:serviceaccount/account:Account":
@@ -123,12 +112,14 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
     if kind == "docker-build:index:Image":
         # Like a real build: the digest follows what goes into the image, not where it lies.
         context = Path(str((inputs.get("context") or {}).get("location", ".")))
-        digest = "sha256:" + _digest(inputs.get("tags"), _context_hash(context))
+        digest = "sha256:" + _digest(inputs.get("tags"), source_hash(context, IMAGE_SOURCES))
         return {"digest": digest, "ref": f"{inputs['tags'][0]}@{digest}"}
     if kind == "gcp:cloudrunv2/service:Service":
         return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
     if kind == "gcp:secretmanager/secretVersion:SecretVersion":
         return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
+    if kind == "pulumi-python:dynamic/liftoff:JobRun":
+        return {"execution": f"{inputs['job']}/executions/{name}-{_digest(inputs.get('trigger'))[:5]}"}
     if kind == "supabase:index:Project":
         return {"id": "mockprojectref" + _digest(inputs.get("name"))[:6]}
     if kind == "upstash:index/redisDatabase:RedisDatabase":
@@ -152,11 +143,14 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: list[Registered] = []
         # Resource options the mocks API does not pass on, keyed by (type, name).
-        self.options: dict[tuple[str, str], tuple[bool, str, str | None]] = {}
+        self.options: dict[tuple[str, str], tuple[bool, str, str | None, frozenset[str]]] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-        inputs, secret_paths = unwrap_secrets(dict(args.inputs))
-        protect, urn, parent = self.options.get((args.typ, args.name), (False, "", None))
+        # A dynamic resource carries its provider, pickled, as an input: code, not configuration.
+        inputs, secret_paths = unwrap_secrets({k: v for k, v in args.inputs.items() if k != DYNAMIC_PROVIDER})
+        protect, urn, parent, dependencies = self.options.get(
+            (args.typ, args.name), (False, "", None, frozenset())
+        )
         self.resources.append(
             Registered(
                 type=args.typ,
@@ -167,6 +161,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 protect=protect,
                 urn=urn,
                 parent=parent,
+                dependencies=dependencies,
             )
         )
         state = {**dict(args.inputs), **_computed(args.typ, args.name, inputs)}
@@ -180,7 +175,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """The mock monitor, also noting each registration's protect flag, URN and parent."""
+    """The mock monitor, also noting each registration's protect flag, URN, parent and dependencies."""
 
     mocks: RecordingMocks
 
@@ -190,6 +185,7 @@ class RecordingMonitor(MockMonitor):
             bool(request.protect),
             urn,
             request.parent or None,
+            frozenset(request.dependencies),
         )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 

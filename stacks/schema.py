@@ -16,6 +16,7 @@ from typing import Any
 
 from pulumi._types import _py_properties, is_input_type
 
+from components.jobrun import JobRun
 from stacks.render import Registered
 
 PACKAGES = {
@@ -25,6 +26,9 @@ PACKAGES = {
     "random": "pulumi_random",
     "docker-build": "pulumi_docker_build",
 }
+
+# Dynamic resources (Python providers in this repository) declare the properties they read.
+DYNAMIC: dict[str, frozenset[str]] = {JobRun.TYPE: JobRun.PROPERTIES}
 
 
 def args_class(token: str) -> type:
@@ -83,5 +87,7 @@ def unknown_properties(resource: Registered) -> list[str]:
             for nested in properties[key][:1]:
                 walk(item, nested, f"{path}.{key}" if path else key)
 
+    if resource.type in DYNAMIC:
+        return sorted(set(resource.inputs) - DYNAMIC[resource.type])
     walk(resource.inputs, args_class(resource.type), "")
     return problems

@@ -186,7 +186,7 @@ class StackSettings:
     project: str
     region: str
     environment: Environment
-    image_tag: str
+    image_tag: str | None
     supabase: SupabaseSettings
     redis: RedisSettings
     api: ApiSettings
@@ -303,8 +303,10 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     if environment not in ("staging", "prod"):
         problems.append(f"{NAMESPACE}:environment: {environment!r} must be staging or prod")
     prod = environment == "prod"
-    image_tag = source.get(NAMESPACE, "imageTag") or "latest"
-    if not isinstance(image_tag, str) or not IMAGE_TAG.match(image_tag):
+    # Unset, the tag is derived from the image's sources (stacks/program.py): a tag that changes
+    # with every commit would rebuild the image and show a diff in every preview.
+    image_tag = source.get(NAMESPACE, "imageTag")
+    if image_tag is not None and (not isinstance(image_tag, str) or not IMAGE_TAG.match(image_tag)):
         problems.append(f"{NAMESPACE}:imageTag: {image_tag!r} is not a Docker tag")
 
     sb = _Reader(problems, f"{NAMESPACE}:supabase", source.get(NAMESPACE, "supabase"))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from app.settings import ENV_VARS, Role
+from components.image import source_tag
+from components.jobrun import JobRun
+from stacks.program import IMAGE_SOURCES, ROOT
 from stacks.render import Registered, Rendering
 from stacks.schema import unknown_properties
 from tests.stacks.conftest import SECRETS, render_stack
@@ -82,7 +86,8 @@ def test_prod_api_service(prod):
     assert c["image"] == prod.outputs["image_ref"]
     assert "@sha256:" in c["image"]
     assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
-    assert c["startupProbe"]["httpGet"]["path"] == "/ready"
+    # Startup checks the process only: a dependency's outage must not keep instances from starting.
+    assert c["startupProbe"]["httpGet"]["path"] == "/health"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert service["traffics"] == [
         {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100, "tag": "candidate"}
@@ -123,15 +128,18 @@ def test_worker_pool(prod):
 
 def test_migrations_run_per_image_before_the_api(prod):
     (migrate,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
-    digest = prod.outputs["image_ref"].split("@sha256:")[1]
-    assert migrate.inputs["runExecutionToken"] == f"img-{digest[:12]}"
-    assert len(migrate.inputs["name"]) + len(migrate.inputs["runExecutionToken"]) < 63
+    assert "runExecutionToken" not in migrate.inputs
     assert container(migrate)["args"] == ["python", "-m", "app", "migrate"]
     assert migrate.inputs["template"]["template"]["maxRetries"] == 0
-    # Registration order follows dependencies: the migrations job before the API and the worker.
-    order = [r.type for r in prod.resources]
-    assert order.index(JOB) < order.index(SERVICE)
-    assert order.index(JOB) < order.index(POOL)
+    run = prod.one(JobRun.TYPE).inputs
+    digest = prod.outputs["image_ref"].split("@")[1]
+    assert run["trigger"] == digest
+    assert run["job"] == "projects/liftoff-prod-000000/locations/europe-west1/jobs/liftoff-prod-migrate"
+    # The engine orders by dependencies only: the API and the worker must depend on the run itself.
+    runner = prod.one(JobRun.TYPE)
+    assert migrate.urn in runner.dependencies
+    for workload in (prod.one(SERVICE), prod.one(POOL)):
+        assert runner.urn in workload.dependencies, workload.name
 
 
 def test_retention_is_scheduled(prod):
@@ -165,7 +173,11 @@ def test_image_is_built_for_amd64_and_pushed(prod):
     assert image["platforms"] == ["linux/amd64"]
     assert image["push"] is True
     assert image["dockerfile"]["location"].endswith("app/Dockerfile")
-    assert image["tags"] == ["europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff/app:prod"]
+    # The tag follows the image's sources, so an unchanged tree neither rebuilds nor shows a diff.
+    tag = source_tag(ROOT, IMAGE_SOURCES)
+    assert re.fullmatch(r"src-[0-9a-f]{16}", tag)
+    assert image["tags"] == [f"europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff/app:{tag}"]
+    assert image["buildArgs"] == {"SOURCE_DATE_EPOCH": "0"}
 
 
 @pytest.mark.parametrize("stack", ["staging", "prod"])

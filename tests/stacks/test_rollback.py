@@ -71,7 +71,8 @@ def test_a_new_image_changes_revisions_and_runs_migrations():
     assert "tags" in changed[("docker-build:index:Image", "image-image")]
     assert "template" in changed[("gcp:cloudrunv2/service:Service", "api-service")]
     assert "template" in changed[("gcp:cloudrunv2/workerPool:WorkerPool", "worker-pool")]
-    assert "runExecutionToken" in changed[("gcp:cloudrunv2/job:Job", "migrations-job")]
+    assert "trigger" in changed[("pulumi-python:dynamic/liftoff:JobRun", "migrations-run")]
+    assert changed[("gcp:cloudrunv2/job:Job", "migrations-job")] == {"template"}
     assert v1.outputs["api_revision"] != v2.outputs["api_revision"]
 
 

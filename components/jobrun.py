@@ -1,0 +1,156 @@
+"""JobRun: run a Cloud Run job to completion during `pulumi up`, again on every new trigger.
+
+Why not the provider's `run_execution_token`: the execution is named `<job>-<token>`, and a failed
+update still records the new token in state (the bridged provider returns partial state). A retry
+of the same release then shows no diff and skips the run, or re-sends the token and collides
+with the failed execution's name. This resource records nothing on failure: Pulumi keeps the old
+state when a dynamic provider's create or update raises, so the retry runs again, and Cloud Run
+names each execution itself.
+
+The provider speaks the Cloud Run Admin API v2 over HTTPS:
+- `POST v2/{job}:run` starts an execution and returns a long-running operation whose metadata
+  is the Execution (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs/run);
+- `GET v2/{execution}` until `completionTime` is set; it succeeded when `succeededCount` reaches
+  `taskCount` (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs.executions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+import pulumi
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+
+API = "https://run.googleapis.com"
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+# Answers worth retrying: rate limits and the control plane's transient failures.
+RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+class JobRunError(Exception):
+    """The execution failed, timed out, or the API refused to start it."""
+
+
+def google_token() -> str:
+    """An OAuth access token from Application Default Credentials (what `pulumi up` runs with)."""
+    import google.auth
+    import google.auth.transport.requests
+
+    credentials, _ = google.auth.default(scopes=[SCOPE])
+    credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    return str(credentials.token)
+
+
+class JobRunProvider(ResourceProvider):
+    """Create and update run the job and wait; delete leaves the executions as history."""
+
+    def __init__(
+        self,
+        endpoint: str = API,
+        token: Callable[[], str] = google_token,
+        poll_seconds: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.token = token
+        self.poll_seconds = poll_seconds
+        self.sleep = sleep
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        execution = self._run(props)
+        return CreateResult(id_=execution, outs={**props, "execution": execution})
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
+        return UpdateResult(outs={**news, "execution": self._run(news)})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        changed = [key for key in ("job", "trigger", "timeout_seconds") if olds.get(key) != news.get(key)]
+        # Only a new trigger runs the job again; a moved job is another job, so it runs too.
+        return DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        return ReadResult(id_=id_, outs=props)
+
+    def delete(self, _id: str, _props: dict[str, Any]) -> None:
+        return None
+
+    def _run(self, props: Mapping[str, Any]) -> str:
+        job = str(props["job"])
+        deadline = time.monotonic() + float(props.get("timeout_seconds", 600)) + 300
+        with httpx.Client(base_url=self.endpoint, timeout=30.0) as http:
+            operation = self._call(http, "POST", f"/v2/{job}:run", deadline, json={})
+            execution = str((operation.get("metadata") or {}).get("name") or "")
+            if not execution:
+                raise JobRunError(f"{job}: the run operation named no execution: {operation}")
+            self._wait(http, execution, deadline)
+        return execution
+
+    def _wait(self, http: httpx.Client, execution: str, deadline: float) -> None:
+        while True:
+            state = self._call(http, "GET", f"/v2/{execution}", deadline)
+            if state.get("completionTime"):
+                succeeded = int(state.get("succeededCount") or 0)
+                tasks = int(state.get("taskCount") or 1)
+                if succeeded >= tasks:
+                    return
+                raise JobRunError(
+                    f"{execution} failed ({succeeded} of {tasks} tasks succeeded): see its logs,"
+                    f" {state.get('logUri', 'in Cloud Logging')}. Fix the cause and run `pulumi up`"
+                    " again: the run is retried, and nothing that depends on it changed."
+                )
+            if time.monotonic() > deadline:
+                raise JobRunError(f"{execution} did not finish in time; it may still be running")
+            self.sleep(self.poll_seconds)
+
+    def _call(
+        self, http: httpx.Client, method: str, path: str, deadline: float, json: Any = None
+    ) -> dict[str, Any]:
+        delay = self.poll_seconds
+        while True:
+            headers = {"Authorization": f"Bearer {self.token()}"}
+            try:
+                response = http.request(method, path, json=json, headers=headers)
+            except httpx.TransportError as error:
+                failure = f"{type(error).__name__}: {error}"
+            else:
+                if response.status_code < 300:
+                    body: dict[str, Any] = response.json()
+                    return body
+                if response.status_code not in RETRYABLE:
+                    raise JobRunError(f"{method} {path}: {response.status_code} {response.text[:500]}")
+                failure = f"{response.status_code}"
+                delay = _retry_after(response, delay)
+            if time.monotonic() + delay > deadline:
+                raise JobRunError(f"{method} {path}: still failing ({failure}) at the deadline")
+            self.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+
+def _retry_after(response: httpx.Response, fallback: float) -> float:
+    value = response.headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else fallback
+
+
+class JobRun(Resource, module="liftoff", name="JobRun"):
+    """One completed execution of `job` for the current `trigger` (an image digest, say)."""
+
+    TYPE: ClassVar[str] = "pulumi-python:dynamic/liftoff:JobRun"
+    # What the provider reads and writes: a dynamic resource has no schema to check them against.
+    PROPERTIES: ClassVar[frozenset[str]] = frozenset({"job", "trigger", "timeout_seconds", "execution"})
+
+    execution: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        job: pulumi.Input[str],
+        trigger: pulumi.Input[str],
+        timeout_seconds: int,
+        opts: pulumi.ResourceOptions | None = None,
+        provider: JobRunProvider | None = None,
+    ) -> None:
+        props = {"job": job, "trigger": trigger, "timeout_seconds": timeout_seconds, "execution": None}
+        super().__init__(provider or JobRunProvider(), name, props, opts)

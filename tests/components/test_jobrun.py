@@ -1,0 +1,164 @@
+"""JobRun's provider against a local double of the Cloud Run Admin API (jobs.run, executions.get)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+
+from components.jobrun import JobRunError, JobRunProvider
+
+pytestmark = pytest.mark.unit
+
+JOB = "projects/p/locations/europe-west1/jobs/liftoff-prod-migrate"
+TOKEN = "test-access-token"
+
+
+@dataclass
+class RunApi:
+    """How the double behaves, and what it was asked."""
+
+    url: str = ""
+    polls_until_done: int = 2
+    succeed: bool = True
+    throttle_first: int = 0
+    refuse_with: int | None = None
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    executions: dict[str, int] = field(default_factory=dict)
+
+
+@pytest.fixture
+def api() -> Iterator[RunApi]:
+    state = RunApi()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            payload = json.dumps(body).encode()
+            self.send_response(status)
+            for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _answer(self) -> None:
+            state.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
+            if state.refuse_with:
+                self._send(state.refuse_with, {"error": {"code": state.refuse_with, "message": "denied"}})
+            elif state.throttle_first > 0:
+                state.throttle_first -= 1
+                self._send(429, {"error": {"code": 429}}, {"Retry-After": "1"})
+            elif self.command == "POST" and self.path == f"/v2/{JOB}:run":
+                execution = f"{JOB}/executions/liftoff-prod-migrate-{len(state.executions) + 1:05d}"
+                state.executions[execution] = 0
+                self._send(
+                    200,
+                    {
+                        "name": "projects/p/locations/europe-west1/operations/op-1",
+                        "metadata": {"name": execution},
+                        "done": False,
+                    },
+                )
+            elif self.command == "GET" and self.path.removeprefix("/v2/") in state.executions:
+                name = self.path.removeprefix("/v2/")
+                state.executions[name] += 1
+                body: dict[str, Any] = {"name": name, "taskCount": 1, "logUri": "https://logs"}
+                if state.executions[name] >= state.polls_until_done:
+                    body["completionTime"] = "2026-11-24T05:00:00Z"
+                    body["succeededCount" if state.succeed else "failedCount"] = 1
+                self._send(200, body)
+            else:
+                self._send(404, {"error": {"code": 404, "message": self.path}})
+
+        do_GET = _answer  # noqa: N815 (the stdlib's names)
+        do_POST = _answer  # noqa: N815
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+
+
+def provider(api: RunApi, slept: list[float] | None = None) -> JobRunProvider:
+    record: list[float] = [] if slept is None else slept
+    return JobRunProvider(endpoint=api.url, token=lambda: TOKEN, poll_seconds=0.01, sleep=record.append)
+
+
+def outs(result: Any) -> dict[str, Any]:
+    assert result.outs is not None
+    return dict(result.outs)
+
+
+PROPS = {"job": JOB, "trigger": "sha256:aa", "timeout_seconds": 60}
+
+
+def test_create_runs_the_job_and_waits_for_success(api):
+    result = provider(api).create(dict(PROPS))
+    (execution,) = api.executions
+    assert result.id == execution
+    assert outs(result)["execution"] == execution
+    assert api.executions[execution] == 2, "polled until completion"
+    assert all(auth == f"Bearer {TOKEN}" for _, _, auth in api.requests)
+
+
+def test_a_failed_execution_fails_the_step_and_names_it(api):
+    api.succeed = False
+    with pytest.raises(JobRunError, match=r"liftoff-prod-migrate-00001 failed \(0 of 1 tasks"):
+        provider(api).create(dict(PROPS))
+
+
+def test_update_runs_again_as_a_new_execution(api):
+    runner = provider(api)
+    first = outs(runner.create(dict(PROPS)))["execution"]
+    second = outs(runner.update(first, dict(PROPS), {**PROPS, "trigger": "sha256:bb"}))["execution"]
+    # Cloud Run names each execution: a retry never collides with a failed one's name.
+    assert first != second
+    assert len(api.executions) == 2
+
+
+def test_throttling_is_retried_after_the_time_it_asks(api):
+    api.throttle_first = 2
+    slept: list[float] = []
+    provider(api, slept).create(dict(PROPS))
+    assert slept[:2] == [1.0, 1.0]
+
+
+def test_a_refusal_is_not_retried(api):
+    api.refuse_with = 403
+    with pytest.raises(JobRunError, match="403"):
+        provider(api).create(dict(PROPS))
+    assert len(api.requests) == 1
+
+
+def test_diff_runs_again_only_for_a_new_trigger(api):
+    runner = provider(api)
+    assert not runner.diff("x", dict(PROPS), dict(PROPS)).changes
+    assert runner.diff("x", dict(PROPS), {**PROPS, "trigger": "sha256:bb"}).changes
+
+
+def test_the_provider_unpickles_in_a_separate_process():
+    """Pulumi's dynamic-provider host unpickles the provider in its own process, on this venv."""
+    blob = serialize_provider(JobRunProvider())
+    code = (
+        "import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read()));"
+        " print(type(p).__module__, type(p).__name__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], input=blob, capture_output=True, text=True, cwd="/", check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["components.jobrun", "JobRunProvider"]
