@@ -50,6 +50,9 @@ class Registered:
     parent: str | None = None
     # The URNs the engine orders this resource after: explicit depends_on and input dependencies.
     dependencies: frozenset[str] = frozenset()
+    # What the (mock) provider returned: the id and the outputs, computed ones included.
+    id: str = ""
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,6 +154,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         protect, urn, parent, dependencies = self.options.get(
             (args.typ, args.name), (False, "", None, frozenset())
         )
+        outputs = {**inputs, **_computed(args.typ, args.name, inputs)}
+        resource_id = str(outputs.pop("id", f"{args.name}-id"))
         self.resources.append(
             Registered(
                 type=args.typ,
@@ -162,10 +167,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 urn=urn,
                 parent=parent,
                 dependencies=dependencies,
+                id=resource_id,
+                outputs=outputs,
             )
         )
         state = {**dict(args.inputs), **_computed(args.typ, args.name, inputs)}
-        return state.pop("id", f"{args.name}-id"), state
+        state.pop("id", None)
+        return resource_id, state
 
     def call(self, args: MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
         # A bare dict: the mock monitor reads a tuple's second item as a list of failures.

@@ -1,0 +1,377 @@
+"""A small model of the Pulumi engine and of the Cloud Run and Secret Manager control planes.
+
+The mock engine accepts any registration, so a program that is wrong only across two updates
+(a reused revision name, a secret destroyed under a pinned revision) passes it. Here the
+renderings of successive `pulumi up`s are applied to a model that keeps state between them and
+enforces the documented rules below, each with its source. It models only what Liftoff's
+resources need; anything it does not know is recorded and otherwise accepted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from stacks.render import Registered, Rendering
+
+SERVICE = "gcp:cloudrunv2/service:Service"
+POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
+JOB = "gcp:cloudrunv2/job:Job"
+JOB_RUN = "pulumi-python:dynamic/liftoff:JobRun"
+SECRET = "gcp:secretmanager/secret:Secret"
+SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
+SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
+WORKLOADS = (SERVICE, POOL, JOB)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A documented behaviour of the engine or the cloud, and where it is documented."""
+
+    text: str
+    source: str
+
+
+RULES = {
+    "revision-name": Rule(
+        "A revision is immutable and its name unique in the service: creating a revision under an"
+        " existing name with a different template is refused with 409 ALREADY_EXISTS.",
+        "https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.services#RevisionTemplate"
+        " (revision: 'The unique name for the revision'); https://cloud.google.com/run/docs/managing/revisions"
+        " ('Revisions are immutable')",
+    ),
+    "traffic-target": Rule(
+        "Traffic (or a worker pool's instance split) can only go to a revision that exists.",
+        "https://cloud.google.com/run/docs/reference/rest/v2/TrafficTarget (revision: 'Revision to which"
+        " to send this portion of traffic'); https://cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration",
+    ),
+    "secret-access": Rule(
+        "A revision's (or an execution's) service account must be able to access each secret it"
+        " references when the revision is deployed; otherwise the deployment fails.",
+        "https://cloud.google.com/run/docs/configuring/services/secrets#access-secret ('the service"
+        " account ... must have the Secret Manager Secret Accessor role')",
+    ),
+    "secret-version-state": Rule(
+        "A destroyed or disabled secret version cannot be accessed, so an instance of a revision"
+        " pinned to it cannot start (a rollback to it, or any scale-up, fails).",
+        "https://cloud.google.com/secret-manager/docs/destroy-secret-versions;"
+        " https://cloud.google.com/secret-manager/docs/disable-secret-versions;"
+        " SecretVersion.deletion_policy (DELETE destroys, DISABLE disables, ABANDON leaves it) in"
+        " https://www.pulumi.com/registry/packages/gcp/api-docs/secretmanager/secretversion/",
+    ),
+    "execution-token": Rule(
+        "`run_execution_token` names the execution `<job>-<token>` and runs it on create or update;"
+        " execution names are unique within a job, so re-sending a token collides.",
+        "https://www.pulumi.com/registry/packages/gcp/api-docs/cloudrunv2/job/ (runExecutionToken: 'A"
+        " unique string used as a suffix creating a new execution upon job create or update')",
+    ),
+    "bridged-partial-state": Rule(
+        "When a bridged (Terraform) provider's update fails after the API call, the engine records"
+        " the new inputs as the resource's state, so the next `up` sees no diff for them.",
+        "Terraform plugin SDKv2: a failed Update persists the planned state unless d.Partial(true)"
+        " (https://developer.hashicorp.com/terraform/plugin/sdkv2/resources/customizing-differences);"
+        " pulumi-terraform-bridge returns it as partial state (pkg/tfbridge/provider.go, Update)",
+    ),
+    "dynamic-failure-state": Rule(
+        "When a dynamic provider's create or update raises, nothing new is recorded: the resource"
+        " keeps its old state (or stays absent), so the next `up` tries again.",
+        "https://www.pulumi.com/docs/iac/concepts/resources/dynamic-providers/ (create/update"
+        " results define the state; an exception fails the step)",
+    ),
+    "dependency-order": Rule(
+        "The engine orders steps only by dependencies (depends_on and inputs); independent steps run"
+        " in parallel, in any order. A component's depends_on does not reach its children.",
+        "https://www.pulumi.com/docs/iac/concepts/options/dependson/;"
+        " https://www.pulumi.com/docs/iac/concepts/how-pulumi-works/",
+    ),
+}
+
+
+class CloudError(Exception):
+    """A step the real cloud or engine would refuse, naming the rule it breaks."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"[{rule}] {detail} -- {RULES[rule].text} ({RULES[rule].source})")
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass
+class Workload:
+    """A Cloud Run service or worker pool as the control plane holds it."""
+
+    kind: str
+    revisions: dict[str, str] = field(default_factory=dict)  # name -> template fingerprint
+    templates: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    latest: str | None = None
+    traffic: dict[str, int] = field(default_factory=dict)  # revision -> percent
+
+
+@dataclass
+class Execution:
+    name: str
+    image: str
+    succeeded: bool
+
+
+@dataclass
+class Cloud:
+    """The control planes' state, across updates."""
+
+    workloads: dict[str, Workload] = field(default_factory=dict)
+    jobs: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # job name -> inputs
+    executions: dict[str, list[Execution]] = field(default_factory=dict)
+    # secret id -> version -> "enabled" | "disabled" | "destroyed"
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    access: set[tuple[str, str]] = field(default_factory=set)  # (secret id, member)
+    # Images whose migrations fail when run (a bad migration, or a database that is down).
+    failing_images: set[str] = field(default_factory=set)
+
+    def serving(self, name: str) -> dict[str, int]:
+        return {r: p for r, p in self.workloads[name].traffic.items() if p > 0}
+
+
+def fingerprint(template: Mapping[str, Any]) -> str:
+    return json.dumps(template, sort_keys=True, default=str)
+
+
+def containers(kind: str, template: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    inner = template.get("template", {}) if kind == JOB else template
+    return list(inner.get("containers") or [])
+
+
+def secret_refs(kind: str, template: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(secret id, version) of every secret a template's containers read."""
+    refs = []
+    for container in containers(kind, template):
+        for env in container.get("envs") or []:
+            ref = (env.get("valueSource") or {}).get("secretKeyRef")
+            if ref:
+                refs.append((str(ref["secret"]), str(ref.get("version", "latest"))))
+    return refs
+
+
+def account(kind: str, template: Mapping[str, Any]) -> str:
+    inner = template.get("template", {}) if kind == JOB else template
+    return f"serviceAccount:{inner.get('serviceAccount', '')}"
+
+
+@dataclass
+class Up:
+    """What one `pulumi up` did: its steps in order, and the error that stopped it, if any."""
+
+    steps: list[tuple[str, str, str]] = field(default_factory=list)
+    error: CloudError | None = None
+
+    @property
+    def changes(self) -> list[tuple[str, str, str]]:
+        return [step for step in self.steps if step[0] != "same"]
+
+
+class Engine:
+    """Pulumi's engine, reduced to what matters here: diffs, order, failures and state."""
+
+    # Properties a change of which replaces the resource (ForceNew in the provider's schema).
+    REPLACE_ON = {SECRET_VERSION: ("secretData", "secret"), SECRET: ("secretId",)}
+
+    def __init__(self, cloud: Cloud | None = None) -> None:
+        self.cloud = cloud or Cloud()
+        self.state: dict[str, Registered] = {}
+
+    def up(self, rendering: Rendering) -> Up:
+        """Apply a rendering; stop at the first refused step, as `pulumi up` does."""
+        result = Up()
+        ids = {r.id: r for r in rendering.resources}
+        replaced: list[Registered] = []
+        try:
+            for resource in schedule(rendering.resources):
+                if not resource.custom:
+                    continue
+                old = self.state.get(resource.urn)
+                op = self._op(old, resource)
+                result.steps.append((op, resource.type, resource.name))
+                if op == "same":
+                    continue
+                self._apply(op, old, resource, ids)
+                if op == "replace" and old is not None:
+                    replaced.append(old)
+            for gone in [
+                r for urn, r in self.state.items() if urn not in {x.urn for x in rendering.resources}
+            ]:
+                result.steps.append(("delete", gone.type, gone.name))
+                self._delete(gone, ids)
+                del self.state[gone.urn]
+            for old in replaced:
+                self._delete(old, ids)
+        except CloudError as error:
+            result.error = error
+        return result
+
+    def _op(self, old: Registered | None, new: Registered) -> str:
+        if old is None:
+            return "create"
+        if old.inputs == new.inputs:
+            return "same"
+        replace_keys = self.REPLACE_ON.get(new.type, ())
+        if any(old.inputs.get(k) != new.inputs.get(k) for k in replace_keys):
+            return "replace"
+        return "update"
+
+    def _apply(self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]) -> None:
+        try:
+            self._cloud_step(op, old, new, ids)
+        except CloudError as error:
+            if error.rule != "secret-version-state" and new.type.startswith("gcp:") and op == "update":
+                # RULES["bridged-partial-state"]: the new inputs are recorded despite the failure.
+                self.state[new.urn] = new
+            # RULES["dynamic-failure-state"]: a failed dynamic step records nothing.
+            raise
+        self.state[new.urn] = new
+
+    def _cloud_step(
+        self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]
+    ) -> None:
+        cloud = self.cloud
+        inputs = new.inputs
+        if new.type == SECRET_ACCESS:
+            if old is not None:
+                cloud.access.discard((old.inputs["secretId"], old.inputs["member"]))
+            cloud.access.add((inputs["secretId"], inputs["member"]))
+        elif new.type == SECRET_VERSION:
+            secret = ids[inputs["secret"]].inputs["secretId"]
+            cloud.versions.setdefault(secret, {})[str(new.outputs["version"])] = "enabled"
+        elif new.type in (SERVICE, POOL):
+            self._deploy_workload(new)
+        elif new.type == JOB:
+            cloud.jobs[inputs["name"]] = inputs
+            token = inputs.get("runExecutionToken")
+            if token:
+                self._execute(inputs["name"], f"{inputs['name']}-{token}")
+        elif new.type == JOB_RUN:
+            job = str(inputs["job"]).rsplit("/", 1)[-1]
+            count = len(self.cloud.executions.get(job, [])) + 1
+            self._execute(job, f"{job}-{count:05d}")
+
+    def _deploy_workload(self, resource: Registered) -> None:
+        kind, inputs = resource.type, resource.inputs
+        workload = self.cloud.workloads.setdefault(inputs["name"], Workload(kind))
+        template = inputs["template"]
+        name = template.get("revision") or f"{inputs['name']}-{len(workload.revisions) + 1:05d}"
+        if name in workload.revisions:
+            if workload.revisions[name] != fingerprint(template):
+                raise CloudError(
+                    "revision-name", f"{resource.name}: revision {name} exists with another template"
+                )
+        else:
+            self._check_access(kind, template, f"{resource.name} revision {name}")
+            workload.revisions[name] = fingerprint(template)
+            workload.templates[name] = template
+        workload.latest = name
+        targets = inputs.get("traffics") if kind == SERVICE else inputs.get("instanceSplits")
+        traffic: dict[str, int] = {}
+        for target in targets or [{"type": "LATEST", "percent": 100}]:
+            revision = name if str(target.get("type", "")).endswith("LATEST") else target["revision"]
+            if revision not in workload.revisions:
+                raise CloudError("traffic-target", f"{resource.name}: no revision {revision}")
+            traffic[revision] = traffic.get(revision, 0) + int(target.get("percent", 0))
+        workload.traffic = traffic
+        for revision in self.cloud.serving(inputs["name"]):
+            self.check_startable(inputs["name"], revision)
+
+    def check_startable(self, workload: str, revision: str) -> None:
+        """RULES['secret-version-state']: every secret version the revision pins can be read."""
+        held = self.cloud.workloads[workload]
+        for secret, version in secret_refs(held.kind, held.templates[revision]):
+            state = self.cloud.versions.get(secret, {}).get(version, "missing")
+            if state != "enabled":
+                raise CloudError(
+                    "secret-version-state", f"{revision} pins {secret} version {version}, which is {state}"
+                )
+
+    def _check_access(self, kind: str, template: Mapping[str, Any], what: str) -> None:
+        member = account(kind, template)
+        for secret, _ in secret_refs(kind, template):
+            if (secret, member) not in self.cloud.access:
+                raise CloudError("secret-access", f"{what}: {member} cannot access {secret}")
+
+    def _execute(self, job: str, execution: str) -> None:
+        history = self.cloud.executions.setdefault(job, [])
+        if any(e.name == execution for e in history):
+            raise CloudError("execution-token", f"execution {execution} already exists")
+        template = self.cloud.jobs[job]["template"]
+        self._check_access(JOB, template, f"execution {execution}")
+        image = str(containers(JOB, template)[0]["image"])
+        succeeded = image not in self.cloud.failing_images
+        history.append(Execution(execution, image, succeeded))
+        if not succeeded:
+            raise JobFailed(execution)
+
+    def _delete(self, resource: Registered, ids: Mapping[str, Registered]) -> None:
+        if resource.type == SECRET_ACCESS:
+            self.cloud.access.discard((resource.inputs["secretId"], resource.inputs["member"]))
+        elif resource.type == SECRET_VERSION:
+            owner = ids.get(resource.inputs["secret"]) or self._by_id(resource.inputs["secret"])
+            policy = resource.inputs.get("deletionPolicy", "DELETE")
+            after = {"ABANDON": "enabled", "DISABLE": "disabled"}.get(policy, "destroyed")
+            self.cloud.versions[owner.inputs["secretId"]][str(resource.outputs["version"])] = after
+            # A deleted version can take down what still serves from it.
+            for name in self.cloud.workloads:
+                for revision in self.cloud.serving(name):
+                    self.check_startable(name, revision)
+
+    def _by_id(self, resource_id: str) -> Registered:
+        return next(r for r in self.state.values() if r.id == resource_id)
+
+    def last_execution(self, job: str) -> Execution | None:
+        history = self.cloud.executions.get(job, [])
+        return history[-1] if history else None
+
+
+class JobFailed(CloudError):
+    """An execution ran and failed: the step fails, as the provider reports it."""
+
+    def __init__(self, execution: str) -> None:
+        Exception.__init__(self, f"execution {execution} failed")
+        self.rule = "dynamic-failure-state"
+        self.detail = execution
+
+
+def schedule(resources: Iterable[Registered]) -> list[Registered]:
+    """A legal order that is as hard on missing dependencies as the engine's parallelism can be.
+
+    RULES['dependency-order']: anything not ordered by a dependency may run first or last. So a
+    workload starts the moment its own dependencies allow, what it depends on comes before
+    everything else, and every step nothing waits for is left to the end.
+    """
+    pending = list(resources)
+    by_urn = {r.urn: r for r in pending}
+    needed = _closure([r for r in pending if r.type in WORKLOADS or r.type == JOB_RUN], by_urn)
+    done: set[str] = set()
+    order: list[Registered] = []
+    while pending:
+        ready = [r for r in pending if all(d in done or d not in by_urn for d in r.dependencies)]
+        if not ready:
+            raise ValueError(f"dependency cycle among {[r.name for r in pending]}")
+        first = (
+            next((r for r in ready if r.type in WORKLOADS), None)
+            or next((r for r in ready if r.urn in needed), None)
+            or ready[0]
+        )
+        order.append(first)
+        done.add(first.urn)
+        pending.remove(first)
+    return order
+
+
+def _closure(roots: list[Registered], by_urn: Mapping[str, Registered]) -> set[str]:
+    seen: set[str] = set()
+    stack = [d for r in roots for d in r.dependencies]
+    while stack:
+        urn = stack.pop()
+        if urn in seen or urn not in by_urn:
+            continue
+        seen.add(urn)
+        stack.extend(by_urn[urn].dependencies)
+    return seen
