@@ -5,10 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 pytestmark = pytest.mark.unit
 
@@ -75,3 +78,27 @@ def test_image_builds_and_runs_as_non_root(repo_root: Path):
     refused = subprocess.run(["docker", "run", "--rm", tag], capture_output=True, text=True, check=False)
     assert refused.returncode == 2
     assert "api needs these environment variables: DATABASE_URL, REDIS_URL" in refused.stderr
+
+
+def test_the_image_installs_locked_hash_checked_dependencies(repo_root: Path):
+    """Every runtime dependency is pinned in app/requirements.lock, which the Dockerfile installs."""
+    lock = (repo_root / "app" / "requirements.lock").read_text()
+    pins: dict[str, str] = {}
+    for line in lock.splitlines():
+        if line and not line.startswith((" ", "#")) and "==" in line:
+            name, version = line.split("==", 1)
+            pins[canonicalize_name(name)] = version.split()[0].rstrip("\\").strip()
+    assert "--hash=sha256:" in lock
+    project = tomllib.loads((repo_root / "pyproject.toml").read_text())["project"]
+    for spec in project["dependencies"]:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in app/requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name]), f"{name}=={pins[name]} does not satisfy {spec}"
+    for build_requirement in tomllib.loads((repo_root / "pyproject.toml").read_text())["build-system"][
+        "requires"
+    ]:
+        assert canonicalize_name(Requirement(build_requirement).name) in pins
+    dockerfile = (repo_root / "app" / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
+    assert "--no-deps --no-build-isolation ." in dockerfile
