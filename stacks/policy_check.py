@@ -34,7 +34,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import grpc  # type: ignore[import-untyped]
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema
 from google.protobuf import empty_pb2, json_format, struct_pb2  # type: ignore[import-untyped]
 from pulumi.output import Unknown
 from pulumi.runtime.proto import analyzer_pb2 as proto
@@ -258,16 +258,18 @@ class PolicyAnalyzer:
         ready, _, _ = select.select([stdout], [], [], STARTUP_SECONDS) if stdout else ([], [], [])
         line = stdout.readline() if stdout and ready else b""
         if not line.strip().isdigit():
-            detail = self._failure()
+            detail = self._failure(ended=bool(ready))
             self.close()
             raise AnalyzerError(f"the policy pack in {self.pack} did not start: {detail}")
         return int(line)
 
-    def _failure(self) -> str:
-        if self._process is not None and self._process.poll() is None:
+    def _failure(self, ended: bool) -> str:
+        if not ended or self._process is None or self._stderr is None:
             return f"no port within {STARTUP_SECONDS:g}s"
-        if self._stderr is None:
-            return "no output"
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return "it printed no port"
         self._stderr.seek(0)
         lines = self._stderr.read().decode(errors="replace").strip().splitlines()
         return " | ".join(lines[-5:]) or "it exited without output"
