@@ -122,10 +122,13 @@ def _struct(fields: Mapping[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def _parse(config: Mapping[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
+Layer = dict[str, tuple[int | None, dict[str, Any]]]
+
+
+def _parse(config: Mapping[str, Any]) -> Layer:
     """The config file as the CLI reads it: a level, or an object of properties with an optional
     `enforcementLevel` (parsePolicyPackConfig in pkg/resource/analyzer/config.go)."""
-    parsed: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    parsed: Layer = {}
     for name, entry in config.items():
         if isinstance(entry, str):
             level, properties = entry, {}
@@ -137,8 +140,21 @@ def _parse(config: Mapping[str, Any]) -> dict[str, tuple[str | None, dict[str, A
         if level is not None and level not in LEVELS:
             raise PolicyConfigError(f"{name}: {level!r} is not a valid enforcement level")
         if level is not None or properties:
-            parsed[name] = (level, properties)
+            parsed[name] = (None if level is None else LEVELS[level], properties)
     return parsed
+
+
+def _apply(levels: dict[str, int], properties: dict[str, dict[str, Any]], layer: Layer) -> None:
+    """One layer of config over the last (applyConfig in pkg/resource/analyzer/config.go)."""
+    everything = layer.get("all", (None, {}))[0]
+    if everything is not None:
+        levels.update(dict.fromkeys(levels, everything))
+    for name, (level, given) in layer.items():
+        if level is None and name not in levels:
+            # The CLI sends it with no level, and Configure fails: invalid enforcement level "".
+            raise PolicyConfigError(f"{name}: the pack has no policy of that name")
+        levels[name] = levels[name] if level is None else level
+        properties[name] = {**properties.get(name, {}), **given}
 
 
 def reconcile(info: proto.AnalyzerInfo, config: Mapping[str, Any]) -> dict[str, proto.PolicyConfig]:
@@ -151,16 +167,13 @@ def reconcile(info: proto.AnalyzerInfo, config: Mapping[str, Any]) -> dict[str, 
         name: {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
         for name, schema in schemas.items()
     }
-    initial = {k: (None, json_format.MessageToDict(v.properties)) for k, v in info.initialConfig.items()}
+    # An initial level left unset reads as 0, ADVISORY, in the CLI too (analyzer_plugin.go).
+    initial = {
+        k: (v.enforcementLevel, json_format.MessageToDict(v.properties))
+        for k, v in info.initialConfig.items()
+    }
     for layer in (initial, _parse(config)):
-        if (everything := layer.get("all")) and everything[0] is not None:
-            levels = dict.fromkeys(levels, LEVELS[everything[0]])
-        for name, (level, given) in layer.items():
-            if level is None and name not in levels:
-                # The CLI sends it with no level, and Configure fails: invalid enforcement level "".
-                raise PolicyConfigError(f"{name}: the pack has no policy of that name")
-            levels[name] = LEVELS[level] if level is not None else levels[name]
-            properties[name] = {**properties.get(name, {}), **given}
+        _apply(levels, properties, layer)
     problems = []
     for name, schema in sorted(schemas.items()):
         document = {"type": "object", **{k: v for k, v in schema.items() if v}}
