@@ -15,8 +15,9 @@ analyzer_plugin.go, pkg/resource/analyzer/config.go, pkg/resource/deploy/step_ge
 
 The validators therefore read what they read under the CLI: `unknown_checking_proxy` objects.
 Offline differences: no provider `Check` runs first (the engine analyzes the inputs a provider has
-checked, with its defaults filled in), no provider resource is sent, and AnalyzeStack gets inputs
-where the engine sends the resources' resulting state.
+checked, with its defaults filled in), no provider resource is sent, there is no `Remediate` pass
+(the pack has no remediations), and AnalyzeStack gets inputs where the engine sends the resources'
+resulting state.
 """
 
 from __future__ import annotations
