@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from policies.common import members
+from policies.common import get, members
 
 SECRET_IAM = (
     "gcp:secretmanager/secretIamMember:SecretIamMember",
@@ -25,13 +25,13 @@ def validate_secret_access(args: ResourceValidationArgs, report_violation: Repor
 
 
 def validate_primitive_roles(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
-    if args.resource_type not in PROJECT_IAM or args.props.get("role") not in PRIMITIVE:
+    # A role not known yet (UNKNOWN, not a str) is left to the update.
+    role = get(args.props, "role")
+    if args.resource_type not in PROJECT_IAM or not isinstance(role, str) or role not in PRIMITIVE:
         return
     for member in members(args.props):
         if member.startswith("serviceAccount:"):
-            report_violation(
-                f"{args.props.get('role')} granted to {member}; grant the narrow roles it needs", None
-            )
+            report_violation(f"{role} granted to {member}; grant the narrow roles it needs", None)
 
 
 secret_access_to_workloads = ResourceValidationPolicy(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from policies.common import mapping
+from policies.common import UNKNOWN, get
 
 # Types of this project's stacks that accept a `labels` map.
 LABELLED = frozenset(
@@ -24,8 +24,11 @@ REQUIRED = ("app", "env")
 def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type not in LABELLED:
         return
-    labels = mapping(args.props.get("labels"))
-    missing = [key for key in REQUIRED if not labels.get(key)]
+    labels = get(args.props, "labels")
+    if labels is UNKNOWN:
+        return  # a computed map, checked at the update
+    # A label whose value is not known yet is there: UNKNOWN counts as set.
+    missing = [key for key in REQUIRED if not get(labels, key)]
     if missing:
         report_violation(f"labels {missing} are missing", None)
 

@@ -1,6 +1,11 @@
-"""The list of policies, importable without starting the policy runtime."""
+"""The pack's name, default enforcement level and policies, importable without serving the pack.
 
-from pulumi_policy import ResourceValidationPolicy
+`policies/__main__.py` assembles the PolicyPack from these (constructing it starts the analyzer's
+gRPC server, as `pulumi preview --policy-pack policies` runs it); `stacks/policy_check.py` starts
+that same entry point to evaluate rendered stacks offline.
+"""
+
+from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
 
 from policies.exposure import api_public_only_when_declared, worker_never_public
 from policies.iam import no_primitive_roles, secret_access_to_workloads
@@ -11,6 +16,8 @@ from policies.redis import redis_over_tls
 from policies.secrets import no_plain_secrets
 from policies.traffic import traffic_adds_up
 
+NAME = "liftoff"
+ENFORCEMENT_LEVEL = EnforcementLevel.MANDATORY
 POLICIES: tuple[ResourceValidationPolicy, ...] = (
     images_by_digest,
     no_plain_secrets,

@@ -10,7 +10,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policies.common import CLOUD_RUN, SERVICE, environment, mapping, number
+from policies.common import CLOUD_RUN, SERVICE, UNKNOWN, environment, get, number, read
 
 # Providers without a deletion_protection property: the Pulumi `protect` option guards them.
 PROTECTED_BY_OPTION = ("supabase:index:Project", "upstash:index/redisDatabase:RedisDatabase")
@@ -20,7 +20,9 @@ CONFIG = PolicyConfigSchema(properties={"environment": {"type": "string", "enum"
 def validate_protection(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if environment(args.get_config(), args.props) != "prod":
         return
-    if args.resource_type in CLOUD_RUN and args.props.get("deletionProtection") is not True:
+    protection = get(args.props, "deletionProtection")
+    # Not known yet (UNKNOWN): the update checks the value it resolves to.
+    if args.resource_type in CLOUD_RUN and protection is not True and protection is not UNKNOWN:
         report_violation("deletion_protection must be true in prod", None)
     if args.resource_type in PROTECTED_BY_OPTION and not args.opts.protect:
         report_violation(
@@ -31,13 +33,13 @@ def validate_protection(args: ResourceValidationArgs, report_violation: ReportVi
 def validate_api_scaling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type != SERVICE or environment(args.get_config(), args.props) != "prod":
         return
-    scaling = mapping(mapping(args.props.get("template")).get("scaling"))
-    minimum = number(scaling.get("minInstanceCount"))
-    maximum = number(scaling.get("maxInstanceCount"))
-    if minimum is None or minimum < 1:
-        report_violation(f"prod API min instances must be at least 1, got {minimum}", None)
-    if maximum is None or maximum < 2:
-        report_violation(f"prod API max instances must be at least 2, got {maximum}", None)
+    scaling = read(args.props, "template", "scaling")
+    # A count not known yet (UNKNOWN) is left to the update; a missing one is reported.
+    minimum, maximum = get(scaling, "minInstanceCount"), get(scaling, "maxInstanceCount")
+    if minimum is not UNKNOWN and ((low := number(minimum)) is None or low < 1):
+        report_violation(f"prod API min instances must be at least 1, got {low}", None)
+    if maximum is not UNKNOWN and ((high := number(maximum)) is None or high < 2):
+        report_violation(f"prod API max instances must be at least 2, got {high}", None)
 
 
 prod_deletion_protection = ResourceValidationPolicy(

@@ -6,7 +6,7 @@ import re
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from policies.common import containers, items, mapping
+from policies.common import containers, get, items
 
 SECRET_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|DSN", re.IGNORECASE)
 # scheme://user:password@host: a URL that carries its credentials.
@@ -15,12 +15,14 @@ CREDENTIAL_URL = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@:\s]*:[^/@\s]+@", re.IGNO
 
 def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     for container in containers(args.resource_type, args.props):
-        for env in items(container.get("envs")):
-            env = mapping(env)
-            name = env.get("name")
-            value = env.get("value")
+        for env in items(get(container, "envs")):
+            name, value = get(env, "name"), get(env, "value")
             if value is None:
                 continue
+            # A secret-looking name with a plain `value` is a violation whatever the value, so even
+            # one not known yet (UNKNOWN) is reported now; a URL's credentials need the value, so
+            # an unknown one is checked at the update. (Values the engine marks secret arrive
+            # unwrapped: still plain environment values, readable by anyone who can view the service.)
             if isinstance(name, str) and SECRET_NAME.search(name):
                 report_violation(
                     f"{name} looks like a secret but is a plain value; use a secret_key_ref", None

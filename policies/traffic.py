@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
-from policies.common import SERVICE, WORKER_POOL, items, mapping, number
+from policies.common import SERVICE, UNKNOWN, WORKER_POOL, get, items, number
 
 SPLITS = {
     SERVICE: ("traffics", "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"),
@@ -16,10 +16,13 @@ def validate(args: ResourceValidationArgs, report_violation: ReportViolation) ->
     if args.resource_type not in SPLITS:
         return
     key, pinned = SPLITS[args.resource_type]
-    targets = [mapping(t) for t in items(args.props.get(key))]
+    targets = items(get(args.props, key))
     if not targets:
         return  # Cloud Run's default: all to the latest revision.
-    percents = [number(t.get("percent", 0)) for t in targets]
+    given = [get(target, "percent") for target in targets]
+    if any(percent is UNKNOWN for percent in given):
+        return  # a split not known yet is checked at the update, with every percent known
+    percents = [number(0 if percent is None else percent) for percent in given]
     if not all(p is not None and p.is_integer() and 0 <= p <= 100 for p in percents):
         report_violation(f"{key}: every percent must be a whole number from 0 to 100", None)
         return
@@ -27,7 +30,8 @@ def validate(args: ResourceValidationArgs, report_violation: ReportViolation) ->
     if total != 100:
         report_violation(f"{key}: percents sum to {total:g}, not 100", None)
     for index, target in enumerate(targets):
-        if target.get("type") == pinned and not target.get("revision"):
+        # A revision not known yet (UNKNOWN) is truthy: it will be named.
+        if get(target, "type") == pinned and not get(target, "revision"):
             report_violation(f"{key}[{index}]: a pinned target must name its revision", None)
 
 

@@ -1,24 +1,73 @@
-"""Evaluate a rendered stack against the policy pack offline, as `pulumi preview --policy-pack` would."""
+"""Evaluate resources against the policy pack offline, through the pack's own gRPC analyzer server.
+
+This is what `pulumi preview --policy-pack policies --policy-pack-config policies/config.<stack>.json`
+does, minus the CLI, its providers and the cloud (pulumi/pulumi: sdk/go/common/resource/plugin/
+analyzer_plugin.go, pkg/resource/analyzer/config.go, pkg/resource/deploy/step_generator.go):
+
+1. Start the pack as the CLI's analyzer plugin does, `python -u -m pulumi.policy <engine> .` in
+   policies/ (sdk/python/cmd/pulumi-analyzer-policy-python): it runs policies/__main__.py, whose
+   PolicyPack serves pulumi_policy's Analyzer service on 127.0.0.1 and prints the port.
+2. ConfigureStack; GetAnalyzerInfo; Configure with the stack's policy config reconciled with each
+   policy's enforcement level and schema defaults, and validated against its schema, as the CLI does.
+3. Analyze every registered resource, its inputs marshalled as the engine marshals them for analyzers:
+   secrets in their signature envelope, unknowns as the engine's sentinel strings, every number a
+   double, `__` keys left out. Then AnalyzeStack over them all.
+
+The validators therefore read what they read under the CLI: `unknown_checking_proxy` objects.
+Offline differences: no provider `Check` runs first (the engine analyzes the inputs a provider has
+checked, with its defaults filled in), no provider resource is sent, there is no `Remediate` pass
+(the pack has no remediations), and AnalyzeStack gets inputs where the engine sends the resources'
+resulting state.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+import select
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyCustomTimeouts,
-    PolicyResourceOptions,
-    ResourceValidationArgs,
-)
+import grpc  # type: ignore[import-untyped]
+import jsonschema
+from google.protobuf import empty_pb2, json_format, struct_pb2  # type: ignore[import-untyped]
+from pulumi.output import Unknown
+from pulumi.runtime.proto import analyzer_pb2 as proto
+from pulumi.runtime.proto import analyzer_pb2_grpc
+from pulumi_policy import Secret
+from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
-from policies.pack import POLICIES
-from stacks.render import Registered, Rendering
+from stacks.render import PROJECT, Registered, Rendering
 
 ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / "policies"
+# The pack never calls the engine back; the plugin's command line carries an address all the same.
+NO_ENGINE = "127.0.0.1:0"
+STARTUP_SECONDS = 60.0
+CALL_SECONDS = 60.0
+# As pulumi_policy's server and the CLI's client raise it (pulumi_policy/policy.py).
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 1024 * 1024 * 400)]
+LEVELS = {
+    "advisory": proto.ADVISORY,
+    "mandatory": proto.MANDATORY,
+    "remediate": proto.REMEDIATE,
+    "disabled": proto.DISABLED,
+}
+
+
+class PolicyConfigError(ValueError):
+    """A policy config the CLI would refuse: a bad enforcement level, or properties off their schema."""
+
+
+class AnalyzerError(RuntimeError):
+    """The policy pack did not start, or did not answer."""
 
 
 @dataclass(frozen=True, order=True)
@@ -38,47 +87,291 @@ def policy_config(stack: str, root: Path = ROOT) -> dict[str, dict[str, Any]]:
     return loaded
 
 
-def _args(resource: Registered, config: Mapping[str, Any]) -> ResourceValidationArgs:
-    options = PolicyResourceOptions(
+def marshal(value: Any, secret_paths: frozenset[str] = frozenset(), path: str = "") -> Any:
+    """A property as the engine marshals it for analyzers (MarshalOptions KeepUnknowns, KeepSecrets,
+    SkipInternalKeys; sdk/go/common/resource/plugin/rpc.go), ready for a protobuf Struct.
+
+    Secrets are the paths in `secret_paths` (as stacks.render records them) and `pulumi_policy.Secret`
+    values; unknowns are `pulumi.output.Unknown` values, or the sentinel strings themselves.
+    """
+    secret = path in secret_paths or isinstance(value, Secret)
+    plain = value.value if isinstance(value, Secret) else value
+    wire: Any
+    if isinstance(plain, Unknown):
+        # A Python program sends every unknown as the string sentinel; the engine passes it on as one.
+        wire = UNKNOWN_STRING_VALUE
+    elif isinstance(plain, Mapping):
+        wire = {
+            str(k): marshal(v, secret_paths, f"{path}.{k}" if path else str(k))
+            for k, v in plain.items()
+            if not str(k).startswith("__")
+        }
+    elif isinstance(plain, list | tuple):
+        wire = [marshal(v, secret_paths, f"{path}[{i}]") for i, v in enumerate(plain)]
+    elif plain is None or isinstance(plain, bool | str):
+        wire = plain
+    elif isinstance(plain, int | float):
+        wire = float(plain)
+    else:
+        raise TypeError(f"{path or 'properties'}: a {type(plain).__name__} cannot be sent to the analyzer")
+    return {SPECIAL_SIG_KEY: SPECIAL_SECRET_SIG, "value": wire} if secret else wire
+
+
+def _struct(fields: Mapping[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(fields)
+    return message
+
+
+Layer = dict[str, tuple[int | None, dict[str, Any]]]
+
+
+def _parse(config: Mapping[str, Any]) -> Layer:
+    """The config file as the CLI reads it: a level, or an object of properties with an optional
+    `enforcementLevel` (parsePolicyPackConfig in pkg/resource/analyzer/config.go)."""
+    parsed: Layer = {}
+    for name, entry in config.items():
+        if isinstance(entry, str):
+            level, properties = entry, {}
+        elif isinstance(entry, Mapping):
+            properties = dict(entry)
+            level = properties.pop("enforcementLevel", None)
+        else:
+            raise PolicyConfigError(f"{name}: {entry!r} is not a valid value; must be a string or object")
+        if level is not None and level not in LEVELS:
+            raise PolicyConfigError(f"{name}: {level!r} is not a valid enforcement level")
+        if level is not None or properties:
+            parsed[name] = (None if level is None else LEVELS[level], properties)
+    return parsed
+
+
+def _apply(levels: dict[str, int], properties: dict[str, dict[str, Any]], layer: Layer) -> None:
+    """One layer of config over the last (applyConfig in pkg/resource/analyzer/config.go)."""
+    everything = layer.get("all", (None, {}))[0]
+    if everything is not None:
+        levels.update(dict.fromkeys(levels, everything))
+    for name, (level, given) in layer.items():
+        if level is None and name not in levels:
+            # The CLI sends it with no level, and Configure fails: invalid enforcement level "".
+            raise PolicyConfigError(f"{name}: the pack has no policy of that name")
+        levels[name] = levels[name] if level is None else level
+        properties[name] = {**properties.get(name, {}), **given}
+
+
+def reconcile(info: proto.AnalyzerInfo, config: Mapping[str, Any]) -> dict[str, proto.PolicyConfig]:
+    """What the CLI passes to Configure: every policy's level and schema defaults, then the pack's
+    initial config, then the file's, validated against each policy's schema
+    (ReconcilePolicyPackConfig in pkg/resource/analyzer/config.go)."""
+    levels = {p.name: p.enforcementLevel for p in info.policies}
+    schemas = {p.name: json_format.MessageToDict(p.configSchema) for p in info.policies}
+    properties: dict[str, dict[str, Any]] = {
+        name: {k: v["default"] for k, v in schema.get("properties", {}).items() if "default" in v}
+        for name, schema in schemas.items()
+    }
+    # An initial level left unset reads as 0, ADVISORY, in the CLI too (analyzer_plugin.go).
+    initial = {
+        k: (v.enforcementLevel, json_format.MessageToDict(v.properties))
+        for k, v in info.initialConfig.items()
+    }
+    for layer in (initial, _parse(config)):
+        _apply(levels, properties, layer)
+    problems = []
+    for name, schema in sorted(schemas.items()):
+        document = {"type": "object", **{k: v for k, v in schema.items() if v}}
+        for error in jsonschema.Draft7Validator(document).iter_errors(properties[name]):
+            problems.append(f"{name}: {error.message}")
+    if problems:
+        raise PolicyConfigError("invalid policy pack config: " + "; ".join(problems))
+    return {
+        name: proto.PolicyConfig(enforcementLevel=level, properties=_struct(properties.get(name, {})))
+        for name, level in levels.items()
+    }
+
+
+def _options(resource: Registered) -> proto.AnalyzerResourceOptions:
+    return proto.AnalyzerResourceOptions(
         protect=resource.protect,
-        ignore_changes=[],
-        delete_before_replace=None,
-        aliases=[],
-        custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
-        parent=resource.parent,
-    )
-    return ResourceValidationArgs(
-        resource_type=resource.type,
-        props=resource.inputs,
-        urn=resource.urn,
-        name=resource.name,
-        opts=options,
-        provider=None,
-        config=config,
+        parent=resource.parent or "",
+        customTimeouts=proto.AnalyzerResourceOptions.CustomTimeouts(),
     )
 
 
-def _reporter(found: list[Violation], mandatory: bool, policy: str, where: str) -> Any:
-    def report(message: str, urn: str | None = None) -> None:
-        found.append(Violation(mandatory, policy, where, message))
-
-    return report
+def _urn(resource: Registered, project: str, stack: str) -> str:
+    return resource.urn or f"urn:pulumi:{stack}::{project}::{resource.type}::{resource.name}"
 
 
-def evaluate(rendering: Rendering, config: Mapping[str, Mapping[str, Any]] | None = None) -> list[Violation]:
-    """Every violation of every policy over the rendered resources, sorted."""
+def _violations(response: proto.AnalyzeResponse, resource: str) -> list[Violation]:
+    found = []
+    for diagnostic in response.diagnostics:
+        # The server prefixes each message with the policy's description (pulumi_policy/policy.py).
+        message = diagnostic.message.removeprefix(f"{diagnostic.description}\n")
+        mandatory = diagnostic.enforcementLevel != proto.ADVISORY
+        found.append(Violation(mandatory, diagnostic.policyName, resource, message))
+    return found
+
+
+class PolicyAnalyzer:
+    """The policy pack running as the CLI runs it, and a client of its Analyzer service.
+
+    Use it as a context manager; it starts on entry and stops its process on exit.
+    """
+
+    def __init__(
+        self, pack: Path = PACK, *, project: str = PROJECT, stack: str = "dev", dry_run: bool = True
+    ) -> None:
+        self.pack, self.project, self.stack, self.dry_run = pack, project, stack, dry_run
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._channel: Any = None
+        self._stub: analyzer_pb2_grpc.AnalyzerStub | None = None
+        self._info: proto.AnalyzerInfo | None = None
+
+    def __enter__(self) -> PolicyAnalyzer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Start the pack's server and connect to it, as the CLI does before the first resource."""
+        port = self._spawn()
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=STARTUP_SECONDS)
+        except grpc.FutureTimeoutError as error:
+            self.close()
+            raise AnalyzerError(f"the policy pack in {self.pack} did not accept a connection") from error
+        self._stub = analyzer_pb2_grpc.AnalyzerStub(self._channel)
+        stack = proto.AnalyzerStackConfigureRequest(project=self.project, stack=self.stack)
+        self._call("ConfigureStack", stack)
+        self._info = self._call("GetAnalyzerInfo", empty_pb2.Empty())
+
+    def _spawn(self) -> int:
+        if not (self.pack / "PulumiPolicy.yaml").is_file():
+            raise AnalyzerError(f"{self.pack} is not a policy pack: it has no PulumiPolicy.yaml")
+        # The environment the CLI gives the plugin (constructEnv in analyzer_plugin.go).
+        env = {
+            **os.environ,
+            "PULUMI_PROJECT": self.project,
+            "PULUMI_STACK": self.stack,
+            "PULUMI_DRY_RUN": "true" if self.dry_run else "false",
+        }
+        self._stderr = tempfile.TemporaryFile()  # closed in close()
+        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, with fixed arguments
+            [sys.executable, "-u", "-m", "pulumi.policy", NO_ENGINE, "."],
+            cwd=self.pack,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+        stdout = self._process.stdout
+        ready, _, _ = select.select([stdout], [], [], STARTUP_SECONDS) if stdout else ([], [], [])
+        line = stdout.readline() if stdout and ready else b""
+        if not line.strip().isdigit():
+            detail = self._failure(ended=bool(ready))
+            self.close()
+            raise AnalyzerError(f"the policy pack in {self.pack} did not start: {detail}")
+        return int(line)
+
+    def _failure(self, ended: bool) -> str:
+        if not ended or self._process is None or self._stderr is None:
+            return f"no port within {STARTUP_SECONDS:g}s"
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            return "it printed no port"
+        self._stderr.seek(0)
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return " | ".join(lines[-5:]) or "it exited without output"
+
+    def close(self) -> None:
+        """Disconnect and stop the pack's process."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = self._stub = None
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            if self._process.stdout is not None:
+                self._process.stdout.close()
+            self._process = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def _call(self, method: str, request: Any) -> Any:
+        if self._stub is None:
+            raise AnalyzerError("the policy analyzer is not running; use it as a context manager")
+        try:
+            return getattr(self._stub, method)(request, timeout=CALL_SECONDS)
+        except grpc.RpcError as error:
+            raise AnalyzerError(f"{method} failed: {error.code().name}: {error.details()}") from error
+
+    @property
+    def info(self) -> proto.AnalyzerInfo:
+        """The pack's GetAnalyzerInfo answer: its name, policies, levels and config schemas."""
+        if self._info is None:
+            raise AnalyzerError("the policy analyzer is not running; use it as a context manager")
+        return self._info
+
+    def configure(self, config: Mapping[str, Any]) -> None:
+        """Configure the pack with a stack's policy config, as the CLI does (raises PolicyConfigError)."""
+        self._call("Configure", proto.ConfigureAnalyzerRequest(policyConfig=reconcile(self.info, config)))
+
+    def _request(self, resource: Registered) -> proto.AnalyzeRequest:
+        return proto.AnalyzeRequest(
+            urn=_urn(resource, self.project, self.stack),
+            type=resource.type,
+            name=resource.name,
+            properties=_struct(marshal(resource.inputs, resource.secret_paths)),
+            options=_options(resource),
+        )
+
+    def analyze(self, resource: Registered) -> list[Violation]:
+        """What the pack reports on one resource, as the engine asks before creating or changing it."""
+        response = self._call("Analyze", self._request(resource))
+        return _violations(response, f"{resource.type}::{resource.name}")
+
+    def analyze_stack(self, resources: Iterable[Registered]) -> list[Violation]:
+        """What the pack's stack policies report on every resource together."""
+        request = proto.AnalyzeStackRequest()
+        for resource in resources:
+            single = self._request(resource)
+            request.resources.add(
+                urn=single.urn,
+                type=single.type,
+                name=single.name,
+                properties=single.properties,
+                options=single.options,
+                parent=single.options.parent,
+            )
+        return _violations(self._call("AnalyzeStack", request), "stack")
+
+
+def evaluate(
+    rendering: Rendering,
+    config: Mapping[str, Any] | None = None,
+    analyzer: PolicyAnalyzer | None = None,
+) -> list[Violation]:
+    """Every violation the pack reports over the rendered resources, sorted.
+
+    `config` defaults to the stack's policies/config.<stack>.json; `analyzer`, to a new one.
+    """
     config = policy_config(rendering.stack) if config is None else config
+    if analyzer is None:
+        with PolicyAnalyzer(stack=rendering.stack) as started:
+            return evaluate(rendering, config, started)
+    analyzer.configure(config)
     found: list[Violation] = []
     for resource in rendering.resources:
-        if not resource.custom:
-            continue
-        for policy in POLICIES:
-            args = _args(resource, config.get(policy.name, {}))
-            mandatory = policy.enforcement_level is not EnforcementLevel.ADVISORY
-            validators = policy.validate if isinstance(policy.validate, list) else [policy.validate]
-            where = f"{resource.type}::{resource.name}"
-            for validator in validators:
-                if validator is not None:
-                    validator(args, _reporter(found, mandatory, policy.name, where))
+        found += analyzer.analyze(resource)
+    found += analyzer.analyze_stack(rendering.resources)
     return sorted(found)
