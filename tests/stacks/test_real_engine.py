@@ -44,3 +44,30 @@ def test_rollback_preview_changes_only_traffic():
     """With the sandbox's api.traffic pinned to its stable revision, preview shows one update."""
     steps = [s for s in json.loads(preview().stdout).get("steps", []) if s.get("op") not in ("same", "read")]
     assert all(s["type"] == "gcp:cloudrunv2/service:Service" for s in steps), steps
+
+
+def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["pulumi", *args, "--stack", os.environ["LIFTOFF_SANDBOX_STACK"], "--non-interactive"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+
+
+def test_the_policy_pack_loads_under_the_real_analyzer_and_passes():
+    """What the offline path (stacks/policy_check.py) stands in for: the CLI's own analyzer."""
+    result = pulumi("preview", "--policy-pack", "policies", "--json")
+    assert result.returncode == 0, result.stderr[-4000:]
+    events = json.loads(result.stdout).get("diagnostics", [])
+    assert not [e for e in events if e.get("severity") == "error"], events
+
+
+def test_an_up_then_an_unchanged_preview_shows_no_changes():
+    """On the real cloud: revision names, the content tag and the JobRun are stable across updates."""
+    up = pulumi("up", "--yes", "--policy-pack", "policies")
+    assert up.returncode == 0, up.stderr[-4000:]
+    again = pulumi("preview", "--expect-no-changes")
+    assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
