@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff clean
+.PHONY: help install dev test lint format token plan plan-diff cost clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ plan: $(STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: res
 plan-diff: $(STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
 	$(if $(BASE),,$(error set BASE, e.g. make plan-diff BASE=origin/main))
 	$(PY) stacks/plan.py diff --base $(BASE)
+
+cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (FORMAT=table|markdown|json).
+	$(if $(STACK),,$(error set STACK, e.g. make cost STACK=prod))
+	$(PY) stacks/cost.py --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:  # run as a script: stacks/ is on the path, the pr
     sys.path.insert(0, str(ROOT))
 
 from stacks.render import stack_config  # noqa: E402
-from stacks.settings import NAMESPACE, UsageSettings, usage_settings  # noqa: E402
+from stacks.settings import NAMESPACE, USAGE_KEYS, UsageSettings, usage_settings  # noqa: E402
 
 PRICES = ROOT / "stacks" / "prices.yaml"
 SCHEMA = ROOT / "stacks" / "prices.schema.json"
@@ -669,6 +669,8 @@ def stack_usage(stack: str, root: Path = ROOT) -> UsageSettings:
 def money(usd: float | None, signed: bool = False) -> str:
     if usd is None:
         return "n/a"
+    if signed and round(usd, 2) == 0:
+        return "±0.00"
     return f"{usd:+,.2f}" if signed else f"{usd:,.2f}"
 
 
@@ -749,34 +751,39 @@ def markdown(e: Estimate) -> str:
 
 
 def diff_markdown(before: Estimate | None, after: Estimate) -> str:
-    """Monthly cost before and after, and the lines whose cost changed."""
+    """Monthly cost before and after, the lines whose cost changed, and the usage assumptions that did."""
     if before is None:
         return f"Monthly cost: about ${money(after.total)} (the base did not render, so no comparison)."
     old = {line.key: line for line in before.lines}
     new = {line.key: line for line in after.lines}
-    changed = []
+    rows = []
     for key in [*old, *(k for k in new if k not in old)]:
         a, b = old.get(key), new.get(key)
         usd_a, usd_b = (a.usd if a else 0.0), (b.usd if b else 0.0)
-        if (usd_a or 0.0) != (usd_b or 0.0) or (a is None) != (b is None):
-            line = b or a
-            assert line is not None
-            delta = None if usd_a is None or usd_b is None else usd_b - usd_a
-            changed.append(
-                f"| {line.service} | {line.item} | {money(usd_a if a else 0.0)} | {money(usd_b if b else 0.0)}"
-                f" | {money(delta, signed=True)} |"
-            )
-    delta_total = after.total - before.total
-    head = (
-        f"Monthly cost: ${money(before.total)} → ${money(after.total)} ({money(delta_total, signed=True)} USD)"
-        if changed
-        else f"Monthly cost unchanged: about ${money(after.total)}."
-    )
-    if not changed:
-        return head
-    return "\n".join(
-        [head, "", "| Service | Line | Before | After | Change |", "| --- | --- | ---: | ---: | ---: |", *changed]
-    )
+        if money(usd_a) == money(usd_b):
+            continue
+        line = b or a
+        assert line is not None
+        delta = None if usd_a is None or usd_b is None else usd_b - usd_a
+        rows.append(f"| {line.service} | {line.item} | {money(usd_a)} | {money(usd_b)} | {money(delta, signed=True)} |")
+    usage = [
+        f"`{key}` {getattr(before.usage, name):,} → {getattr(after.usage, name):,}"
+        for key, (name, _, _) in USAGE_KEYS.items()
+        if getattr(before.usage, name) != getattr(after.usage, name)
+    ]
+    if not rows:
+        return f"Monthly cost unchanged: about ${money(after.total)}."
+    out = [
+        f"Monthly cost: ${money(before.total)} → ${money(after.total)}"
+        f" (**{money(after.total - before.total, signed=True)}** USD)",
+        "",
+        "| Service | Line | Before | After | Change |",
+        "| --- | --- | ---: | ---: | ---: |",
+        *rows,
+    ]
+    if usage:
+        out += ["", f"Usage assumptions changed (`{NAMESPACE}:usage`): " + "; ".join(usage) + "."]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
