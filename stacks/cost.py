@@ -44,9 +44,7 @@ REDIS_COMMANDS_PER_JOB = 1.05
 # A new Supabase project's compute size when the plan names none (Free runs on Nano, paid plans
 # start on Micro): https://supabase.com/docs/guides/platform/manage-your-usage/compute
 DEFAULT_COMPUTE = {"free": "nano", "pro": "micro"}
-FREE_TIERS_NOTE = (
-    "Free tiers are per billing account, shared by every stack and project on it: {state}."
-)
+FREE_TIERS_NOTE = "Free tiers are per billing account, shared by every stack and project on it: {state}."
 
 
 class CostError(ValueError):
@@ -431,11 +429,17 @@ def secret_versions(resources: list[Mapping[str, Any]], ctx: Context) -> list[Li
     for r in ctx.of_type("gcp:cloudrunv2/service:Service"):
         starts.append((secret_refs(r["inputs"]["template"]), u.api_instance_starts_per_month))
     for r in ctx.of_type("gcp:cloudrunv2/workerPool:WorkerPool"):
-        starts.append((secret_refs(r["inputs"]["template"]), pool_instances(r["inputs"]) * u.releases_per_month))
+        starts.append(
+            (secret_refs(r["inputs"]["template"]), pool_instances(r["inputs"]) * u.releases_per_month)
+        )
     for r in ctx.of_type("gcp:cloudrunv2/job:Job"):
         job = r["inputs"]
-        runs = scheduled_runs(job["name"], ctx) + (u.releases_per_month if job.get("runExecutionToken") else 0)
-        starts.append((secret_refs(job["template"]["template"]), runs * int(job["template"].get("taskCount", 1))))
+        runs = scheduled_runs(job["name"], ctx) + (
+            u.releases_per_month if job.get("runExecutionToken") else 0
+        )
+        starts.append(
+            (secret_refs(job["template"]["template"]), runs * int(job["template"].get("taskCount", 1)))
+        )
     accesses = sum(refs * count for refs, count in starts)
     return [
         Line(
@@ -473,7 +477,8 @@ def registries(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
                 f"registry/{inputs['repositoryId']}",
                 "Artifact Registry",
                 f"Repository {inputs['repositoryId']}: image storage",
-                f"{gb:,.2f} GB: a {u.image_mb} MB image + {releases} kept releases × {u.image_mb_per_release} MB",
+                f"{gb:,.2f} GB: a {u.image_mb} MB image"
+                f" + {releases} kept releases × {u.image_mb_per_release} MB",
                 (ctx.charge("registry.storage", gb, inputs.get("location", "*")),),
             )
         )
@@ -486,7 +491,9 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
     for r in resources:
         inputs, name = r["inputs"], r["inputs"]["name"]
         plan = str(inputs["plan"])
-        size = str(inputs.get("instance_size") or inputs.get("instanceSize") or DEFAULT_COMPUTE.get(plan, "micro"))
+        size = str(
+            inputs.get("instance_size") or inputs.get("instanceSize") or DEFAULT_COMPUTE.get(plan, "micro")
+        )
         compute = ctx.charge(f"supabase.compute.{size}", ctx.book.hours_per_month)
         charges = [ctx.charge(f"supabase.plan.{plan}", 1), compute]
         credit = ctx.book.price("supabase.compute.credit")
@@ -724,7 +731,12 @@ def table(e: Estimate, width: int = 48) -> str:
 
     def fmt(row: Sequence[str]) -> list[str]:
         wrapped = textwrap.wrap(row[2], width) or [""]
-        first = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), wrapped[0].ljust(width), row[3].rjust(widths[3])]
+        first = [
+            row[0].ljust(widths[0]),
+            row[1].ljust(widths[1]),
+            wrapped[0].ljust(width),
+            row[3].rjust(widths[3]),
+        ]
         rest = [" " * (widths[0] + widths[1] + 4) + more for more in wrapped[1:]]
         return ["  ".join(first).rstrip(), *rest]
 
@@ -763,9 +775,11 @@ def diff_markdown(before: Estimate | None, after: Estimate) -> str:
         if money(usd_a) == money(usd_b):
             continue
         line = b or a
-        assert line is not None
+        if line is None:
+            continue
         delta = None if usd_a is None or usd_b is None else usd_b - usd_a
-        rows.append(f"| {line.service} | {line.item} | {money(usd_a)} | {money(usd_b)} | {money(delta, signed=True)} |")
+        cells = (line.service, line.item, money(usd_a), money(usd_b), money(delta, signed=True))
+        rows.append("| " + " | ".join(cells) + " |")
     usage = [
         f"`{key}` {getattr(before.usage, name):,} → {getattr(after.usage, name):,}"
         for key, (name, _, _) in USAGE_KEYS.items()
@@ -793,7 +807,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", required=True, choices=("staging", "prod"))
     parser.add_argument("--plan", type=Path, help="a plan file from `make plan` (default: render it now)")
     parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
-    parser.add_argument("--json", action="store_const", const="json", dest="format", help="same as --format json")
+    parser.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="same as --format json"
+    )
     parser.add_argument(
         "--free-tiers", action="store_true", help="apply the billing-account free tiers to this stack alone"
     )
@@ -810,7 +826,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     output = {"table": table, "markdown": markdown}.get(args.format)
-    sys.stdout.write(output(result) if output else json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(
+        output(result) if output else json.dumps(to_json(result), indent=2, ensure_ascii=False) + "\n"
+    )
     return 0
 
 
