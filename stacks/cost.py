@@ -241,6 +241,8 @@ def secret_refs(template: Mapping[str, Any]) -> int:
 
 
 def _cron_field(text: str, low: int, high: int) -> set[int]:
+    """The values one field of a unix-cron expression (the format Cloud Scheduler takes:
+    https://cloud.google.com/scheduler/docs/configuring/cron-job-schedules) selects."""
     values: set[int] = set()
     for part in text.split(","):
         body, _, step = part.partition("/")
@@ -248,8 +250,9 @@ def _cron_field(text: str, low: int, high: int) -> set[int]:
             start, end = low, high
         elif "-" in body:
             start, end = (int(x) for x in body.split("-", 1))
-        else:
-            start = end = int(body)
+        else:  # "5" is one value; "5/15" runs from 5 to the end in steps of 15
+            start = int(body)
+            end = high if step else start
         if not (low <= start <= end <= high):
             raise ValueError(part)
         values.update(range(start, end + 1, int(step) if step else 1))
@@ -265,7 +268,9 @@ def runs_per_month(schedule: str) -> float:
         weekdays = {d % 7 for d in _cron_field(dow, 0, 7)}
     except ValueError as exc:
         raise CostError(f"cannot count the runs of cron schedule {schedule!r}") from exc
-    either = dom != "*" and dow != "*"  # cron: a day matches on either field when both are set
+    # When both day fields are restricted a day matches either (crontab(5): "the command will be
+    # run when either field matches the current time").
+    either = dom != "*" and dow != "*"
     matching = 0
     for offset in range(365):
         day = date(2025, 1, 1) + timedelta(days=offset)
@@ -280,67 +285,84 @@ def runs_per_month(schedule: str) -> float:
 Estimator = Callable[[list[Mapping[str, Any]], Context], list[Line]]
 
 
+def request_based(template: Mapping[str, Any]) -> bool:
+    """Whether the service bills only while serving. `cpuIdle` is true by default, "however, if
+    ResourceRequirements is set, the caller must explicitly set this field to true"
+    (https://cloud.google.com/ruby/docs/reference/google-cloud-run-v2/latest/Google-Cloud-Run-V2-ResourceRequirements).
+    """
+    return all(
+        bool(c["resources"].get("cpuIdle", False)) if c.get("resources") else True
+        for c in template.get("containers", [])
+    )
+
+
 def api_services(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
-    """Minimum instances (idle rate), request time and requests, from the declared request profile."""
+    """Minimum instances, request time and requests, from the declared request profile."""
     lines: list[Line] = []
-    u = ctx.usage
     for r in resources:
-        inputs, name = r["inputs"], r["inputs"]["name"]
-        region, template = inputs["location"], inputs["template"]
-        cpu, memory = shape(template)
-        warm = int((template.get("scaling") or {}).get("minInstanceCount", 0))
-        busy = u.requests_per_month * u.mean_request_ms / 1000
-        request_based = all(
-            (c.get("resources") or {}).get("cpuIdle", True) for c in template.get("containers", [])
-        )
-        size = f"{cpu:g} vCPU, {memory:g} GiB"
-        if not request_based:
-            seconds = max(warm * ctx.month, busy)
-            lines.append(
-                Line(
-                    f"run/{name}/instances",
-                    "Cloud Run",
-                    f"API {name}: instances (instance-based billing)",
-                    f"{seconds / 3600:,.0f} instance-hours of {size}",
-                    (
-                        ctx.charge("run.instance.cpu", cpu * seconds, region),
-                        ctx.charge("run.instance.memory", memory * seconds, region),
-                    ),
-                )
-            )
-            continue
-        idle = max(0.0, warm * ctx.month - busy)
-        lines += [
-            Line(
-                f"run/{name}/min-instances",
-                "Cloud Run",
-                f"API {name}: {warm} minimum instance{'s' if warm != 1 else ''} kept warm",
-                f"{idle / 3600:,.0f} idle instance-hours of {size}",
-                (
-                    ctx.charge("run.idle.cpu", cpu * idle, region),
-                    ctx.charge("run.idle.memory", memory * idle, region),
-                ),
-            ),
-            Line(
-                f"run/{name}/request-time",
-                "Cloud Run",
-                f"API {name}: time serving requests",
-                f"{u.requests_per_month:,} requests × {u.mean_request_ms} ms of {size}",
-                (
-                    ctx.charge("run.request.cpu", cpu * busy, region),
-                    ctx.charge("run.request.memory", memory * busy, region),
-                ),
-                ("Each request's time is counted in full, as if none shared an instance: an upper bound.",),
-            ),
-            Line(
-                f"run/{name}/requests",
-                "Cloud Run",
-                f"API {name}: requests",
-                f"{u.requests_per_month:,} requests",
-                (ctx.charge("run.request.count", u.requests_per_month / 1e6, region),),
-            ),
-        ]
+        inputs = r["inputs"]
+        warm = int((inputs["template"].get("scaling") or {}).get("minInstanceCount", 0))
+        serving = ctx.usage.requests_per_month * ctx.usage.mean_request_ms / 1000
+        if request_based(inputs["template"]):
+            lines += _request_billed(inputs, warm, serving, ctx)
+        else:
+            lines.append(_instance_billed(inputs, warm, serving, ctx))
     return lines
+
+
+def _request_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: Context) -> list[Line]:
+    """Minimum instances at the idle rate while not serving; serving time and requests at the active rates."""
+    name, region, u = inputs["name"], inputs["location"], ctx.usage
+    cpu, memory = shape(inputs["template"])
+    size = f"{cpu:g} vCPU, {memory:g} GiB"
+    idle = max(0.0, warm * ctx.month - serving)
+    return [
+        Line(
+            f"run/{name}/min-instances",
+            "Cloud Run",
+            f"API {name}: {warm} minimum instance{'s' if warm != 1 else ''} kept warm",
+            f"{idle / 3600:,.0f} idle instance-hours of {size}",
+            (
+                ctx.charge("run.idle.cpu", cpu * idle, region),
+                ctx.charge("run.idle.memory", memory * idle, region),
+            ),
+        ),
+        Line(
+            f"run/{name}/request-time",
+            "Cloud Run",
+            f"API {name}: time serving requests",
+            f"{u.requests_per_month:,} requests × {u.mean_request_ms} ms of {size}",
+            (
+                ctx.charge("run.request.cpu", cpu * serving, region),
+                ctx.charge("run.request.memory", memory * serving, region),
+            ),
+            ("Each request's time is counted in full, as if none shared an instance: an upper bound.",),
+        ),
+        Line(
+            f"run/{name}/requests",
+            "Cloud Run",
+            f"API {name}: requests",
+            f"{u.requests_per_month:,} requests",
+            (ctx.charge("run.request.count", u.requests_per_month / 1e6, region),),
+        ),
+    ]
+
+
+def _instance_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: Context) -> Line:
+    """Whole instance lifetimes: the minimum instances all month, or the serving time if more."""
+    name, region = inputs["name"], inputs["location"]
+    cpu, memory = shape(inputs["template"])
+    seconds = max(warm * ctx.month, serving)
+    return Line(
+        f"run/{name}/instances",
+        "Cloud Run",
+        f"API {name}: instances (instance-based billing)",
+        f"{seconds / 3600:,.0f} instance-hours of {cpu:g} vCPU, {memory:g} GiB",
+        (
+            ctx.charge("run.instance.cpu", cpu * seconds, region),
+            ctx.charge("run.instance.memory", memory * seconds, region),
+        ),
+    )
 
 
 def worker_pools(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:

@@ -211,6 +211,18 @@ def test_the_api_profile_prices_request_time_and_requests():
     assert by_key["run/liftoff-prod-api/min-instances"] == pytest.approx((MONTH - busy) * 0.000005)
 
 
+def test_a_service_billed_by_instance_is_priced_for_its_whole_life():
+    plan = document(render_stack("prod"))
+    for resource in plan["resources"]:
+        if resource["type"] == "gcp:cloudrunv2/service:Service":
+            resource["inputs"]["template"]["containers"][0]["resources"]["cpuIdle"] = False
+    result = estimate(plan, UsageSettings(requests_per_month=0), load_prices())
+    by_key = lines(result)
+    assert "run/liftoff-prod-api/min-instances" not in by_key
+    # One minimum instance, 1 vCPU and 1 GiB, all month at the instance-based rates.
+    assert by_key["run/liftoff-prod-api/instances"] == pytest.approx(MONTH * (0.000018 + 0.000002))
+
+
 def test_supabase_pro_is_the_plan_fee_with_micro_covered_by_credits():
     result = priced("prod")
     assert lines(result)["supabase/liftoff-prod"] == pytest.approx(25.0)
@@ -243,6 +255,11 @@ def test_unpriced_lines_are_shown_and_left_out_of_the_total():
         ("*/15 * * * *", 365 * 96 / 12),
         ("0 9 * * 1-5", 261 * 1 / 12),  # the weekdays of 2025
         ("0 0 1,15 * *", 24 / 12),
+        ("5/20 * * * *", 365 * 24 * 3 / 12),  # minutes 5, 25, 45
+        (
+            "0 0 1 * 1",
+            (12 + 52 - 2) / 12,
+        ),  # the 1st or a Monday: in 2025, 1 September and 1 December are both
     ],
 )
 def test_cron_schedules_are_counted(schedule, runs):
