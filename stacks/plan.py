@@ -209,7 +209,10 @@ def cost_change(stack: str, base: Mapping[str, Any] | None, head: Mapping[str, A
         before = None if base is None else estimate(base, stack_usage(stack, base_root), prices)
     except ValueError as exc:
         return f"Monthly cost: about ${after.total:,.2f}; the base's was not estimated ({exc})."
-    notes = f"Offline estimate, USD; prices checked {after.prices_checked}. {' '.join(after.notes)}"
+    notes = (
+        f"Offline estimate in USD; both sides priced with this tree's stacks/prices.yaml"
+        f" (checked {after.prices_checked}). {' '.join(after.notes)}"
+    )
     return f"{diff_markdown(before, after)}\n\n<sub>{notes}</sub>"
 
 
