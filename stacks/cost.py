@@ -18,7 +18,7 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from fnmatch import fnmatch
 from pathlib import Path
@@ -727,7 +727,7 @@ def to_json(e: Estimate) -> dict[str, Any]:
             for line in e.lines
         ],
         "unpriced": [line.key for line in e.unpriced],
-        "usage": asdict(e.usage),
+        "usage": {key: getattr(e.usage, name) for key, (name, _, _) in USAGE_KEYS.items()},
         "notes": list(e.notes),
     }
 

@@ -331,6 +331,7 @@ def test_json_and_markdown_outputs(plans, tmp_path):
         sum(line["usd"] or 0 for line in data["lines"]), abs=0.05
     )
     assert set(data["unpriced"]) == {"monitoring/alerts", "monitoring/uptime", "logging/metrics"}
+    assert data["usage"]["requestsPerMonth"] == stack_config("prod")["liftoff:usage"]["requestsPerMonth"]
     as_markdown = run("--stack", "prod", "--plan", str(plan), "--format", "markdown")
     assert as_markdown.stdout.startswith("### prod: about $")
     assert "| **Total** |" in as_markdown.stdout
