@@ -513,9 +513,9 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
     for r in resources:
         inputs, name = r["inputs"], r["inputs"]["name"]
         plan = str(inputs["plan"])
-        size = str(
-            inputs.get("instance_size") or inputs.get("instanceSize") or DEFAULT_COMPUTE.get(plan, "micro")
-        )
+        declared = inputs.get("instance_size") or inputs.get("instanceSize")
+        # Supabase's API also spells sizes with a "ci_" prefix (ci_micro); the price file does not.
+        size = str(declared or DEFAULT_COMPUTE.get(plan, "micro")).removeprefix("ci_")
         compute = ctx.charge(f"supabase.compute.{size}", ctx.book.hours_per_month)
         charges = [ctx.charge(f"supabase.plan.{plan}", 1), compute]
         credit = ctx.book.price("supabase.compute.credit")

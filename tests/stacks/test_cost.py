@@ -29,7 +29,7 @@ from stacks.cost import (
 )
 from stacks.plan import render_plan
 from stacks.render import ROOT, Rendering, stack_config
-from stacks.settings import ConfigError, UsageSettings, usage_settings
+from stacks.settings import USAGE_KEYS, ConfigError, UsageSettings, usage_settings
 from tests.stacks.conftest import render_stack
 
 pytestmark = pytest.mark.unit
@@ -229,6 +229,16 @@ def test_supabase_pro_is_the_plan_fee_with_micro_covered_by_credits():
     assert lines(priced("staging"))["supabase/liftoff-staging"] == 0
 
 
+def test_a_declared_compute_size_is_priced():
+    plan = document(render_stack("prod"))
+    for resource in plan["resources"]:
+        if resource["type"] == "supabase:index:Project":
+            resource["inputs"]["instance_size"] = "ci_small"
+    result = estimate(plan, stack_usage("prod"), load_prices())
+    # Pro's $25, 730 h of Small at $0.0206, less the $10 of compute credits.
+    assert lines(result)["supabase/liftoff-prod"] == pytest.approx(25 + 730 * 0.0206 - 10)
+
+
 def test_free_tiers_are_left_out_unless_asked():
     plain = priced("staging")
     applied = priced("staging", free_tiers=True)
@@ -348,3 +358,13 @@ def test_plan_diff_shows_the_cost_per_stack():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("Monthly cost") == 2
     assert "per billing account" in result.stdout
+
+
+def test_the_readme_lists_every_usage_key_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    documented = {
+        key: int(default.replace(",", ""))
+        for key, default in re.findall(r"^\| `(\w+)` \| ([0-9,]+) \|", readme, re.M)
+    }
+    defaults = UsageSettings()
+    assert documented == {key: getattr(defaults, name) for key, (name, _, _) in USAGE_KEYS.items()}
