@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff lock clean
+.PHONY: help install dev test lint format token plan plan-diff cost lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after
 	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --allow-unsafe --all-build-deps \
 		--no-emit-index-url --no-emit-find-links --output-file app/requirements.lock pyproject.toml
 	sed -i 's|^#    pip-compile .*|#    make lock|' app/requirements.lock
+
+cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (FORMAT=table|markdown|json).
+	$(if $(STACK),,$(error set STACK, e.g. make cost STACK=prod))
+	$(PY) stacks/cost.py --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

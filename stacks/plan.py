@@ -3,6 +3,8 @@
     python stacks/plan.py render --stack prod [--out .plan/prod.json]
     python stacks/plan.py diff --base origin/main [--out plan-diff.md]
 
+`diff` also prices both sides (stacks/cost.py): the monthly cost before and after, per line.
+
 No credentials, no CLI: the program runs under the mock engine (stacks/render.py). Secret
 values never reach the file: stack secrets render from placeholders, and every input the
 engine marks secret is written as "[secret]". `diff` renders the base ref's tree with this
@@ -156,12 +158,19 @@ def diff_plans(base: Mapping[str, Any] | None, head: Mapping[str, Any]) -> dict[
     }
 
 
-def markdown(reports: Mapping[str, Mapping[str, Any]], base: str, errors: Mapping[str, str]) -> str:
+def markdown(
+    reports: Mapping[str, Mapping[str, Any]],
+    base: str,
+    errors: Mapping[str, str],
+    costs: Mapping[str, str] | None = None,
+) -> str:
     lines = [f"## Offline plan against `{base}`", ""]
     for stack, report in reports.items():
         added, modified, removed = len(report["added"]), len(report["modified"]), len(report["removed"])
         counts = f"{added} to add, {modified} to change, {removed} to remove"
         lines += [f"### {stack}: {counts}", ""]
+        if costs and stack in costs:
+            lines += [costs[stack], ""]
         if stack in errors:
             lines += [f"The base did not render ({errors[stack]}); every resource counts as added.", ""]
         for key in report["added"]:
@@ -180,9 +189,31 @@ def markdown(reports: Mapping[str, Mapping[str, Any]], base: str, errors: Mappin
             lines += ["", "**Mandatory policy violations:**"]
             lines += [f"- {v['policy']} on `{v['resource']}`: {v['message']}" for v in report["policy"]]
         if not (report["added"] or report["removed"] or report["modified"] or report["policy"]):
-            lines.append("No changes.")
+            lines.append("No resource changes.")
         lines.append("")
     return "\n".join(lines)
+
+
+def cost_change(stack: str, base: Mapping[str, Any] | None, head: Mapping[str, Any], base_root: Path) -> str:
+    """The monthly cost before and after, per line (stacks/cost.py), as Markdown; or why not."""
+    if str(CURRENT) not in sys.path:
+        sys.path.insert(0, str(CURRENT))
+    from stacks.cost import diff_markdown, estimate, load_prices, stack_usage
+
+    try:
+        prices = load_prices()
+        after = estimate(head, stack_usage(stack, CURRENT), prices)
+    except ValueError as exc:
+        return f"Monthly cost: not estimated ({exc})."
+    try:
+        before = None if base is None else estimate(base, stack_usage(stack, base_root), prices)
+    except ValueError as exc:
+        return f"Monthly cost: about ${after.total:,.2f}; the base's was not estimated ({exc})."
+    notes = (
+        f"Offline estimate in USD; both sides priced with this tree's stacks/prices.yaml"
+        f" (checked {after.prices_checked}). {' '.join(after.notes)}"
+    )
+    return f"{diff_markdown(before, after)}\n\n<sub>{notes}</sub>"
 
 
 def _render_in_subprocess(stack: str, root: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -244,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reports: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
+    costs: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="liftoff-plan-base-") as tmp:
         base_root = Path(tmp)
         _export_tree(args.base, base_root)
@@ -256,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             if base_error is not None:
                 errors[stack] = base_error
             reports[stack] = diff_plans(base, head)
-    text = markdown(reports, args.base, errors)
+            costs[stack] = cost_change(stack, base, head, base_root)
+    text = markdown(reports, args.base, errors, costs)
     print(text)
     if args.out:
         args.out.write_text(text)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
 import pulumi
@@ -195,6 +195,7 @@ class StackSettings:
     retention: RetentionSettings
     alerts: AlertSettings
     secrets: Secrets
+    usage: UsageSettings = field(default_factory=lambda: UsageSettings())
 
     @property
     def prefix(self) -> str:
@@ -451,6 +452,8 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
             f"{NAMESPACE}:supabaseDbPassword: is required when supabase.mode is adopt (set it --secret)"
         )
 
+    usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
+
     if problems:
         raise ConfigError(problems)
     return StackSettings(
@@ -466,4 +469,59 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         retention=retention,
         alerts=alerts,
         secrets=secrets,
+        usage=usage,
     )
+
+
+# --- Usage assumptions (`liftoff:usage`): what the cost estimate (stacks/cost.py) prices. ---
+# They register nothing; they live here so that a typo fails `pulumi up` and `make cost` alike.
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    """How much a stack is used in a month; README, "What it costs", explains each default."""
+
+    requests_per_month: int = 1_000_000
+    mean_request_ms: int = 200
+    api_instance_starts_per_month: int = 1_000
+    jobs_per_month: int = 100_000
+    releases_per_month: int = 30
+    migration_seconds: int = 60
+    retention_seconds: int = 120
+    image_mb: int = 250
+    image_mb_per_release: int = 30
+    redis_mb: int = 100
+    database_gb: int = 1
+
+
+# key in the stack file -> (field, smallest, largest)
+USAGE_KEYS: dict[str, tuple[str, int, int]] = {
+    "requestsPerMonth": ("requests_per_month", 0, 100_000_000_000),
+    "meanRequestMs": ("mean_request_ms", 1, 3_600_000),
+    "apiInstanceStartsPerMonth": ("api_instance_starts_per_month", 0, 10_000_000),
+    "jobsPerMonth": ("jobs_per_month", 0, 10_000_000_000),
+    "releasesPerMonth": ("releases_per_month", 0, 10_000),
+    "migrationSeconds": ("migration_seconds", 0, 86_400),
+    "retentionSeconds": ("retention_seconds", 0, 86_400),
+    "imageMb": ("image_mb", 1, 100_000),
+    "imageMbPerRelease": ("image_mb_per_release", 0, 100_000),
+    "redisMb": ("redis_mb", 0, 100_000_000),
+    "databaseGb": ("database_gb", 0, 100_000),
+}
+
+
+def usage_settings(raw: Any, problems: list[str] | None = None) -> UsageSettings:
+    """`liftoff:usage` validated; problems are appended to `problems`, or raised as ConfigError."""
+    found: list[str] = []
+    reader = _Reader(found, f"{NAMESPACE}:usage", raw)
+    reader.unknown(set(USAGE_KEYS))
+    defaults = UsageSettings()
+    values = {
+        name: reader.value(key, int, getattr(defaults, name), _between(low, high))
+        for key, (name, low, high) in USAGE_KEYS.items()
+    }
+    if problems is not None:
+        problems.extend(found)
+    elif found:
+        raise ConfigError(found)
+    return UsageSettings(**values) if not found else defaults
