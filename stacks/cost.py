@@ -401,6 +401,14 @@ def scheduled_runs(job_name: str, ctx: Context) -> float:
     )
 
 
+def runs_per_release(job_name: str, ctx: Context) -> bool:
+    """Whether a JobRun (components/jobrun.py) runs the job on every new image."""
+    return any(
+        str(r["inputs"].get("job", "")).endswith(f"/jobs/{job_name}")
+        for r in ctx.of_type("pulumi-python:dynamic/liftoff:JobRun")
+    )
+
+
 def cloud_run_jobs(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
     """Runs a month × tasks × the declared run time: on every release, on a schedule, or both."""
     lines = []
@@ -410,7 +418,7 @@ def cloud_run_jobs(resources: list[Mapping[str, Any]], ctx: Context) -> list[Lin
         cpu, memory = shape(inputs["template"]["template"])
         tasks = int(inputs["template"].get("taskCount", 1))
         runs: list[tuple[float, int, str]] = []
-        if inputs.get("runExecutionToken"):  # runs whenever the image changes: each release
+        if runs_per_release(name, ctx):  # a JobRun runs it whenever the image changes: each release
             runs.append((u.releases_per_month, u.migration_seconds, "release"))
         if scheduled := scheduled_runs(name, ctx):
             runs.append((scheduled, u.retention_seconds, "scheduled run"))
@@ -457,7 +465,7 @@ def secret_versions(resources: list[Mapping[str, Any]], ctx: Context) -> list[Li
     for r in ctx.of_type("gcp:cloudrunv2/job:Job"):
         job = r["inputs"]
         runs = scheduled_runs(job["name"], ctx) + (
-            u.releases_per_month if job.get("runExecutionToken") else 0
+            u.releases_per_month if runs_per_release(job["name"], ctx) else 0
         )
         starts.append(
             (secret_refs(job["template"]["template"]), runs * int(job["template"].get("taskCount", 1)))
