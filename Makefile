@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff cost lock clean
+.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after
 cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (FORMAT=table|markdown|json).
 	$(if $(STACK),,$(error set STACK, e.g. make cost STACK=prod))
 	$(PY) stacks/cost.py --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
+
+prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lists them unless APPLY=1).
+	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))
+	$(PY) stacks/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -20,28 +20,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-import httpx
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from components.googleapi import GoogleApi, GoogleApiError, google_token
+
 API = "https://run.googleapis.com"
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
-# Answers worth retrying: rate limits and the control plane's transient failures.
-RETRYABLE = frozenset({429, 500, 502, 503, 504})
 
 
 class JobRunError(Exception):
     """The execution failed, timed out, or the API refused to start it."""
-
-
-def google_token() -> str:
-    """An OAuth access token from Application Default Credentials (what `pulumi up` runs with)."""
-    import google.auth
-    import google.auth.transport.requests
-
-    credentials, _ = google.auth.default(scopes=[SCOPE])
-    credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
-    return str(credentials.token)
 
 
 class JobRunProvider(ResourceProvider):
@@ -80,17 +68,21 @@ class JobRunProvider(ResourceProvider):
     def _run(self, props: Mapping[str, Any]) -> str:
         job = str(props["job"])
         deadline = time.monotonic() + float(props.get("timeout_seconds", 600)) + 300
-        with httpx.Client(base_url=self.endpoint, timeout=30.0) as http:
-            operation = self._call(http, "POST", f"/v2/{job}:run", deadline, json={})
-            execution = str((operation.get("metadata") or {}).get("name") or "")
-            if not execution:
-                raise JobRunError(f"{job}: the run operation named no execution: {operation}")
-            self._wait(http, execution, deadline)
+        api = GoogleApi(self.endpoint, self.token, self.poll_seconds, self.sleep)
+        try:
+            with api:
+                operation = api.call("POST", f"/v2/{job}:run", deadline=deadline, json={})
+                execution = str((operation.get("metadata") or {}).get("name") or "")
+                if not execution:
+                    raise JobRunError(f"{job}: the run operation named no execution: {operation}")
+                self._wait(api, execution, deadline)
+        except GoogleApiError as error:
+            raise JobRunError(str(error)) from error
         return execution
 
-    def _wait(self, http: httpx.Client, execution: str, deadline: float) -> None:
+    def _wait(self, api: GoogleApi, execution: str, deadline: float) -> None:
         while True:
-            state = self._call(http, "GET", f"/v2/{execution}", deadline)
+            state = api.call("GET", f"/v2/{execution}", deadline=deadline)
             if state.get("completionTime"):
                 succeeded = int(state.get("succeededCount") or 0)
                 tasks = int(state.get("taskCount") or 1)
@@ -104,34 +96,6 @@ class JobRunProvider(ResourceProvider):
             if time.monotonic() > deadline:
                 raise JobRunError(f"{execution} did not finish in time; it may still be running")
             self.sleep(self.poll_seconds)
-
-    def _call(
-        self, http: httpx.Client, method: str, path: str, deadline: float, json: Any = None
-    ) -> dict[str, Any]:
-        delay = self.poll_seconds
-        while True:
-            headers = {"Authorization": f"Bearer {self.token()}"}
-            try:
-                response = http.request(method, path, json=json, headers=headers)
-            except httpx.TransportError as error:
-                failure = f"{type(error).__name__}: {error}"
-            else:
-                if response.status_code < 300:
-                    body: dict[str, Any] = response.json()
-                    return body
-                if response.status_code not in RETRYABLE:
-                    raise JobRunError(f"{method} {path}: {response.status_code} {response.text[:500]}")
-                failure = f"{response.status_code}"
-                delay = _retry_after(response, delay)
-            if time.monotonic() + delay > deadline:
-                raise JobRunError(f"{method} {path}: still failing ({failure}) at the deadline")
-            self.sleep(delay)
-            delay = min(delay * 2, 60.0)
-
-
-def _retry_after(response: httpx.Response, fallback: float) -> float:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else fallback
 
 
 class JobRun(Resource, module="liftoff", name="JobRun"):

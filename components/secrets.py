@@ -80,7 +80,7 @@ class Secrets(pulumi.ComponentResource):
             )
             # A new value replaces the version. The old one is abandoned, not destroyed: revisions
             # pinned to it (the stable one a rollback returns to, or any that scales from zero) must
-            # still start. Prune versions once no revision references them (README, Secret rotation).
+            # still start. `make prune-secrets` destroys the versions no revision pins any more.
             version = gcp.secretmanager.SecretVersion(
                 f"{name}-{slug}-version",
                 gcp.secretmanager.SecretVersionArgs(

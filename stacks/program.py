@@ -147,7 +147,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
     migrations = MigrationsJob(
         "migrations",
         JobArgs(
-            job_name=f"{s.prefix}-migrate",
+            job_name=s.names.migrations,
             region=s.region,
             project=s.project,
             container=container(Role.MIGRATE, "1", "512Mi"),
@@ -193,7 +193,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "retention",
         RetentionJobArgs(
             job=JobArgs(
-                job_name=f"{s.prefix}-cleanup",
+                job_name=s.names.retention,
                 region=s.region,
                 project=s.project,
                 container=container(Role.WORKER, "1", "512Mi"),

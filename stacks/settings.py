@@ -180,6 +180,33 @@ class Secrets:
 
 
 @dataclass(frozen=True)
+class WorkloadNames:
+    """What an environment's Cloud Run resources are called: every name starts with its prefix."""
+
+    prefix: str
+
+    @classmethod
+    def of(cls, environment: str) -> WorkloadNames:
+        return cls(f"liftoff-{environment}")
+
+    @property
+    def api(self) -> str:
+        return f"{self.prefix}-api"
+
+    @property
+    def worker(self) -> str:
+        return f"{self.prefix}-worker"
+
+    @property
+    def migrations(self) -> str:
+        return f"{self.prefix}-migrate"
+
+    @property
+    def retention(self) -> str:
+        return f"{self.prefix}-cleanup"
+
+
+@dataclass(frozen=True)
 class StackSettings:
     """Everything the program needs, validated."""
 
@@ -198,16 +225,20 @@ class StackSettings:
     usage: UsageSettings = field(default_factory=lambda: UsageSettings())
 
     @property
+    def names(self) -> WorkloadNames:
+        return WorkloadNames.of(self.environment)
+
+    @property
     def prefix(self) -> str:
-        return f"liftoff-{self.environment}"
+        return self.names.prefix
 
     @property
     def api_service_name(self) -> str:
-        return f"{self.prefix}-api"
+        return self.names.api
 
     @property
     def worker_pool_name(self) -> str:
-        return f"{self.prefix}-worker"
+        return self.names.worker
 
     @property
     def labels(self) -> dict[str, str]:
