@@ -129,8 +129,20 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
         return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
     if kind == "gcp:secretmanager/secretVersion:SecretVersion":
         return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
-    if kind == "supabase:index:Project":
-        return {"id": "mockprojectref" + _digest(inputs.get("name"))[:6]}
+    if kind == "pulumi-python:dynamic/supabase:Project":
+        # Like the Management API: a 20-letter ref, and a pooler host that the region does not name.
+        ref = inputs.get("project_ref") or "".join(chr(97 + int(c, 16)) for c in _digest(name)[:20])
+        return {
+            "id": ref,
+            "ref": ref,
+            "status": "ACTIVE_HEALTHY",
+            "database_host": f"db.{ref}.supabase.co",
+            "pooler_host": f"aws-9-mock-{_digest(ref)[:6]}.pooler.supabase.com",
+            "pooler_user": f"postgres.{ref}",
+            "pooler_database": "postgres",
+            "pooler_transaction_port": 6543,
+            "pooler_session_port": 5432,
+        }
     if kind == "upstash:index/redisDatabase:RedisDatabase":
         return {
             "endpoint": f"{inputs['databaseName']}.upstash.io",

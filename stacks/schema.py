@@ -7,6 +7,7 @@ the engine's property names, so each rendered property can be looked up where it
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 import types
@@ -16,15 +17,21 @@ from typing import Any
 
 from pulumi._types import _py_properties, is_input_type
 
+from components.supabase_api import ProjectInputs
 from stacks.render import Registered
 
 PACKAGES = {
     "gcp": "pulumi_gcp",
-    "supabase": "pulumi_supabase",
     "upstash": "upstash_pulumi",
     "random": "pulumi_random",
     "docker-build": "pulumi_docker_build",
 }
+
+
+# Dynamic resources (pulumi.dynamic) have no SDK: their inputs are the fields of the dataclass
+# the resource is built from, and the serialized provider the engine adds.
+DYNAMIC_INPUTS: dict[str, type] = {"pulumi-python:dynamic/supabase:Project": ProjectInputs}
+DYNAMIC_EXTRAS = frozenset({"__provider"})
 
 
 def args_class(token: str) -> type:
@@ -83,5 +90,13 @@ def unknown_properties(resource: Registered) -> list[str]:
             for nested in properties[key][:1]:
                 walk(item, nested, f"{path}.{key}" if path else key)
 
+    if resource.type in DYNAMIC_INPUTS:
+        return _unknown_dynamic(resource, DYNAMIC_INPUTS[resource.type])
     walk(resource.inputs, args_class(resource.type), "")
     return problems
+
+
+def _unknown_dynamic(resource: Registered, inputs: type) -> list[str]:
+    """A dynamic resource's inputs are its dataclass's fields; outputs it declares arrive as None."""
+    known = {f.name for f in dataclasses.fields(inputs)} | DYNAMIC_EXTRAS
+    return sorted(k for k, v in resource.inputs.items() if k not in known and v is not None)

@@ -13,8 +13,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import pulumi
 
 from components.cloudrun import CPU, MEMORY
-from components.supabase import PLANS
 from components.supabase import REGIONS as SUPABASE_REGIONS
+from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from components.traffic import TrafficError, TrafficTarget, parse_targets
 from components.upstash import PRIMARY_REGIONS as UPSTASH_REGIONS
 
@@ -111,10 +111,8 @@ class PulumiConfig:
 class SupabaseSettings:
     mode: Literal["create", "adopt"]
     region: str
-    plan: str
     organization_id: str | None
     project_ref: str | None
-    pooler_host: str | None
 
 
 @dataclass(frozen=True)
@@ -308,15 +306,20 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         problems.append(f"{NAMESPACE}:imageTag: {image_tag!r} is not a Docker tag")
 
     sb = _Reader(problems, f"{NAMESPACE}:supabase", source.get(NAMESPACE, "supabase"))
-    sb.unknown({"mode", "region", "plan", "organizationId", "projectRef", "poolerHost"})
+    retired = {
+        # The Management API ignores a plan in project creation: the organization's plan applies.
+        "plan": "Supabase sets the plan per organization, not per project; remove this key",
+        # The pooler host is read from the project's own pooler configuration.
+        "poolerHost": "the pooler host now comes from the Management API; remove this key",
+    }
+    problems.extend(f"{sb.key}.{key}: {why}" for key, why in retired.items() if key in sb.raw)
+    sb.unknown({"mode", "region", "organizationId", "projectRef", *retired})
     mode = sb.value("mode", str, "create", _one_of({"create", "adopt"}))
     supabase = SupabaseSettings(
         mode="adopt" if mode == "adopt" else "create",
         region=sb.value("region", str, nearest, _one_of(SUPABASE_REGIONS)),
-        plan=sb.value("plan", str, "pro", _one_of(PLANS)),
         organization_id=sb.optional("organizationId", str),
         project_ref=sb.optional("projectRef", str),
-        pooler_host=sb.optional("poolerHost", str),
     )
     if supabase.mode == "create" and not supabase.organization_id:
         problems.append(f"{NAMESPACE}:supabase.organizationId: is required when mode is create")
@@ -443,6 +446,11 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         problems.append(
             f"{NAMESPACE}:openaiApiKey: is required when app.aiProvider is openai"
             f" (pulumi config set --secret {NAMESPACE}:openaiApiKey sk-...)"
+        )
+    if source.get_secret("supabase", "accessToken") is None:
+        problems.append(
+            f"{SUPABASE_TOKEN}: is required: the Supabase Management API token"
+            f" (pulumi config set --secret {SUPABASE_TOKEN} sbp_...)"
         )
     if supabase.mode == "adopt" and secrets.supabase_db_password is None:
         problems.append(
