@@ -90,7 +90,9 @@ class Seen:
 class ManagementApi:
     """The double's state: projects, scripted faults, and every request it saw."""
 
-    def __init__(self, polls_until_healthy: int = 3, pooler_host: str = "aws-1-eu-west-1.pooler.supabase.com"):
+    def __init__(
+        self, polls_until_healthy: int = 3, pooler_host: str = "aws-1-eu-west-1.pooler.supabase.com"
+    ):
         self.polls_until_healthy = polls_until_healthy
         self.pooler_host = pooler_host
         self.projects: dict[str, Project] = {}
@@ -100,9 +102,13 @@ class ManagementApi:
         self.url = ""
 
     def fail(self, method: str, path: str, status: int, times: int = 1, **headers: str) -> None:
-        self.faults.append(Fault(method, path, status, {k.replace("_", "-"): v for k, v in headers.items()}, times))
+        self.faults.append(
+            Fault(method, path, status, {k.replace("_", "-"): v for k, v in headers.items()}, times)
+        )
 
-    def add(self, name: str = "existing", region: str = "eu-west-1", status: str = "ACTIVE_HEALTHY") -> Project:
+    def add(
+        self, name: str = "existing", region: str = "eu-west-1", status: str = "ACTIVE_HEALTHY"
+    ) -> Project:
         project = Project(_ref(), name, "acme-org", region, "owner-password", 0, status)
         self.projects[project.ref] = project
         return project
@@ -112,7 +118,9 @@ class ManagementApi:
 
     # Dispatch ------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, body: Any, authorization: str | None) -> tuple[int, dict[str, str], Any]:
+    def handle(
+        self, method: str, path: str, body: Any, authorization: str | None
+    ) -> tuple[int, dict[str, str], Any]:
         with self.lock:
             self.seen.append(Seen(method, path, body, authorization))
             if authorization != f"Bearer {TOKEN}":
@@ -164,7 +172,11 @@ class ManagementApi:
         missing = {"db_pass", "name", "organization_slug"} - set(body)
         extra = set(body) - CREATE_KEYS
         if missing or extra:
-            return 400, {}, {"message": f"V1CreateProjectBody: missing {sorted(missing)}, unknown {sorted(extra)}"}
+            return (
+                400,
+                {},
+                {"message": f"V1CreateProjectBody: missing {sorted(missing)}, unknown {sorted(extra)}"},
+            )
         if "region" in body and "region_selection" in body:
             return 400, {}, {"message": "Only one of region or region_selection can be specified"}
         selection = body.get("region_selection") or {}
