@@ -6,6 +6,7 @@ from typing import Any
 
 import celpy
 import pytest
+from celpy.adapter import json_to_cel
 
 from stacks.bootstrap.program import (
     DEPLOYER_ROLES,
@@ -61,7 +62,7 @@ def admits(condition: str, **claims: str) -> bool:
     """Whether Google's STS would exchange a GitHub token with these claims (the condition is CEL)."""
     environment = celpy.Environment()
     program = environment.program(environment.compile(condition))
-    return bool(program.evaluate({"assertion": celpy.json_to_cel(claims)}))
+    return bool(program.evaluate({"assertion": json_to_cel(claims)}))
 
 
 def token(**claims: str) -> dict[str, str]:
