@@ -150,6 +150,9 @@ class Identity:
     project_roles: tuple[str, ...]
     state_role: str
     key_role: str
+    # Pulumi's self-managed backends lock a stack for every operation, preview included: a
+    # read-only identity still writes (and removes) its lock objects, and nothing else.
+    lock_role: str | None = None
 
 
 def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
@@ -184,6 +187,7 @@ def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
         project_roles=PREVIEW_ROLES,
         state_role="roles/storage.objectViewer",
         key_role="roles/cloudkms.cryptoKeyDecrypter",
+        lock_role="roles/storage.objectUser",
     )
     return deployer, preview
 
@@ -334,6 +338,22 @@ def _grant(
         f"{n}-state",
         gcp.storage.BucketIAMMemberArgs(bucket=bucket.name, role=identity.state_role, member=member),
     )
+    if identity.lock_role is not None:
+        # https://cloud.google.com/storage/docs/access-control/iam#conditions (object names).
+        prefix = f"projects/_/buckets/{s.state_bucket}/objects/.pulumi/locks/"
+        gcp.storage.BucketIAMMember(
+            f"{n}-state-locks",
+            gcp.storage.BucketIAMMemberArgs(
+                bucket=bucket.name,
+                role=identity.lock_role,
+                member=member,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                    title="pulumi-locks-only",
+                    description="Stack lock objects, which every Pulumi operation writes",
+                    expression=f'resource.name.startsWith("{prefix}")',
+                ),
+            ),
+        )
     gcp.kms.CryptoKeyIAMMember(
         f"{n}-secrets-key",
         gcp.kms.CryptoKeyIAMMemberArgs(crypto_key_id=key.id, role=identity.key_role, member=member),

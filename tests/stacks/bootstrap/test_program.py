@@ -159,6 +159,10 @@ def test_preview_identity_reads_and_never_writes(bootstrap):
     ]
     state = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember", "preview-state").inputs
     assert state["role"] == "roles/storage.objectViewer"
+    locks = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember", "preview-state-locks").inputs
+    assert locks["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/your-org-liftoff-state/objects/.pulumi/locks/")'
+    )
     key = bootstrap.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember", "preview-secrets-key").inputs
     assert key["role"] == "roles/cloudkms.cryptoKeyDecrypter"  # decrypts stack secrets, encrypts nothing
     assert bootstrap.outputs["preview_service_account"].startswith("liftoff-preview@")
