@@ -82,12 +82,14 @@ class SupabaseDatabase(pulumi.ComponentResource):
         # The pooler host, user and ports come from the project's own Supavisor configuration:
         # new projects land on pooler clusters that cannot be derived from the region.
         def dsn(port: pulumi.Output[int]) -> pulumi.Output[str]:
+            parts = pulumi.Output.all(
+                project.pooler_user, password, project.pooler_host, port, project.pooler_database
+            )
             return pulumi.Output.secret(
-                pulumi.Output.all(
-                    project.pooler_user, password, project.pooler_host, port, project.pooler_database
-                ).apply(
+                parts.apply(
                     lambda v: (
-                        f"postgresql://{v[0]}:{quote(v[1], safe='')}@{v[2]}:{v[3]}/{v[4]}?sslmode=require"
+                        f"postgresql://{v[0]}:{quote(v[1], safe='')}@{v[2]}:{int(v[3])}/{v[4]}"
+                        "?sslmode=require"
                     )
                 )
             )
