@@ -4,8 +4,10 @@ local HTTP double of the Management API."""
 from __future__ import annotations
 
 import base64
+import email.utils
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dill
@@ -277,3 +279,14 @@ def test_the_serialized_provider_carries_no_token(api, provider):
     assert restored.token is None
     assert restored.api_url == api.url
     assert TOKEN.encode() not in base64.b64decode(encoded)
+
+
+def test_retry_after_is_read_in_both_of_its_forms(api, provider):
+    project = api.add()
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    api.fail("GET", f"/v1/projects/{project.ref}", 429, Retry_After=later)
+    api.fail("GET", f"/v1/projects/{project.ref}/config/database/pooler", 429, Retry_After="600")
+    provider.read(project.ref, {})
+    date_wait, capped = waits(provider)
+    assert 25 <= date_wait <= 30
+    assert capped == provider.max_backoff_seconds  # a wait is never longer than the provider allows
