@@ -190,16 +190,21 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
         news = {**news, "db_pass_sha256": self._digest_of(news)}
-        changed = [k for k in (*REPLACE_ON, *UPDATE_ON) if _differs(olds.get(k), news.get(k))]
+        # An adopted project stays as its owner made it: only which project, and protection, count.
+        compared = (
+            (*REPLACE_ON, "deletion_protection") if news.get("project_ref") else (*REPLACE_ON, *UPDATE_ON)
+        )
+        changed = [k for k in compared if _differs(olds.get(k), news.get(k))]
         replaces = [k for k in changed if k in REPLACE_ON]
         return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
         with self._client() as client:
-            if news.get("name") != olds.get("name"):
+            adopted = bool(news.get("project_ref"))
+            if not adopted and news.get("name") != olds.get("name"):
                 self._call(client, "PATCH", f"/v1/projects/{id_}", json={"name": news["name"]})
             digest = self._digest_of(news)
-            if news.get("db_pass") and digest != olds.get("db_pass_sha256"):
+            if not adopted and news.get("db_pass") and digest != olds.get("db_pass_sha256"):
                 self._call(
                     client,
                     "PATCH",
@@ -369,7 +374,9 @@ def _outputs(
     return {
         "ref": str(project["ref"]),
         "name": project.get("name"),
-        "region": project.get("region"),
+        # The region as asked for: a project never moves, and diff must not replace a database
+        # over how the API happens to spell its region.
+        "region": props.get("region") or project.get("region"),
         "status": project.get("status"),
         "organization_slug": props.get("organization_slug"),
         "project_ref": props.get("project_ref"),

@@ -237,6 +237,25 @@ def test_adopting_reads_an_existing_project_and_never_deletes_it(api, provider):
     assert api.calls("DELETE") == [] and existing.ref in api.projects
 
 
+def test_an_adopted_project_is_never_renamed(api, provider):
+    existing = api.add(name="made-by-hand")
+    props = {
+        "name": "liftoff-prod",
+        "region": "eu-west-1",
+        "project_ref": existing.ref,
+        "deletion_protection": True,
+    }
+    created = provider.create(props)
+    olds = created.outs or {}
+    assert olds["name"] == "made-by-hand"
+    assert provider.diff(existing.ref, olds, props).changes is False
+    unprotect = {**props, "deletion_protection": False}
+    assert provider.diff(existing.ref, olds, unprotect).changes is True
+    outs = provider.update(existing.ref, olds, unprotect).outs or {}
+    assert outs["deletion_protection"] is False
+    assert api.calls("PATCH") == [] and existing.name == "made-by-hand"
+
+
 def test_adopting_a_missing_project_says_so(api, provider):
     with pytest.raises(SupabaseApiError, match="abcdefghijklmnopqrst does not exist"):
         provider.create({"name": "x", "region": "eu-west-1", "project_ref": "abcdefghijklmnopqrst"})
