@@ -18,6 +18,10 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# The engine unpickles the Supabase dynamic provider in a process of its own, started in
+	@# stacks/, which must import components.supabase_api: the project root goes on the venv's
+	@# path (the package itself ships only the app).
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "liftoff-root.pth").write_text(str(pathlib.Path.cwd()) + "\n")'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools.

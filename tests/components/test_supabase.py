@@ -94,7 +94,7 @@ def _importable_outside_the_tree() -> bool:
 
 @pytest.mark.skipif(
     not _importable_outside_the_tree(),
-    reason="components is not installed in this virtualenv (it predates the packaging change): make install",
+    reason="the project root is not on this virtualenv's path (make install puts it there)",
 )
 def test_the_engine_provider_process_can_load_the_provider(tmp_path: Path):
     # The engine starts `python -m pulumi.dynamic` in the program's directory (stacks/), where the
