@@ -12,8 +12,9 @@ from pulumi_policy import (
 
 from policies.common import CLOUD_RUN, SERVICE, UNKNOWN, environment, get, number, read
 
-# Providers without a deletion_protection property: the Pulumi `protect` option guards them.
-PROTECTED_BY_OPTION = ("supabase:index:Project", "upstash:index/redisDatabase:RedisDatabase")
+SUPABASE_PROJECT = "pulumi-python:dynamic/supabase:Project"
+# Resources the Pulumi `protect` option guards (their providers cannot see it, or have nothing else).
+PROTECTED_BY_OPTION = (SUPABASE_PROJECT, "upstash:index/redisDatabase:RedisDatabase")
 CONFIG = PolicyConfigSchema(properties={"environment": {"type": "string", "enum": ["staging", "prod"]}})
 
 
@@ -28,6 +29,9 @@ def validate_protection(args: ResourceValidationArgs, report_violation: ReportVi
         report_violation(
             "must be created with protect=True in prod (the provider has no deletion protection)", None
         )
+    # The Supabase provider refuses deletes itself only while its deletion_protection input is on.
+    if args.resource_type == SUPABASE_PROJECT and args.props.get("deletion_protection") is not True:
+        report_violation("deletion_protection must be true in prod", None)
 
 
 def validate_api_scaling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:

@@ -520,7 +520,7 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
     lines = []
     for r in resources:
         inputs, name = r["inputs"], r["inputs"]["name"]
-        plan = str(inputs["plan"])
+        plan = ctx.usage.supabase_plan
         declared = inputs.get("instance_size") or inputs.get("instanceSize")
         # Supabase's API also spells sizes with a "ci_" prefix (ci_micro); the price file does not.
         size = str(declared or DEFAULT_COMPUTE.get(plan, "micro")).removeprefix("ci_")
@@ -625,7 +625,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "gcp:cloudscheduler/job:Job": scheduler_jobs,
     "gcp:secretmanager/secretVersion:SecretVersion": secret_versions,
     "gcp:artifactregistry/repository:Repository": registries,
-    "supabase:index:Project": supabase_projects,
+    "pulumi-python:dynamic/supabase:Project": supabase_projects,
     "upstash:index/redisDatabase:RedisDatabase": upstash_databases,
     "gcp:monitoring/alertPolicy:AlertPolicy": alert_policies,
     "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": uptime_checks,

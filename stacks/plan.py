@@ -35,6 +35,7 @@ PLACEHOLDERS = {
     "liftoff:sentryDsn": "placeholder-sentry-dsn",
     "liftoff:supabaseJwtSecret": "placeholder-supabase-jwt-secret",
     "liftoff:supabaseDbPassword": "placeholder-supabase-db-password",
+    "supabase:accessToken": "placeholder-supabase-access-token",
 }
 
 
@@ -73,7 +74,7 @@ def render_plan(stack: str, root: Path) -> dict[str, Any]:
     render, secret_keys, stack_config = renderer.render, renderer.secret_keys, renderer.stack_config
 
     config = stack_config(stack, root)
-    wanted = set(secret_keys(stack, root))
+    wanted = set(secret_keys(stack, root)) | {"supabase:accessToken"}
     if (
         "liftoff:app" not in config
         or (config.get("liftoff:app") or {}).get("aiProvider", "openai") == "openai"

@@ -67,11 +67,9 @@ def build(settings: StackSettings) -> dict[str, Any]:
         SupabaseDatabaseArgs(
             name=s.prefix,
             region=s.supabase.region,
-            plan=s.supabase.plan,
             organization_id=s.supabase.organization_id if s.supabase.mode == "create" else None,
             project_ref=s.supabase.project_ref if s.supabase.mode == "adopt" else None,
             db_password=s.secrets.supabase_db_password if s.supabase.mode == "adopt" else None,
-            pooler_host=s.supabase.pooler_host,
             jwt_secret=s.secrets.supabase_jwt_secret,
             protect=s.environment == "prod",
         ),

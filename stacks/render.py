@@ -123,8 +123,20 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
         return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
     if kind == "pulumi-python:dynamic/liftoff:JobRun":
         return {"execution": f"{inputs['job']}/executions/{name}-{_digest(inputs.get('trigger'))[:5]}"}
-    if kind == "supabase:index:Project":
-        return {"id": "mockprojectref" + _digest(inputs.get("name"))[:6]}
+    if kind == "pulumi-python:dynamic/supabase:Project":
+        # Like the Management API: a 20-letter ref, and a pooler host that the region does not name.
+        ref = inputs.get("project_ref") or "".join(chr(97 + int(c, 16)) for c in _digest(name)[:20])
+        return {
+            "id": ref,
+            "ref": ref,
+            "status": "ACTIVE_HEALTHY",
+            "database_host": f"db.{ref}.supabase.co",
+            "pooler_host": f"aws-9-mock-{_digest(ref)[:6]}.pooler.supabase.com",
+            "pooler_user": f"postgres.{ref}",
+            "pooler_database": "postgres",
+            "pooler_transaction_port": 6543,
+            "pooler_session_port": 5432,
+        }
     if kind == "upstash:index/redisDatabase:RedisDatabase":
         return {
             "endpoint": f"{inputs['databaseName']}.upstash.io",
@@ -149,8 +161,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.options: dict[tuple[str, str], tuple[bool, str, str | None, frozenset[str]]] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        inputs, secret_paths = unwrap_secrets(dict(args.inputs))
         # A dynamic resource carries its provider, pickled, as an input: code, not configuration.
-        inputs, secret_paths = unwrap_secrets({k: v for k, v in args.inputs.items() if k != DYNAMIC_PROVIDER})
+        # (Its secret path stays recorded: the engine marks it secret when any input is.)
+        inputs.pop(DYNAMIC_PROVIDER, None)
         protect, urn, parent, dependencies = self.options.get(
             (args.typ, args.name), (False, "", None, frozenset())
         )

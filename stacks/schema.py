@@ -7,6 +7,7 @@ the engine's property names, so each rendered property can be looked up where it
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import sys
 import types
@@ -17,18 +18,23 @@ from typing import Any
 from pulumi._types import _py_properties, is_input_type
 
 from components.jobrun import JobRun
+from components.supabase_api import ProjectInputs
 from stacks.render import Registered
 
 PACKAGES = {
     "gcp": "pulumi_gcp",
-    "supabase": "pulumi_supabase",
     "upstash": "upstash_pulumi",
     "random": "pulumi_random",
     "docker-build": "pulumi_docker_build",
 }
 
 # Dynamic resources (Python providers in this repository) declare the properties they read.
-DYNAMIC: dict[str, frozenset[str]] = {JobRun.TYPE: JobRun.PROPERTIES}
+# Dynamic resources (pulumi.dynamic, providers in components/) have no SDK: each declares the
+# properties its provider reads. Outputs it declares arrive as None inputs.
+DYNAMIC: dict[str, frozenset[str]] = {
+    JobRun.TYPE: JobRun.PROPERTIES,
+    "pulumi-python:dynamic/supabase:Project": frozenset(f.name for f in dataclasses.fields(ProjectInputs)),
+}
 
 
 def args_class(token: str) -> type:
@@ -88,6 +94,7 @@ def unknown_properties(resource: Registered) -> list[str]:
                 walk(item, nested, f"{path}.{key}" if path else key)
 
     if resource.type in DYNAMIC:
-        return sorted(set(resource.inputs) - DYNAMIC[resource.type])
+        known = DYNAMIC[resource.type]
+        return sorted(k for k, v in resource.inputs.items() if k not in known and v is not None)
     walk(resource.inputs, args_class(resource.type), "")
     return problems

@@ -13,8 +13,8 @@ from typing import Any, Literal, Protocol, TypeVar
 import pulumi
 
 from components.cloudrun import CPU, MEMORY
-from components.supabase import PLANS
 from components.supabase import REGIONS as SUPABASE_REGIONS
+from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from components.traffic import TrafficError, TrafficTarget, parse_targets
 from components.upstash import PRIMARY_REGIONS as UPSTASH_REGIONS
 
@@ -111,10 +111,8 @@ class PulumiConfig:
 class SupabaseSettings:
     mode: Literal["create", "adopt"]
     region: str
-    plan: str
     organization_id: str | None
     project_ref: str | None
-    pooler_host: str | None
 
 
 @dataclass(frozen=True)
@@ -342,15 +340,20 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         problems.append(f"{NAMESPACE}:imageTag: {image_tag!r} is not a Docker tag")
 
     sb = _Reader(problems, f"{NAMESPACE}:supabase", source.get(NAMESPACE, "supabase"))
-    sb.unknown({"mode", "region", "plan", "organizationId", "projectRef", "poolerHost"})
+    retired = {
+        # The Management API ignores a plan in project creation: the organization's plan applies.
+        "plan": "Supabase sets the plan per organization, not per project; remove this key",
+        # The pooler host is read from the project's own pooler configuration.
+        "poolerHost": "the pooler host now comes from the Management API; remove this key",
+    }
+    problems.extend(f"{sb.key}.{key}: {why}" for key, why in retired.items() if key in sb.raw)
+    sb.unknown({"mode", "region", "organizationId", "projectRef", *retired})
     mode = sb.value("mode", str, "create", _one_of({"create", "adopt"}))
     supabase = SupabaseSettings(
         mode="adopt" if mode == "adopt" else "create",
         region=sb.value("region", str, nearest, _one_of(SUPABASE_REGIONS)),
-        plan=sb.value("plan", str, "pro", _one_of(PLANS)),
         organization_id=sb.optional("organizationId", str),
         project_ref=sb.optional("projectRef", str),
-        pooler_host=sb.optional("poolerHost", str),
     )
     if supabase.mode == "create" and not supabase.organization_id:
         problems.append(f"{NAMESPACE}:supabase.organizationId: is required when mode is create")
@@ -478,6 +481,11 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
             f"{NAMESPACE}:openaiApiKey: is required when app.aiProvider is openai"
             f" (pulumi config set --secret {NAMESPACE}:openaiApiKey sk-...)"
         )
+    if source.get_secret("supabase", "accessToken") is None:
+        problems.append(
+            f"{SUPABASE_TOKEN}: is required: the Supabase Management API token"
+            f" (pulumi config set --secret {SUPABASE_TOKEN} sbp_...)"
+        )
     if supabase.mode == "adopt" and secrets.supabase_db_password is None:
         problems.append(
             f"{NAMESPACE}:supabaseDbPassword: is required when supabase.mode is adopt (set it --secret)"
@@ -523,8 +531,11 @@ class UsageSettings:
     image_mb_per_release: int = 30
     redis_mb: int = 100
     database_gb: int = 1
+    # The Supabase organization's plan: billed per organization, so not a property of the project.
+    supabase_plan: str = "pro"
 
 
+SUPABASE_PLANS = frozenset({"free", "pro"})
 # key in the stack file -> (field, smallest, largest)
 USAGE_KEYS: dict[str, tuple[str, int, int]] = {
     "requestsPerMonth": ("requests_per_month", 0, 100_000_000_000),
@@ -545,12 +556,15 @@ def usage_settings(raw: Any, problems: list[str] | None = None) -> UsageSettings
     """`liftoff:usage` validated; problems are appended to `problems`, or raised as ConfigError."""
     found: list[str] = []
     reader = _Reader(found, f"{NAMESPACE}:usage", raw)
-    reader.unknown(set(USAGE_KEYS))
+    reader.unknown({*USAGE_KEYS, "supabasePlan"})
     defaults = UsageSettings()
-    values = {
+    values: dict[str, Any] = {
         name: reader.value(key, int, getattr(defaults, name), _between(low, high))
         for key, (name, low, high) in USAGE_KEYS.items()
     }
+    values["supabase_plan"] = reader.value(
+        "supabasePlan", str, defaults.supabase_plan, _one_of(SUPABASE_PLANS)
+    )
     if problems is not None:
         problems.extend(found)
     elif found:

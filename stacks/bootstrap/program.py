@@ -1,8 +1,9 @@
-"""State bucket, KMS key, Workload Identity Federation for GitHub, and the deployer account."""
+"""State bucket, KMS key, keyless GitHub identities (deployer, read-only preview), every stack's project."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +12,17 @@ import pulumi_gcp as gcp
 
 NAMESPACE = "liftoff-bootstrap"
 REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+REPOSITORY_ID = re.compile(r"^[1-9][0-9]*$")
+PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+ENVIRONMENT = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+STACKS = ("staging", "prod")
+# The GitHub environments deploy.yml releases through (release.yml's `environment:`).
+DEPLOY_ENVIRONMENTS = ("staging", "production")
+# Events whose workflows run the default branch's own code (not a pull request's).
+DEPLOY_EVENTS = ("push", "workflow_dispatch")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
-# APIs the stacks use.
+# APIs each stack's project needs.
 SERVICES = (
     "run.googleapis.com",
     "artifactregistry.googleapis.com",
@@ -25,6 +34,15 @@ SERVICES = (
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "sts.googleapis.com",
+)
+# APIs of the project that holds the state, the key and the identities.
+ADMIN_SERVICES = (
+    "storage.googleapis.com",
+    "cloudkms.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "sts.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
 )
 # Exactly what deploy.yml's `pulumi up` does, and nothing broader.
 DEPLOYER_ROLES = (
@@ -38,6 +56,10 @@ DEPLOYER_ROLES = (
     "roles/logging.configWriter",  # log-based metrics
     "roles/serviceusage.serviceUsageConsumer",  # calling the APIs above
 )
+# Pull-request previews run branch code: they may read everything a preview reads and change
+# nothing. roles/viewer reads resources (not secret payloads); securityReviewer reads the IAM
+# policies that the stacks' *IAMMember resources refresh.
+PREVIEW_ROLES = ("roles/viewer", "roles/iam.securityReviewer")
 
 
 class BootstrapConfigError(ValueError):
@@ -49,7 +71,12 @@ class BootstrapSettings:
     project: str
     region: str
     repository: str
+    # GitHub's numeric id: unlike the name, it cannot be taken over by re-creating the repository.
+    repository_id: str
     state_bucket: str
+    # Stack name -> its GCP project; staging and prod may share one or not.
+    stack_projects: Mapping[str, str]
+    deploy_environments: tuple[str, ...] = DEPLOY_ENVIRONMENTS
 
 
 def load() -> BootstrapSettings:
@@ -59,31 +86,148 @@ def load() -> BootstrapSettings:
     repository = config.get("githubRepository") or ""
     if not REPOSITORY.match(repository):
         problems.append(f"{NAMESPACE}:githubRepository: {repository!r} is not owner/name")
+    repository_id = str(config.get("githubRepositoryId") or "")
+    if not REPOSITORY_ID.match(repository_id):
+        problems.append(
+            f"{NAMESPACE}:githubRepositoryId: {repository_id!r} is not a numeric repository id"
+            " (gh api repos/OWNER/NAME --jq .id)"
+        )
     bucket = config.get("stateBucket") or ""
     if not BUCKET.match(bucket):
         problems.append(f"{NAMESPACE}:stateBucket: {bucket!r} is not a bucket name")
+    stack_projects = _stack_projects(config.get_object("stackProjects"), problems)
+    environments = config.get_object("deployEnvironments") or list(DEPLOY_ENVIRONMENTS)
+    if not isinstance(environments, list) or not all(
+        isinstance(e, str) and ENVIRONMENT.match(e) for e in environments
+    ):
+        problems.append(
+            f"{NAMESPACE}:deployEnvironments: {environments!r} is not a list of environment names"
+        )
+        environments = list(DEPLOY_ENVIRONMENTS)
     project = gcp_config.get("project") or ""
-    if not project:
-        problems.append("gcp:project: is required")
+    if not PROJECT_ID.match(project):
+        problems.append(f"gcp:project: {project!r} is not a GCP project id")
     region = gcp_config.get("region") or ""
     if not region:
         problems.append("gcp:region: is required")
     if problems:
         raise BootstrapConfigError("invalid bootstrap configuration:\n  - " + "\n  - ".join(problems))
-    return BootstrapSettings(project=project, region=region, repository=repository, state_bucket=bucket)
+    return BootstrapSettings(
+        project=project,
+        region=region,
+        repository=repository,
+        repository_id=repository_id,
+        state_bucket=bucket,
+        stack_projects=stack_projects,
+        deploy_environments=tuple(environments),
+    )
+
+
+def _stack_projects(raw: Any, problems: list[str]) -> dict[str, str]:
+    key = f"{NAMESPACE}:stackProjects"
+    if not isinstance(raw, Mapping):
+        problems.append(f"{key}: is required: the GCP project of each stack ({', '.join(STACKS)})")
+        return {}
+    for stack in STACKS:
+        if stack not in raw:
+            problems.append(f"{key}.{stack}: is required")
+    for stack, project in raw.items():
+        if stack not in STACKS:
+            problems.append(f"{key}.{stack}: unknown stack (known: {', '.join(STACKS)})")
+        elif not isinstance(project, str) or not PROJECT_ID.match(project):
+            problems.append(f"{key}.{stack}: {project!r} is not a GCP project id")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One keyless GitHub identity: a pool whose provider admits some workflows, and its account."""
+
+    name: str
+    account_id: str
+    description: str
+    condition: str
+    project_roles: tuple[str, ...]
+    state_role: str
+    key_role: str
+    # Pulumi's self-managed backends lock a stack for every operation, preview included: a
+    # read-only identity still writes (and removes) its lock objects, and nothing else.
+    lock_role: str | None = None
+
+
+def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
+    """The deployer (main or an approved environment only) and the read-only preview identity."""
+    # Matched on the repository's numeric id: a re-created repository of the same name gets another.
+    repository = f"assertion.repository_id == '{s.repository_id}'"
+    events = ", ".join(f"'{e}'" for e in DEPLOY_EVENTS)
+    environments = ", ".join(f"'{e}'" for e in s.deploy_environments)
+    # GitHub OIDC claims: https://docs.github.com/en/actions/reference/security/oidc. A job
+    # without an environment has no `environment` claim, hence the `in assertion` test. Pull
+    # request events (whose ref is refs/pull/N/merge) never match; an environment is only as
+    # strict as its deployment-branch rule (README: protect it to main).
+    deploy = (
+        f"{repository} && assertion.event_name in [{events}]"
+        f" && (assertion.ref == 'refs/heads/main'"
+        f" || ('environment' in assertion && assertion.environment in [{environments}]))"
+    )
+    deployer = Identity(
+        name="deployer",
+        account_id="liftoff-deployer",
+        description="Runs pulumi up from GitHub Actions on main or an approved environment, keylessly.",
+        condition=deploy,
+        project_roles=DEPLOYER_ROLES,
+        state_role="roles/storage.objectAdmin",
+        key_role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    )
+    preview = Identity(
+        name="preview",
+        account_id="liftoff-preview",
+        description="Runs pulumi preview (pull requests, drift) from GitHub Actions: reads, never writes.",
+        condition=repository,
+        project_roles=PREVIEW_ROLES,
+        state_role="roles/storage.objectViewer",
+        key_role="roles/cloudkms.cryptoKeyDecrypter",
+        lock_role="roles/storage.objectUser",
+    )
+    return deployer, preview
 
 
 def build(s: BootstrapSettings) -> dict[str, Any]:
     labels = {"app": "liftoff", "env": "shared"}
-    protect = pulumi.ResourceOptions(protect=True)
-    apis = [
-        gcp.projects.Service(
-            f"api-{service.split('.')[0]}",
-            gcp.projects.ServiceArgs(project=s.project, service=service, disable_on_destroy=False),
-        )
-        for service in SERVICES
-    ]
+    apis = _enable_apis(s)
     after_apis = pulumi.ResourceOptions(depends_on=apis)
+    bucket, key = _state(s, labels, after_apis)
+    outputs: dict[str, Any] = {
+        "state_backend_url": pulumi.Output.concat("gs://", bucket.name),
+        "secrets_provider": pulumi.Output.concat("gcpkms://", key.id),
+        "stack_projects": dict(s.stack_projects),
+    }
+    for identity in identities(s):
+        provider, email = _github_identity(s, identity, bucket, key, after_apis)
+        outputs[f"{identity.name}_workload_identity_provider"] = provider
+        outputs[f"{identity.name}_service_account"] = email
+    return outputs
+
+
+def _enable_apis(s: BootstrapSettings) -> list[gcp.projects.Service]:
+    """The APIs of every stack's project, and of the project holding state and identities."""
+    wanted: dict[tuple[str, str], None] = {}
+    for project in s.stack_projects.values():
+        wanted.update(dict.fromkeys((project, service) for service in SERVICES))
+    wanted.update(dict.fromkeys((s.project, service) for service in ADMIN_SERVICES))
+    return [
+        gcp.projects.Service(
+            f"api-{project}-{service.split('.')[0]}",
+            gcp.projects.ServiceArgs(project=project, service=service, disable_on_destroy=False),
+        )
+        for project, service in wanted
+    ]
+
+
+def _state(
+    s: BootstrapSettings, labels: dict[str, str], after_apis: pulumi.ResourceOptions
+) -> tuple[gcp.storage.Bucket, gcp.kms.CryptoKey]:
+    protect = pulumi.ResourceOptions(protect=True)
     bucket = gcp.storage.Bucket(
         "state",
         gcp.storage.BucketArgs(
@@ -95,7 +239,7 @@ def build(s: BootstrapSettings) -> dict[str, Any]:
             versioning=gcp.storage.BucketVersioningArgs(enabled=True),
             labels=labels,
         ),
-        opts=protect,
+        opts=pulumi.ResourceOptions.merge(protect, after_apis),
     )
     ring = gcp.kms.KeyRing(
         "secrets-ring",
@@ -113,15 +257,27 @@ def build(s: BootstrapSettings) -> dict[str, Any]:
         ),
         opts=protect,
     )
+    return bucket, key
+
+
+def _github_identity(
+    s: BootstrapSettings,
+    identity: Identity,
+    bucket: gcp.storage.Bucket,
+    key: gcp.kms.CryptoKey,
+    after_apis: pulumi.ResourceOptions,
+) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+    """A pool of its own (one identity's tokens never match the other's binding), and the account."""
+    n = identity.name
     pool = gcp.iam.WorkloadIdentityPool(
-        "github-pool",
+        f"github-{n}-pool",
         gcp.iam.WorkloadIdentityPoolArgs(
-            project=s.project, workload_identity_pool_id="github", display_name="GitHub Actions"
+            project=s.project, workload_identity_pool_id=f"github-{n}", display_name=f"GitHub Actions ({n})"
         ),
         opts=after_apis,
     )
     gcp.iam.WorkloadIdentityPoolProvider(
-        "github-provider",
+        f"github-{n}-provider",
         gcp.iam.WorkloadIdentityPoolProviderArgs(
             project=s.project,
             workload_identity_pool_id=pool.workload_identity_pool_id,
@@ -129,53 +285,76 @@ def build(s: BootstrapSettings) -> dict[str, Any]:
             display_name="GitHub Actions OIDC",
             attribute_mapping={
                 "google.subject": "assertion.sub",
+                "attribute.repository_id": "assertion.repository_id",
                 "attribute.repository": "assertion.repository",
                 "attribute.ref": "assertion.ref",
+                "attribute.event_name": "assertion.event_name",
             },
-            # Only this repository's workflows can exchange their tokens here.
-            attribute_condition=f"assertion.repository == '{s.repository}'",
+            attribute_condition=identity.condition,
             oidc=gcp.iam.WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
         ),
     )
-    deployer = gcp.serviceaccount.Account(
-        "deployer",
+    account = gcp.serviceaccount.Account(
+        n,
         gcp.serviceaccount.AccountArgs(
             project=s.project,
-            account_id="liftoff-deployer",
-            display_name="Liftoff deployer",
-            description="Runs pulumi preview and up from GitHub Actions, keylessly.",
+            account_id=identity.account_id,
+            display_name=f"Liftoff {n}",
+            description=identity.description,
         ),
     )
-    member = pulumi.Output.concat("serviceAccount:", deployer.email)
+    _grant(s, identity, account, pool, bucket, key)
+    return pulumi.Output.concat(pool.name, "/providers/github-actions"), account.email
+
+
+def _grant(
+    s: BootstrapSettings,
+    identity: Identity,
+    account: gcp.serviceaccount.Account,
+    pool: gcp.iam.WorkloadIdentityPool,
+    bucket: gcp.storage.Bucket,
+    key: gcp.kms.CryptoKey,
+) -> None:
+    """Impersonation from the pool, the identity's roles in every stack's project, state and key."""
+    n = identity.name
+    member = pulumi.Output.concat("serviceAccount:", account.email)
     gcp.serviceaccount.IAMMember(
-        "deployer-from-github",
+        f"{n}-from-github",
         gcp.serviceaccount.IAMMemberArgs(
-            service_account_id=deployer.name,
+            service_account_id=account.name,
             role="roles/iam.workloadIdentityUser",
             member=pulumi.Output.concat(
-                "principalSet://iam.googleapis.com/", pool.name, "/attribute.repository/", s.repository
+                "principalSet://iam.googleapis.com/", pool.name, "/attribute.repository_id/", s.repository_id
             ),
         ),
     )
-    for role in DEPLOYER_ROLES:
-        gcp.projects.IAMMember(
-            f"deployer-{role.split('/')[1].replace('.', '-')}",
-            gcp.projects.IAMMemberArgs(project=s.project, role=role, member=member),
-        )
+    for project in dict.fromkeys(s.stack_projects.values()):
+        for role in identity.project_roles:
+            gcp.projects.IAMMember(
+                f"{n}-{project}-{role.split('/')[1].replace('.', '-')}",
+                gcp.projects.IAMMemberArgs(project=project, role=role, member=member),
+            )
     gcp.storage.BucketIAMMember(
-        "deployer-state",
-        gcp.storage.BucketIAMMemberArgs(bucket=bucket.name, role="roles/storage.objectAdmin", member=member),
+        f"{n}-state",
+        gcp.storage.BucketIAMMemberArgs(bucket=bucket.name, role=identity.state_role, member=member),
     )
+    if identity.lock_role is not None:
+        # https://cloud.google.com/storage/docs/access-control/iam#conditions (object names).
+        prefix = f"projects/_/buckets/{s.state_bucket}/objects/.pulumi/locks/"
+        gcp.storage.BucketIAMMember(
+            f"{n}-state-locks",
+            gcp.storage.BucketIAMMemberArgs(
+                bucket=bucket.name,
+                role=identity.lock_role,
+                member=member,
+                condition=gcp.storage.BucketIAMMemberConditionArgs(
+                    title="pulumi-locks-only",
+                    description="Stack lock objects, which every Pulumi operation writes",
+                    expression=f'resource.name.startsWith("{prefix}")',
+                ),
+            ),
+        )
     gcp.kms.CryptoKeyIAMMember(
-        "deployer-secrets-key",
-        gcp.kms.CryptoKeyIAMMemberArgs(
-            crypto_key_id=key.id, role="roles/cloudkms.cryptoKeyEncrypterDecrypter", member=member
-        ),
+        f"{n}-secrets-key",
+        gcp.kms.CryptoKeyIAMMemberArgs(crypto_key_id=key.id, role=identity.key_role, member=member),
     )
-    provider_name = pulumi.Output.concat(pool.name, "/providers/github-actions")
-    return {
-        "state_backend_url": pulumi.Output.concat("gs://", bucket.name),
-        "secrets_provider": pulumi.Output.concat("gcpkms://", key.id),
-        "workload_identity_provider": provider_name,
-        "deployer_service_account": deployer.email,
-    }

@@ -118,3 +118,34 @@ def test_drift_runs_nightly_and_files_an_issue():
     assert "--expect-no-changes" in str(job["steps"])
     assert "--refresh" in str(job["steps"])
     assert job["permissions"]["issues"] == "write"
+
+
+def auth_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if str(s.get("uses", "")).startswith("google-github-actions/auth@")]
+
+
+def test_the_smoke_test_sends_an_identity_token_for_a_private_api():
+    release = load("release.yml")["jobs"]["release"]
+    steps = {s.get("name", s.get("id", "")): s for s in release["steps"]}
+    invoker = next(s for s in auth_steps(release) if s.get("with", {}).get("token_format") == "id_token")
+    # Cloud Run checks the audience against the service's run.app URL.
+    assert invoker["with"]["id_token_audience"] == "${{ steps.urls.outputs.service }}"
+    assert invoker["with"]["create_credentials_file"] is False  # the deploy's credentials stay as they are
+    smoke = steps["Smoke-test /ready on the candidate's tag URL"]
+    assert smoke["env"]["ID_TOKEN"] == f"${{{{ steps.{invoker['id']}.outputs.id_token }}}}"
+    assert '--header "Authorization: Bearer $ID_TOKEN"' in smoke["run"]
+    assert "${{" not in smoke["run"]  # values reach the shell through env, never spliced into it
+    order = [s.get("id") or s.get("name") for s in release["steps"]]
+    assert order.index("urls") < order.index(invoker["id"]) < order.index(smoke["name"])
+
+
+def test_branch_code_runs_only_with_the_read_only_identity():
+    for name, job_name in (("pr.yml", "preview"), ("drift.yml", "drift")):
+        (auth,) = auth_steps(load(name)["jobs"][job_name])
+        assert auth["with"]["service_account"] == "${{ vars.GCP_PREVIEW_SERVICE_ACCOUNT }}", name
+        assert (
+            auth["with"]["workload_identity_provider"] == "${{ vars.GCP_PREVIEW_WORKLOAD_IDENTITY_PROVIDER }}"
+        )
+    assert "GCP_DEPLOYER" not in (ROOT / ".github" / "workflows" / "pr.yml").read_text()
+    for auth in auth_steps(load("release.yml")["jobs"]["release"]):
+        assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"

@@ -24,11 +24,26 @@ def test_deletion_protection_in_prod(kind):
     )
 
 
-@pytest.mark.parametrize("kind", ["supabase:index:Project", "upstash:index/redisDatabase:RedisDatabase"])
-def test_database_and_redis_are_protected_in_prod(kind):
-    assert check(prod_deletion_protection, kind, {}, config=PROD, protect=True) == []
-    (message,) = check(prod_deletion_protection, kind, {}, config=PROD)
+SUPABASE = "pulumi-python:dynamic/supabase:Project"
+
+
+@pytest.mark.parametrize(
+    ("kind", "props"),
+    [(SUPABASE, {"deletion_protection": True}), ("upstash:index/redisDatabase:RedisDatabase", {})],
+)
+def test_database_and_redis_are_protected_in_prod(kind, props):
+    assert check(prod_deletion_protection, kind, props, config=PROD, protect=True) == []
+    (message,) = check(prod_deletion_protection, kind, props, config=PROD)
     assert "protect=True" in message
+
+
+def test_the_supabase_provider_keeps_its_own_deletion_protection_in_prod():
+    (message,) = check(
+        prod_deletion_protection, SUPABASE, {"deletion_protection": False}, config=PROD, protect=True
+    )
+    assert message == "deletion_protection must be true in prod"
+    staging = {"environment": "staging"}
+    assert check(prod_deletion_protection, SUPABASE, {"deletion_protection": False}, config=staging) == []
 
 
 def test_environment_falls_back_to_the_env_label():

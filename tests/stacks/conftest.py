@@ -12,6 +12,7 @@ SECRETS = {
     "liftoff:openaiApiKey": "sk-test-openai-key-value",
     "liftoff:sentryDsn": "https://public-key@o0.ingest.sentry.io/0",
     "liftoff:supabaseJwtSecret": "test-supabase-jwt-secret-value",
+    "supabase:accessToken": "sbp_test-supabase-access-token-value",
 }
 
 

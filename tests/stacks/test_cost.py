@@ -232,7 +232,7 @@ def test_supabase_pro_is_the_plan_fee_with_micro_covered_by_credits():
 def test_a_declared_compute_size_is_priced():
     plan = document(render_stack("prod"))
     for resource in plan["resources"]:
-        if resource["type"] == "supabase:index:Project":
+        if resource["type"] == "pulumi-python:dynamic/supabase:Project":
             resource["inputs"]["instance_size"] = "ci_small"
     result = estimate(plan, stack_usage("prod"), load_prices())
     # Pro's $25, 730 h of Small at $0.0206, less the $10 of compute credits.

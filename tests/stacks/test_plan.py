@@ -54,7 +54,7 @@ def test_secrets_are_redacted(tmp_path):
         r for r in document["resources"] if r["type"] == "gcp:secretmanager/secretVersion:SecretVersion"
     ]
     assert versions and all(v["inputs"]["secretData"] == REDACTED for v in versions)
-    project = next(r for r in document["resources"] if r["type"] == "supabase:index:Project")
+    project = next(r for r in document["resources"] if r["type"] == "pulumi-python:dynamic/supabase:Project")
     assert project["inputs"]["db_pass"] == REDACTED
     assert project["protect"] is True
 

@@ -160,8 +160,15 @@ def test_redis_and_database(prod):
     assert redis["region"] == "global"
     assert redis["primaryRegion"] == "eu-west-1"
     assert (redis["tls"], redis["eviction"], redis["budget"]) == (True, False, 50)
-    project = prod.one("supabase:index:Project").inputs
-    assert (project["region"], project["plan"]) == ("eu-west-1", "pro")
+    project = prod.one("pulumi-python:dynamic/supabase:Project")
+    assert project.protect is True
+    assert project.inputs["region"] == "eu-west-1"
+    assert project.inputs["organization_slug"] == "replace-with-supabase-org-id"
+    assert project.inputs["deletion_protection"] is True
+    assert {"db_pass", "__provider"} <= project.secret_paths
+    # The DSNs use the pooler the project reports, never a host built from the region.
+    assert "aws-0-eu-west-1" not in prod.outputs["database_url"]
+    assert "@aws-9-mock-" in prod.outputs["database_url"]
     assert prod.outputs["redis_url"].startswith("rediss://")
     assert ":6543/postgres" in prod.outputs["database_url"]
     assert ":5432/postgres" in prod.outputs["migrations_database_url"]
@@ -240,7 +247,7 @@ def test_no_secret_value_appears_in_plain_sight(prod):
     # Where a secret value belongs: the secret versions, and the providers' own secret inputs.
     allowed = {
         ("gcp:secretmanager/secretVersion:SecretVersion", "secretData"),
-        ("supabase:index:Project", "db_pass"),
+        ("pulumi-python:dynamic/supabase:Project", "db_pass"),
     }
     for resource in prod.resources:
         for key, value in resource.inputs.items():

@@ -56,6 +56,16 @@ BAD_CONFIGS = [
         "liftoff:api.minInstances: 5 is above maxInstances 2",
     ),
     (
+        "supabase-plan-is-per-organization",
+        {"liftoff:supabase": {"organizationId": "org", "plan": "pro"}},
+        "liftoff:supabase.plan: Supabase sets the plan per organization",
+    ),
+    (
+        "supabase-pooler-host-comes-from-the-api",
+        {"liftoff:supabase": {"organizationId": "org", "poolerHost": "aws-0-eu-west-1.pooler.supabase.com"}},
+        "liftoff:supabase.poolerHost: the pooler host now comes from the Management API",
+    ),
+    (
         "prod-without-protection",
         api(deletionProtection=False),
         "liftoff:api.deletionProtection: must be true in prod",
@@ -106,6 +116,13 @@ def test_bad_config_names_the_key_and_registers_nothing(registrations, case, ove
 def test_missing_secret_names_the_command_to_set_it():
     with pytest.raises(ConfigError, match=r"liftoff:openaiApiKey: is required .*pulumi config set --secret"):
         render_stack("prod", secrets={})
+
+
+def test_missing_supabase_token_names_the_key(registrations):
+    secrets = {k: v for k, v in SECRETS.items() if k != "supabase:accessToken"}
+    with pytest.raises(ConfigError, match=r"supabase:accessToken: is required.*--secret supabase:access"):
+        render_stack("prod", secrets=secrets)
+    assert registrations == []
 
 
 def test_every_problem_is_reported_at_once():

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import celpy
 import pytest
+from celpy.adapter import json_to_cel
 
-from stacks.bootstrap.program import DEPLOYER_ROLES, NAMESPACE, BootstrapConfigError, build, load
+from stacks.bootstrap.program import (
+    DEPLOYER_ROLES,
+    NAMESPACE,
+    PREVIEW_ROLES,
+    SERVICES,
+    BootstrapConfigError,
+    build,
+    load,
+)
 from stacks.policy_check import evaluate
 from stacks.render import ROOT, Rendering, render, stack_config
 from stacks.schema import unknown_properties
@@ -44,25 +54,143 @@ def test_secrets_key_rotates_and_is_protected(bootstrap):
     assert bootstrap.outputs["state_backend_url"] == "gs://your-org-liftoff-state"
 
 
-def test_github_federation_is_bound_to_the_repository(bootstrap):
-    provider = bootstrap.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider").inputs
-    assert provider["attributeCondition"] == "assertion.repository == 'your-org/liftoff'"
-    assert provider["oidc"] == {"issuerUri": "https://token.actions.githubusercontent.com"}
-    binding = bootstrap.one("gcp:serviceaccount/iAMMember:IAMMember").inputs
-    assert binding["role"] == "roles/iam.workloadIdentityUser"
-    assert binding["member"].startswith("principalSet://iam.googleapis.com/")
-    assert binding["member"].endswith("/attribute.repository/your-org/liftoff")
+PROVIDER = "gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider"
+PROJECTS = {"staging": "liftoff-staging-000000", "prod": "liftoff-prod-000000"}
 
 
-def test_deployer_gets_exactly_the_roles_deploys_need(bootstrap):
-    roles = {r.inputs["role"] for r in bootstrap.of_type("gcp:projects/iAMMember:IAMMember")}
-    assert roles == set(DEPLOYER_ROLES)
-    assert not roles & {"roles/owner", "roles/editor", "roles/viewer"}
-    state = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember").inputs
+def admits(condition: str, **claims: str) -> bool:
+    """Whether Google's STS would exchange a GitHub token with these claims (the condition is CEL)."""
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(condition))
+    return bool(program.evaluate({"assertion": json_to_cel(claims)}))
+
+
+def token(**claims: str) -> dict[str, str]:
+    """A GitHub Actions OIDC token's claims, for this repository pushed to main unless told."""
+    return {
+        "repository_id": "123456789",
+        "repository": "your-org/liftoff",
+        "event_name": "push",
+        "ref": "refs/heads/main",
+        **claims,
+    }
+
+
+def test_deployer_is_usable_only_from_main_or_an_approved_environment(bootstrap):
+    condition = bootstrap.one(PROVIDER, "github-deployer-provider").inputs["attributeCondition"]
+    assert admits(condition, **token())
+    assert admits(condition, **token(event_name="workflow_dispatch"))
+    assert admits(condition, **token(environment="production"))
+    assert admits(condition, **token(ref="refs/heads/release", environment="staging"))
+    # A branch, a pull request, another environment, or another repository of the same name: no.
+    assert not admits(condition, **token(ref="refs/heads/feature"))
+    assert not admits(condition, **token(event_name="pull_request", ref="refs/pull/7/merge"))
+    assert not admits(
+        condition, **token(event_name="pull_request", ref="refs/pull/7/merge", environment="staging")
+    )
+    assert not admits(condition, **token(event_name="pull_request_target"))
+    assert not admits(condition, **token(ref="refs/heads/feature", environment="sandbox"))
+    assert not admits(condition, **token(repository_id="987654321"))
+
+
+def test_preview_identity_serves_pull_requests_of_this_repository_only(bootstrap):
+    condition = bootstrap.one(PROVIDER, "github-preview-provider").inputs["attributeCondition"]
+    assert admits(condition, **token(event_name="pull_request", ref="refs/pull/7/merge"))
+    assert admits(condition, **token(event_name="schedule"))
+    assert not admits(condition, **token(event_name="pull_request", repository_id="987654321"))
+
+
+def test_each_identity_has_its_own_pool_bound_on_the_repository_id(bootstrap):
+    pools = {
+        p.inputs["workloadIdentityPoolId"]
+        for p in bootstrap.of_type("gcp:iam/workloadIdentityPool:WorkloadIdentityPool")
+    }
+    assert pools == {"github-deployer", "github-preview"}
+    for provider in bootstrap.of_type(PROVIDER):
+        assert provider.inputs["oidc"] == {"issuerUri": "https://token.actions.githubusercontent.com"}
+        assert provider.inputs["attributeMapping"]["attribute.repository_id"] == "assertion.repository_id"
+    bindings = {b.name: b.inputs for b in bootstrap.of_type("gcp:serviceaccount/iAMMember:IAMMember")}
+    assert set(bindings) == {"deployer-from-github", "preview-from-github"}
+    for name, binding in bindings.items():
+        pool = name.split("-")[0]
+        assert binding["role"] == "roles/iam.workloadIdentityUser"
+        assert binding["serviceAccountId"].endswith(
+            f"liftoff-{pool}@liftoff-prod-000000.iam.gserviceaccount.com"
+        )
+        assert binding["member"] == (
+            "principalSet://iam.googleapis.com/projects/123456789012/locations/global/"
+            f"workloadIdentityPools/github-{pool}/attribute.repository_id/123456789"
+        )
+    assert bootstrap.outputs["deployer_workload_identity_provider"].endswith(
+        "/github-deployer/providers/github-actions"
+    )
+    assert bootstrap.outputs["preview_workload_identity_provider"].endswith(
+        "/github-preview/providers/github-actions"
+    )
+
+
+def grants(bootstrap: Rendering, account: str) -> dict[str, set[str]]:
+    """Project -> roles granted there to one of the bootstrap's accounts."""
+    found: dict[str, set[str]] = {}
+    for grant in bootstrap.of_type("gcp:projects/iAMMember:IAMMember"):
+        if grant.inputs["member"].startswith(f"serviceAccount:{account}@"):
+            found.setdefault(grant.inputs["project"], set()).add(grant.inputs["role"])
+    return found
+
+
+def test_deployer_gets_exactly_the_roles_deploys_need_in_every_stack_project(bootstrap):
+    assert grants(bootstrap, "liftoff-deployer") == {
+        project: set(DEPLOYER_ROLES) for project in PROJECTS.values()
+    }
+    assert not set(DEPLOYER_ROLES) & {"roles/owner", "roles/editor", "roles/viewer"}
+    state = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember", "deployer-state").inputs
     assert state["role"] == "roles/storage.objectAdmin"
-    key = bootstrap.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember").inputs
+    key = bootstrap.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember", "deployer-secrets-key").inputs
     assert key["role"] == "roles/cloudkms.cryptoKeyEncrypterDecrypter"
     assert bootstrap.outputs["deployer_service_account"].startswith("liftoff-deployer@")
+
+
+def test_preview_identity_reads_and_never_writes(bootstrap):
+    assert grants(bootstrap, "liftoff-preview") == {
+        project: set(PREVIEW_ROLES) for project in PROJECTS.values()
+    }
+    assert not [
+        r for r in PREVIEW_ROLES if r.endswith(("admin", "Admin", "editor", "Editor", "owner", "User"))
+    ]
+    state = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember", "preview-state").inputs
+    assert state["role"] == "roles/storage.objectViewer"
+    locks = bootstrap.one("gcp:storage/bucketIAMMember:BucketIAMMember", "preview-state-locks").inputs
+    assert locks["condition"]["expression"] == (
+        'resource.name.startsWith("projects/_/buckets/your-org-liftoff-state/objects/.pulumi/locks/")'
+    )
+    key = bootstrap.one("gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember", "preview-secrets-key").inputs
+    assert key["role"] == "roles/cloudkms.cryptoKeyDecrypter"  # decrypts stack secrets, encrypts nothing
+    assert bootstrap.outputs["preview_service_account"].startswith("liftoff-preview@")
+
+
+def test_every_stack_project_has_the_apis_the_stacks_use(bootstrap):
+    enabled: dict[str, set[str]] = {}
+    for service in bootstrap.of_type("gcp:projects/service:Service"):
+        enabled.setdefault(service.inputs["project"], set()).add(service.inputs["service"])
+        assert service.inputs["disableOnDestroy"] is False
+    for project in PROJECTS.values():
+        assert set(SERVICES) <= enabled[project], project
+    assert bootstrap.outputs["stack_projects"] == PROJECTS
+
+
+def test_the_bootstrap_names_the_projects_the_stack_files_deploy_to():
+    for stack, project in PROJECTS.items():
+        assert stack_config(stack)["gcp:project"] == project
+    assert stack_config("org", BOOTSTRAP)[f"{NAMESPACE}:stackProjects"] == PROJECTS
+
+
+def test_one_project_for_both_stacks_is_covered_once():
+    shared = render_bootstrap(
+        {f"{NAMESPACE}:stackProjects": {"staging": "liftoff-prod-000000", "prod": "liftoff-prod-000000"}}
+    )
+    assert set(grants(shared, "liftoff-deployer")) == {"liftoff-prod-000000"}
+    names = [s.name for s in shared.of_type("gcp:projects/service:Service")]
+    assert len(names) == len(set(names))
 
 
 def test_every_property_exists_in_the_sdk_and_the_pack_is_satisfied(bootstrap):
@@ -77,6 +205,17 @@ def test_every_property_exists_in_the_sdk_and_the_pack_is_satisfied(bootstrap):
     [
         (f"{NAMESPACE}:githubRepository", "not a repo", "githubRepository: 'not a repo' is not owner/name"),
         (f"{NAMESPACE}:stateBucket", "Bad_Bucket!", "stateBucket: 'Bad_Bucket!' is not a bucket name"),
+        (
+            f"{NAMESPACE}:githubRepositoryId",
+            "your-org/liftoff",
+            "githubRepositoryId: 'your-org/liftoff' is not a numeric",
+        ),
+        (f"{NAMESPACE}:stackProjects", {"prod": "liftoff-prod-000000"}, "stackProjects.staging: is required"),
+        (
+            f"{NAMESPACE}:stackProjects",
+            {"staging": "X", "prod": "liftoff-prod-000000"},
+            "stackProjects.staging: 'X' is not",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_registers_nothing(registrations, key, value, message):

@@ -1,0 +1,446 @@
+"""A Supabase project as a Pulumi dynamic resource, over the Supabase Management API.
+
+Every path, body and response field below follows the Management API's published OpenAPI
+description (https://api.supabase.com/api/v1-json; copies in the public repositories
+supabase/supabase `apps/docs/spec/api_v1_openapi.json` and supabase/cli
+`packages/api/src/generated/openapi.json`):
+
+    POST   /v1/projects                            V1CreateProjectBody -> 201 V1ProjectResponse
+    GET    /v1/projects/{ref}                      -> V1ProjectWithDatabaseResponse (status, database.host)
+    PATCH  /v1/projects/{ref}                      V1UpdateProjectBody (name only)
+    PATCH  /v1/projects/{ref}/database/password    V1UpdatePasswordBody
+    DELETE /v1/projects/{ref}
+    GET    /v1/projects/{ref}/config/database/pooler  -> [SupavisorConfigResponse]
+
+The engine runs this provider in its own process after unpickling it (dill), so the provider
+holds only plain values; the HTTP client is made per call and the access token arrives through
+`configure`, from the stack's configuration, so it never enters the resource's inputs, outputs
+or state (https://github.com/pulumi/pulumi/pull/17673: dynamic providers receive the stack
+config in `configure`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pulumi
+import pulumi.dynamic as dynamic
+
+API_URL = "https://api.supabase.com"
+TOKEN_CONFIG_KEY = "supabase:accessToken"  # noqa: S105 (a config key, not a token)
+# The Supabase CLI's and the Terraform provider's variable, honoured as a fallback.
+TOKEN_ENV = "SUPABASE_ACCESS_TOKEN"  # noqa: S105 (a variable's name, not a token)
+# V1CreateProjectBody.region_selection (type "specific").code's enum.
+REGIONS = frozenset(
+    {
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "ap-east-1",
+        "ap-southeast-1",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-southeast-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-north-1",
+        "eu-central-1",
+        "eu-central-2",
+        "ca-central-1",
+        "ap-south-1",
+        "sa-east-1",
+    }
+)
+HEALTHY = "ACTIVE_HEALTHY"
+# V1ProjectResponse.status values a new project never leaves on its own.
+FAILED = frozenset({"INIT_FAILED", "REMOVED", "GOING_DOWN", "INACTIVE", "PAUSING", "PAUSE_FAILED"})
+# Supavisor serves both modes on the pooler host: session on 5432, transaction on 6543. The
+# pooler config reports the port of the project's default mode; the Supabase CLI derives the
+# other one the same way (supabase/cli apps/cli-go/internal/link/link.go, updatePoolerConfig).
+PORTS = {"transaction": 6543, "session": 5432}
+# Inputs whose change needs a new project: a project cannot move organization or region.
+REPLACE_ON = ("organization_slug", "region", "project_ref")
+UPDATE_ON = ("name", "db_pass_sha256", "deletion_protection")
+
+
+class SupabaseApiError(RuntimeError):
+    """The Management API refused or failed a request; the message names the call and the answer."""
+
+
+@dataclass(frozen=True)
+class ProjectInputs:
+    """The dynamic resource's inputs: create in `organization_slug`, or adopt `project_ref`."""
+
+    name: str
+    region: str
+    organization_slug: str | None = None
+    project_ref: str | None = None
+    db_pass: pulumi.Input[str] | None = None
+    deletion_protection: bool = True
+
+    def props(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "region": self.region,
+            "organization_slug": self.organization_slug,
+            "project_ref": self.project_ref,
+            "db_pass": pulumi.Output.secret(self.db_pass) if self.db_pass is not None else None,
+            "deletion_protection": self.deletion_protection,
+        }
+
+
+def input_problems(props: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(property, reason) for each invalid input; empty when the inputs can be sent."""
+    problems: list[tuple[str, str]] = []
+    name = props.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 256:
+        problems.append(("name", f"must be 1 to 256 characters, got {name!r}"))
+    if props.get("region") not in REGIONS:
+        problems.append(("region", f"{props.get('region')!r} is not one of {sorted(REGIONS)}"))
+    creating, adopting = bool(props.get("organization_slug")), bool(props.get("project_ref"))
+    if creating == adopting:
+        problems.append(("organization_slug", "give exactly one of organization_slug or project_ref"))
+    if creating and not props.get("db_pass"):
+        problems.append(("db_pass", "creating a project needs its database password"))
+    return problems
+
+
+def password_digest(password: str) -> str:
+    """What the state keeps of the password: enough to see it changed, never the password."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+class SupabaseProjectProvider(dynamic.ResourceProvider):
+    """Create (and wait for), read, diff, update and delete a Supabase project."""
+
+    def __init__(
+        self,
+        api_url: str = API_URL,
+        *,
+        poll_seconds: float = 10.0,
+        ready_timeout_seconds: float = 900.0,
+        attempts: int = 6,
+        max_backoff_seconds: float = 60.0,
+        request_timeout_seconds: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.api_url = api_url.rstrip("/")
+        self.poll_seconds = poll_seconds
+        self.ready_timeout_seconds = ready_timeout_seconds
+        self.attempts = attempts
+        self.max_backoff_seconds = max_backoff_seconds
+        self.request_timeout_seconds = request_timeout_seconds
+        self.token: str | None = None
+        self.sleep: Callable[[float], None] = time.sleep
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The serialized provider is stored in the state: never with a token in it.
+        return {**self.__dict__, "token": None}
+
+    # The engine's boundary -------------------------------------------------------------------
+
+    def configure(self, req: dynamic.ConfigureRequest) -> None:
+        value = req.config.get(TOKEN_CONFIG_KEY)
+        self.token = str(value) if value else os.environ.get(TOKEN_ENV) or None
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.CheckResult:
+        failures = [dynamic.CheckFailure(prop, reason) for prop, reason in input_problems(news)]
+        inputs = {k: v for k, v in news.items() if k != "db_pass"}
+        if news.get("db_pass"):
+            inputs["db_pass"] = news["db_pass"]
+            inputs["db_pass_sha256"] = password_digest(str(news["db_pass"]))
+        return dynamic.CheckResult(inputs, failures)
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        with self._client() as client:
+            if props.get("project_ref"):
+                ref = str(props["project_ref"])
+                try:
+                    self._call(client, "GET", f"/v1/projects/{ref}")
+                except _NotFoundError as exc:
+                    raise SupabaseApiError(
+                        f"Supabase project {ref} does not exist, or the access token cannot see it"
+                    ) from exc
+            else:
+                created = self._call(client, "POST", "/v1/projects", json=self._create_body(props))
+                ref = str(created["ref"])
+            project = self._wait_until_healthy(client, ref)
+            pooler = self._primary_pooler(client, ref, wait=True)
+            return dynamic.CreateResult(ref, _outputs(project, pooler, props))
+
+    def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
+        with self._client() as client:
+            try:
+                project = self._call(client, "GET", f"/v1/projects/{id_}")
+            except _NotFoundError:
+                # Deleted outside Pulumi: an empty id tells the engine the resource is gone.
+                return dynamic.ReadResult("", {})
+            # A paused project has no pooler to report; keep what was known until it is back.
+            pooler = self._primary_pooler(client, id_, wait=False) or _known_pooler(props)
+            return dynamic.ReadResult(id_, _outputs(project, pooler, props))
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        news = {**news, "db_pass_sha256": self._digest_of(news)}
+        # An adopted project stays as its owner made it: only which project, and protection, count.
+        compared = (
+            (*REPLACE_ON, "deletion_protection") if news.get("project_ref") else (*REPLACE_ON, *UPDATE_ON)
+        )
+        changed = [k for k in compared if _differs(olds.get(k), news.get(k))]
+        replaces = [k for k in changed if k in REPLACE_ON]
+        return dynamic.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
+
+    def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        with self._client() as client:
+            adopted = bool(news.get("project_ref"))
+            if not adopted and news.get("name") != olds.get("name"):
+                self._call(client, "PATCH", f"/v1/projects/{id_}", json={"name": news["name"]})
+            digest = self._digest_of(news)
+            if not adopted and news.get("db_pass") and digest != olds.get("db_pass_sha256"):
+                self._call(
+                    client,
+                    "PATCH",
+                    f"/v1/projects/{id_}/database/password",
+                    json={"password": news["db_pass"]},
+                )
+            project = self._wait_until_healthy(client, id_)
+            pooler = self._primary_pooler(client, id_, wait=True)
+            return dynamic.UpdateResult(_outputs(project, pooler, news))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        # The engine never tells a provider about the `protect` option (it refuses to call
+        # Delete on a protected resource itself), so the component mirrors `protect` into
+        # `deletion_protection`: after `pulumi state unprotect` the project is still kept until
+        # the program turns protection off and that change is applied.
+        if props.get("deletion_protection", True):
+            raise SupabaseApiError(
+                f"Supabase project {id_} has deletion_protection on: set protect=False on the "
+                "SupabaseDatabase and run `pulumi up` first, then delete"
+            )
+        if props.get("project_ref"):
+            return  # Adopted, not created here: forgetting it is all a delete may do.
+        with self._client() as client:
+            try:
+                self._call(client, "DELETE", f"/v1/projects/{id_}")
+            except _NotFoundError:
+                return
+
+    # Steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _create_body(props: Mapping[str, Any]) -> dict[str, Any]:
+        # `region` and `organization_id` are deprecated in V1CreateProjectBody; `plan` is ignored
+        # (the plan belongs to the organization), so neither is sent.
+        return {
+            "name": props["name"],
+            "organization_slug": props["organization_slug"],
+            "db_pass": props["db_pass"],
+            "region_selection": {"type": "specific", "code": props["region"]},
+        }
+
+    @staticmethod
+    def _digest_of(props: Mapping[str, Any]) -> str | None:
+        return password_digest(str(props["db_pass"])) if props.get("db_pass") else None
+
+    def _wait_until_healthy(self, client: httpx.Client, ref: str) -> dict[str, Any]:
+        """Poll until the project is ACTIVE_HEALTHY; migrations must not meet a half-made database."""
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while True:
+            project: dict[str, Any] = self._call(client, "GET", f"/v1/projects/{ref}")
+            status = str(project.get("status"))
+            if status == HEALTHY:
+                return project
+            if status in FAILED:
+                raise SupabaseApiError(f"Supabase project {ref} is {status}, not {HEALTHY}")
+            if time.monotonic() + self.poll_seconds > deadline:
+                raise SupabaseApiError(
+                    f"Supabase project {ref} is still {status} after {self.ready_timeout_seconds:.0f}s; "
+                    f"it exists: run `pulumi up` again, or adopt it with projectRef {ref}"
+                )
+            self.sleep(self.poll_seconds)
+
+    def _primary_pooler(self, client: httpx.Client, ref: str, *, wait: bool) -> dict[str, Any]:
+        """The PRIMARY database's Supavisor config: the host is the pooler cluster the project got."""
+        deadline = time.monotonic() + self.ready_timeout_seconds
+        while True:
+            configs = self._call(client, "GET", f"/v1/projects/{ref}/config/database/pooler")
+            for config in configs if isinstance(configs, list) else []:
+                if config.get("database_type") == "PRIMARY" and config.get("db_host"):
+                    return dict(config)
+            if not wait:
+                return {}
+            if time.monotonic() + self.poll_seconds > deadline:
+                raise SupabaseApiError(f"Supabase project {ref} has no PRIMARY pooler configuration")
+            self.sleep(self.poll_seconds)
+
+    # HTTP -----------------------------------------------------------------------------------
+
+    def _client(self) -> httpx.Client:
+        if not self.token:
+            raise SupabaseApiError(
+                "no Supabase access token: pulumi config set --secret "
+                f"{TOKEN_CONFIG_KEY} sbp_... (or set {TOKEN_ENV})"
+            )
+        return httpx.Client(
+            base_url=self.api_url,
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
+            timeout=self.request_timeout_seconds,
+        )
+
+    def _call(self, client: httpx.Client, method: str, path: str, json: Any = None) -> Any:
+        """One API call; 429 waits for Retry-After, 5xx and dropped connections back off, bounded."""
+        for attempt in range(1, self.attempts + 1):
+            last = attempt == self.attempts
+            try:
+                response = client.request(method, path, json=json)
+            except httpx.TransportError as exc:
+                if last or not _may_repeat(method, exc):
+                    raise SupabaseApiError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+                self.sleep(self._backoff(attempt, None))
+                continue
+            if response.status_code == 404:
+                raise _NotFoundError(f"{method} {path}: 404 {_body(response)}")
+            if not last and _retryable(method, response.status_code):
+                self.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
+                continue
+            if response.is_error:
+                raise SupabaseApiError(f"{method} {path}: {response.status_code} {_body(response)}")
+            return response.json() if response.content else None
+        raise SupabaseApiError(f"{method} {path}: gave up after {self.attempts} attempts")
+
+    def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        wait = _retry_after_seconds(retry_after)
+        if wait is None:
+            wait = float(2 ** (attempt - 1))
+        return min(max(wait, 0.0), self.max_backoff_seconds)
+
+
+class SupabaseProject(dynamic.Resource, module="supabase", name="Project"):
+    """A Supabase project; its outputs include the Supavisor pooler the project was given."""
+
+    ref: pulumi.Output[str]
+    pooler_host: pulumi.Output[str]
+    pooler_user: pulumi.Output[str]
+    pooler_database: pulumi.Output[str]
+    pooler_transaction_port: pulumi.Output[int]
+    pooler_session_port: pulumi.Output[int]
+    database_host: pulumi.Output[str]
+    status: pulumi.Output[str]
+
+    def __init__(
+        self,
+        name: str,
+        inputs: ProjectInputs,
+        opts: pulumi.ResourceOptions | None = None,
+        provider: SupabaseProjectProvider | None = None,
+    ) -> None:
+        outputs = dict.fromkeys(
+            (
+                "ref",
+                "status",
+                "database_host",
+                "pooler_host",
+                "pooler_user",
+                "pooler_database",
+                "pooler_transaction_port",
+                "pooler_session_port",
+                "db_pass_sha256",
+            )
+        )
+        super().__init__(provider or SupabaseProjectProvider(), name, {**inputs.props(), **outputs}, opts)
+
+
+class _NotFoundError(SupabaseApiError):
+    pass
+
+
+def _outputs(
+    project: Mapping[str, Any], pooler: Mapping[str, Any], props: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The resource's state: what the API reports, and the inputs diff compares against."""
+    mode = str(pooler.get("pool_mode", "transaction"))
+    port = int(pooler["db_port"])
+    digest = props.get("db_pass_sha256") or (
+        password_digest(str(props["db_pass"])) if props.get("db_pass") else None
+    )
+    return {
+        "ref": str(project["ref"]),
+        "name": project.get("name"),
+        # The region as asked for: a project never moves, and diff must not replace a database
+        # over how the API happens to spell its region.
+        "region": props.get("region") or project.get("region"),
+        "status": project.get("status"),
+        "organization_slug": props.get("organization_slug"),
+        "project_ref": props.get("project_ref"),
+        "deletion_protection": bool(props.get("deletion_protection", True)),
+        "db_pass_sha256": digest,
+        "database_host": (project.get("database") or {}).get("host"),
+        "pooler_host": pooler["db_host"],
+        "pooler_user": _pooler_user(pooler, str(project["ref"])),
+        "pooler_database": pooler["db_name"],
+        "pooler_transaction_port": port if mode == "transaction" else PORTS["transaction"],
+        "pooler_session_port": port if mode == "session" else PORTS["session"],
+    }
+
+
+def _pooler_user(pooler: Mapping[str, Any], ref: str) -> str:
+    """Supavisor routes on the user `<role>.<project ref>`; the connection string carries it whole."""
+    # Split by hand: the string holds a "[YOUR-PASSWORD]" placeholder, which URL parsers reject.
+    userinfo, at, _ = str(pooler.get("connection_string") or "").partition("://")[2].rpartition("@")
+    user = (userinfo.split(":", 1)[0] if at else "") or str(pooler.get("db_user") or "")
+    return user if "." in user else f"{user or 'postgres'}.{ref}"
+
+
+def _known_pooler(props: Mapping[str, Any]) -> dict[str, Any]:
+    """The pooler as last recorded in the state, in the API's shape."""
+    return {
+        "db_host": props.get("pooler_host"),
+        "connection_string": f"postgresql://{props.get('pooler_user')}@host/",
+        "db_name": props.get("pooler_database"),
+        "db_port": props.get("pooler_transaction_port") or PORTS["transaction"],
+        "pool_mode": "transaction",
+    }
+
+
+def _differs(old: Any, new: Any) -> bool:
+    return (old or None) != (new or None)
+
+
+def _may_repeat(method: str, exc: httpx.TransportError) -> bool:
+    # A create that may have reached the server is not sent twice: that could make two projects.
+    return method != "POST" or isinstance(exc, httpx.ConnectError)
+
+
+def _retryable(method: str, status: int) -> bool:
+    if status == 429:
+        return True
+    if method == "POST":
+        return status == 503  # refused before any work was done
+    return 500 <= status < 600
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds, from either of its forms (RFC 9110, section 10.2.3)."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def _body(response: httpx.Response) -> str:
+    return response.text[:500]
