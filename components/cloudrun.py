@@ -113,6 +113,8 @@ def _job_envs(c: Container) -> list[run.JobTemplateTemplateContainerEnvArgs]:
 
 def plain(value: Any) -> Any:
     """A resolved input as plain data: input types by their properties, None-valued ones left out."""
+    if value is None or isinstance(value, str | int | float):  # enums are str subclasses too
+        return value
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
