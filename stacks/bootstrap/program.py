@@ -20,6 +20,8 @@ STACKS = ("staging", "prod")
 DEPLOY_ENVIRONMENTS = ("staging", "production")
 # Events whose workflows run the default branch's own code (not a pull request's).
 DEPLOY_EVENTS = ("push", "workflow_dispatch")
+# The GitHub environment that pull-request previews run in (pr.yml): protect it with reviewers.
+PREVIEW_ENVIRONMENT = "preview"
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # APIs each stack's project needs.
@@ -156,24 +158,32 @@ class Identity:
 
 
 def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
-    """The deployer (main or an approved environment only) and the read-only preview identity."""
+    """The deployer (main, in an approved environment) and the read-only preview identity."""
     # Matched on the repository's numeric id: a re-created repository of the same name gets another.
     repository = f"assertion.repository_id == '{s.repository_id}'"
     events = ", ".join(f"'{e}'" for e in DEPLOY_EVENTS)
     environments = ", ".join(f"'{e}'" for e in s.deploy_environments)
     # GitHub OIDC claims: https://docs.github.com/en/actions/reference/security/oidc. A job
-    # without an environment has no `environment` claim, hence the `in assertion` test. Pull
-    # request events (whose ref is refs/pull/N/merge) never match; an environment is only as
-    # strict as its deployment-branch rule (README: protect it to main).
+    # without an environment has no `environment` claim, hence the `in assertion` tests.
+    # The deployer: code on main, running in an approved environment (both: an environment's
+    # deployment-branch rule is set by hand in GitHub, and a branch may name any environment).
+    # Pull request events (whose ref is refs/pull/N/merge) never match.
+    in_environment = "'environment' in assertion && assertion.environment"
     deploy = (
         f"{repository} && assertion.event_name in [{events}]"
-        f" && (assertion.ref == 'refs/heads/main'"
-        f" || ('environment' in assertion && assertion.environment in [{environments}]))"
+        f" && assertion.ref == 'refs/heads/main' && {in_environment} in [{environments}]"
+    )
+    # The preview identity decrypts the stacks' config (management tokens included), so branch
+    # code gets it only in the `preview` environment, whose required reviewers approve each run;
+    # main's scheduled and manual runs (the drift check) need no approval.
+    previews = (
+        f"{repository} && ((assertion.event_name == 'pull_request' && {in_environment} == '{PREVIEW_ENVIRONMENT}')"
+        f" || (assertion.ref == 'refs/heads/main' && assertion.event_name in [{events}, 'schedule']))"
     )
     deployer = Identity(
         name="deployer",
         account_id="liftoff-deployer",
-        description="Runs pulumi up from GitHub Actions on main or an approved environment, keylessly.",
+        description="Runs pulumi up from GitHub Actions on main, in an approved environment, keylessly.",
         condition=deploy,
         project_roles=DEPLOYER_ROLES,
         state_role="roles/storage.objectAdmin",
@@ -183,7 +193,7 @@ def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
         name="preview",
         account_id="liftoff-preview",
         description="Runs pulumi preview (pull requests, drift) from GitHub Actions: reads, never writes.",
-        condition=repository,
+        condition=previews,
         project_roles=PREVIEW_ROLES,
         state_role="roles/storage.objectViewer",
         key_role="roles/cloudkms.cryptoKeyDecrypter",

@@ -76,28 +76,34 @@ def token(**claims: str) -> dict[str, str]:
     }
 
 
-def test_deployer_is_usable_only_from_main_or_an_approved_environment(bootstrap):
+def test_deployer_is_usable_only_from_main_in_an_approved_environment(bootstrap):
     condition = bootstrap.one(PROVIDER, "github-deployer-provider").inputs["attributeCondition"]
-    assert admits(condition, **token())
-    assert admits(condition, **token(event_name="workflow_dispatch"))
     assert admits(condition, **token(environment="production"))
-    assert admits(condition, **token(ref="refs/heads/release", environment="staging"))
-    # A branch, a pull request, another environment, or another repository of the same name: no.
+    assert admits(condition, **token(environment="staging", event_name="workflow_dispatch"))
+    # A branch (even naming an environment), main outside one, a pull request, another
+    # environment, or another repository of the same name: no.
+    assert not admits(condition, **token())
+    assert not admits(condition, **token(ref="refs/heads/release", environment="staging"))
     assert not admits(condition, **token(ref="refs/heads/feature"))
     assert not admits(condition, **token(event_name="pull_request", ref="refs/pull/7/merge"))
     assert not admits(
         condition, **token(event_name="pull_request", ref="refs/pull/7/merge", environment="staging")
     )
-    assert not admits(condition, **token(event_name="pull_request_target"))
-    assert not admits(condition, **token(ref="refs/heads/feature", environment="sandbox"))
-    assert not admits(condition, **token(repository_id="987654321"))
+    assert not admits(condition, **token(event_name="pull_request_target", environment="production"))
+    assert not admits(condition, **token(environment="sandbox"))
+    assert not admits(condition, **token(repository_id="987654321", environment="production"))
 
 
-def test_preview_identity_serves_pull_requests_of_this_repository_only(bootstrap):
+def test_preview_identity_serves_approved_pull_requests_and_main(bootstrap):
     condition = bootstrap.one(PROVIDER, "github-preview-provider").inputs["attributeCondition"]
-    assert admits(condition, **token(event_name="pull_request", ref="refs/pull/7/merge"))
+    pull_request = {"event_name": "pull_request", "ref": "refs/pull/7/merge"}
+    assert admits(condition, **token(**pull_request, environment="preview"))
     assert admits(condition, **token(event_name="schedule"))
-    assert not admits(condition, **token(event_name="pull_request", repository_id="987654321"))
+    # Branch code outside the reviewed environment, a branch's own run, another repository: no.
+    assert not admits(condition, **token(**pull_request))
+    assert not admits(condition, **token(**pull_request, environment="staging"))
+    assert not admits(condition, **token(ref="refs/heads/feature"))
+    assert not admits(condition, **token(**pull_request, environment="preview", repository_id="987654321"))
 
 
 def test_each_identity_has_its_own_pool_bound_on_the_repository_id(bootstrap):
