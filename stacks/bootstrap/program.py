@@ -176,10 +176,9 @@ def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
     # The preview identity decrypts the stacks' config (management tokens included), so branch
     # code gets it only in the `preview` environment, whose required reviewers approve each run;
     # main's scheduled and manual runs (the drift check) need no approval.
-    previews = (
-        f"{repository} && ((assertion.event_name == 'pull_request' && {in_environment} == '{PREVIEW_ENVIRONMENT}')"
-        f" || (assertion.ref == 'refs/heads/main' && assertion.event_name in [{events}, 'schedule']))"
-    )
+    reviewed = f"assertion.event_name == 'pull_request' && {in_environment} == '{PREVIEW_ENVIRONMENT}'"
+    on_main = f"assertion.ref == 'refs/heads/main' && assertion.event_name in [{events}, 'schedule']"
+    previews = f"{repository} && (({reviewed}) || ({on_main}))"
     deployer = Identity(
         name="deployer",
         account_id="liftoff-deployer",
