@@ -442,7 +442,8 @@ class MigrationsJob(pulumi.ComponentResource):
                 "projects/{0}/locations/{1}/jobs/{2}", args.project, args.region, self.job.name
             ),
             trigger=args.run_on,
-            timeout_seconds=args.timeout_seconds,
+            # Every attempt may use the whole task timeout.
+            timeout_seconds=args.timeout_seconds * (args.max_retries + 1),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.job]),
             provider=provider,
         )

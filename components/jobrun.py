@@ -23,9 +23,12 @@ from typing import Any, ClassVar
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from components.googleapi import GoogleApi, GoogleApiError, google_token
+from components.googleapi import GoogleToken
+from components.rest import ApiError, RestClient
 
 API = "https://run.googleapis.com"
+# Room for an execution to be scheduled and its container to start, beyond its own time limit.
+START_MARGIN_SECONDS = 300
 
 
 class JobRunError(Exception):
@@ -38,12 +41,12 @@ class JobRunProvider(ResourceProvider):
     def __init__(
         self,
         endpoint: str = API,
-        token: Callable[[], str] = google_token,
+        token: Callable[[], str] | None = None,
         poll_seconds: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.token = token
+        self.token: Callable[[], str] = token or GoogleToken()
         self.poll_seconds = poll_seconds
         self.sleep = sleep
 
@@ -67,22 +70,22 @@ class JobRunProvider(ResourceProvider):
 
     def _run(self, props: Mapping[str, Any]) -> str:
         job = str(props["job"])
-        deadline = time.monotonic() + float(props.get("timeout_seconds", 600)) + 300
-        api = GoogleApi(self.endpoint, self.token, self.poll_seconds, self.sleep)
-        try:
-            with api:
-                operation = api.call("POST", f"/v2/{job}:run", deadline=deadline, json={})
+        # `timeout_seconds` covers every attempt of the execution (see MigrationsJob).
+        deadline = time.monotonic() + float(props.get("timeout_seconds", 600)) + START_MARGIN_SECONDS
+        with RestClient(self.endpoint, self.token, max_backoff_seconds=60.0, sleep=self.sleep) as api:
+            try:
+                operation = api.call("POST", f"/v2/{job}:run", json={}) or {}
                 execution = str((operation.get("metadata") or {}).get("name") or "")
                 if not execution:
                     raise JobRunError(f"{job}: the run operation named no execution: {operation}")
                 self._wait(api, execution, deadline)
-        except GoogleApiError as error:
-            raise JobRunError(str(error)) from error
+            except ApiError as error:
+                raise JobRunError(str(error)) from error
         return execution
 
-    def _wait(self, api: GoogleApi, execution: str, deadline: float) -> None:
+    def _wait(self, api: RestClient, execution: str, deadline: float) -> None:
         while True:
-            state = api.call("GET", f"/v2/{execution}", deadline=deadline)
+            state = api.call("GET", f"/v2/{execution}") or {}
             if state.get("completionTime"):
                 succeeded = int(state.get("succeededCount") or 0)
                 tasks = int(state.get("taskCount") or 1)
@@ -93,8 +96,10 @@ class JobRunProvider(ResourceProvider):
                     f" {state.get('logUri', 'in Cloud Logging')}. Fix the cause and run `pulumi up`"
                     " again: the run is retried, and nothing that depends on it changed."
                 )
-            if time.monotonic() > deadline:
-                raise JobRunError(f"{execution} did not finish in time; it may still be running")
+            if time.monotonic() + self.poll_seconds > deadline:
+                # Left running, it could overlap the run a retry starts: cancel it first.
+                api.call("POST", f"/v2/{execution}:cancel", json={})
+                raise JobRunError(f"{execution} did not finish in time and was cancelled")
             self.sleep(self.poll_seconds)
 
 

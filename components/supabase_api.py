@@ -21,7 +21,6 @@ config in `configure`).
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import os
 import time
@@ -29,9 +28,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pulumi
 import pulumi.dynamic as dynamic
+
+from components.rest import ApiError, NotFoundError, RestClient
 
 API_URL = "https://api.supabase.com"
 TOKEN_CONFIG_KEY = "supabase:accessToken"  # noqa: S105 (a config key, not a token)
@@ -72,7 +72,7 @@ REPLACE_ON = ("organization_slug", "region", "project_ref")
 UPDATE_ON = ("name", "db_pass_sha256", "deletion_protection")
 
 
-class SupabaseApiError(RuntimeError):
+class SupabaseApiError(ApiError):
     """The Management API refused or failed a request; the message names the call and the answer."""
 
 
@@ -250,7 +250,7 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
     def _digest_of(props: Mapping[str, Any]) -> str | None:
         return password_digest(str(props["db_pass"])) if props.get("db_pass") else None
 
-    def _wait_until_healthy(self, client: httpx.Client, ref: str) -> dict[str, Any]:
+    def _wait_until_healthy(self, client: RestClient, ref: str) -> dict[str, Any]:
         """Poll until the project is ACTIVE_HEALTHY; migrations must not meet a half-made database."""
         deadline = time.monotonic() + self.ready_timeout_seconds
         while True:
@@ -267,7 +267,7 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
                 )
             self.sleep(self.poll_seconds)
 
-    def _primary_pooler(self, client: httpx.Client, ref: str, *, wait: bool) -> dict[str, Any]:
+    def _primary_pooler(self, client: RestClient, ref: str, *, wait: bool) -> dict[str, Any]:
         """The PRIMARY database's Supavisor config: the host is the pooler cluster the project got."""
         deadline = time.monotonic() + self.ready_timeout_seconds
         while True:
@@ -283,44 +283,32 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
 
     # HTTP -----------------------------------------------------------------------------------
 
-    def _client(self) -> httpx.Client:
-        if not self.token:
+    def _client(self) -> RestClient:
+        token = self.token
+        if not token:
             raise SupabaseApiError(
                 "no Supabase access token: pulumi config set --secret "
                 f"{TOKEN_CONFIG_KEY} sbp_... (or set {TOKEN_ENV})"
             )
-        return httpx.Client(
-            base_url=self.api_url,
-            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json"},
-            timeout=self.request_timeout_seconds,
+        return RestClient(
+            self.api_url,
+            lambda: token,
+            attempts=self.attempts,
+            max_backoff_seconds=self.max_backoff_seconds,
+            timeout_seconds=self.request_timeout_seconds,
+            sleep=self.sleep,
         )
 
-    def _call(self, client: httpx.Client, method: str, path: str, json: Any = None) -> Any:
-        """One API call; 429 waits for Retry-After, 5xx and dropped connections back off, bounded."""
-        for attempt in range(1, self.attempts + 1):
-            last = attempt == self.attempts
-            try:
-                response = client.request(method, path, json=json)
-            except httpx.TransportError as exc:
-                if last or not _may_repeat(method, exc):
-                    raise SupabaseApiError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-                self.sleep(self._backoff(attempt, None))
-                continue
-            if response.status_code == 404:
-                raise _NotFoundError(f"{method} {path}: 404 {_body(response)}")
-            if not last and _retryable(method, response.status_code):
-                self.sleep(self._backoff(attempt, response.headers.get("Retry-After")))
-                continue
-            if response.is_error:
-                raise SupabaseApiError(f"{method} {path}: {response.status_code} {_body(response)}")
-            return response.json() if response.content else None
-        raise SupabaseApiError(f"{method} {path}: gave up after {self.attempts} attempts")
-
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        wait = _retry_after_seconds(retry_after)
-        if wait is None:
-            wait = float(2 ** (attempt - 1))
-        return min(max(wait, 0.0), self.max_backoff_seconds)
+    def _call(self, client: RestClient, method: str, path: str, json: Any = None) -> Any:
+        """One API call (components/rest.py retries what is safe); errors as SupabaseApiError."""
+        try:
+            return client.call(method, path, json=json)
+        except NotFoundError as exc:
+            raise _NotFoundError(str(exc), 404) from exc
+        except SupabaseApiError:
+            raise
+        except ApiError as exc:
+            raise SupabaseApiError(str(exc), exc.status) from exc
 
 
 class SupabaseProject(dynamic.Resource, module="supabase", name="Project"):
@@ -412,35 +400,3 @@ def _known_pooler(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def _differs(old: Any, new: Any) -> bool:
     return (old or None) != (new or None)
-
-
-def _may_repeat(method: str, exc: httpx.TransportError) -> bool:
-    # A create that may have reached the server is not sent twice: that could make two projects.
-    return method != "POST" or isinstance(exc, httpx.ConnectError)
-
-
-def _retryable(method: str, status: int) -> bool:
-    if status == 429:
-        return True
-    if method == "POST":
-        return status == 503  # refused before any work was done
-    return 500 <= status < 600
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds, from either of its forms (RFC 9110, section 10.2.3)."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - time.time()
-
-
-def _body(response: httpx.Response) -> str:
-    return response.text[:500]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,8 @@ from typing import Any
 # Run as a script (make prune-secrets), the project root must be importable.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from components.googleapi import GoogleApi, GoogleApiError, google_token  # noqa: E402
+from components.googleapi import google_api  # noqa: E402
+from components.rest import ApiError, NotFoundError, RestClient  # noqa: E402
 from stacks.render import stack_config  # noqa: E402
 from stacks.settings import WorkloadNames  # noqa: E402
 
@@ -86,51 +86,43 @@ def pins(containers: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
     return found
 
 
-def pinned_versions(run: GoogleApi, target: Target, deadline: float) -> set[tuple[str, str]]:
+def pinned_versions(run: RestClient, target: Target) -> set[tuple[str, str]]:
     """Every version any revision of the service and the pool, or either job's template, pins."""
     parent = f"/v2/projects/{target.project}/locations/{target.region}"
     found: set[tuple[str, str]] = set()
     for kind, name in (("services", target.names.api), ("workerPools", target.names.worker)):
-        for revision in run.pages(f"{parent}/{kind}/{name}/revisions", "revisions", deadline=deadline):
+        for revision in run.pages(f"{parent}/{kind}/{name}/revisions", "revisions"):
             found |= pins(revision.get("containers") or [])
     for job in (target.names.migrations, target.names.retention):
         try:
-            body = run.call("GET", f"{parent}/jobs/{job}", deadline=deadline)
-        except GoogleApiError as error:
-            if " 404 " not in f"{error} ":
-                raise
+            body = run.call("GET", f"{parent}/jobs/{job}") or {}
+        except NotFoundError:
             continue
         found |= pins(((body.get("template") or {}).get("template") or {}).get("containers") or [])
     return found
 
 
-def secret_versions(secrets: GoogleApi, target: Target, deadline: float) -> list[Version]:
+def secret_versions(secrets: RestClient, target: Target) -> list[Version]:
     """The versions of this stack's secrets (their ids start with the stack's prefix)."""
     project = f"/v1/projects/{target.project}"
-    listed = secrets.pages(
-        f"{project}/secrets", "secrets", deadline=deadline, params={"filter": f"name:{target.prefix}-"}
-    )
+    listed = secrets.pages(f"{project}/secrets", "secrets", params={"filter": f"name:{target.prefix}-"})
     found = []
     for secret in listed:
         secret_id = str(secret["name"]).rsplit("/", 1)[-1]
         if not secret_id.startswith(f"{target.prefix}-"):
             continue
-        for version in secrets.pages(f"/v1/{secret['name']}/versions", "versions", deadline=deadline):
+        for version in secrets.pages(f"/v1/{secret['name']}/versions", "versions"):
             number = str(version["name"]).rsplit("/", 1)[-1]
             found.append(Version(secret_id, int(number), str(version.get("state")), str(version["name"])))
     return found
 
 
-def prune(
-    target: Target, *, apply: bool, run: GoogleApi, secrets: GoogleApi, timeout: float = 600
-) -> list[Version]:
+def prune(target: Target, *, apply: bool, run: RestClient, secrets: RestClient) -> list[Version]:
     """Find the prunable versions and, with `apply`, destroy them; returns them."""
-    deadline = time.monotonic() + timeout
-    pinned = pinned_versions(run, target, deadline)
-    doomed = prunable(secret_versions(secrets, target, deadline), pinned)
+    doomed = prunable(secret_versions(secrets, target), pinned_versions(run, target))
     if apply:
         for version in doomed:
-            secrets.call("POST", f"/v1/{version.name}:destroy", deadline=deadline, json={})
+            secrets.call("POST", f"/v1/{version.name}:destroy", json={})
     return doomed
 
 
@@ -147,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--apply", action="store_true", help="destroy them (default: only list them)")
     args = parser.parse_args(argv)
     target = target_of(args.stack)
-    with GoogleApi(RUN_API, google_token) as run, GoogleApi(SECRETS_API, google_token) as secrets:
+    with google_api(RUN_API) as run, google_api(SECRETS_API) as secrets:
         try:
             doomed = prune(target, apply=args.apply, run=run, secrets=secrets)
-        except GoogleApiError as error:
+        except ApiError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
     verb = "destroyed" if args.apply else "would destroy (run again with --apply)"

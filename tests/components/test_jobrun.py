@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import dill
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
@@ -31,6 +33,8 @@ class RunApi:
     succeed: bool = True
     throttle_first: int = 0
     refuse_with: int | None = None
+    fail_run_with: int | None = None
+    cancelled: list[str] = field(default_factory=list)
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     executions: dict[str, int] = field(default_factory=dict)
 
@@ -56,6 +60,11 @@ def api() -> Iterator[RunApi]:
             elif state.throttle_first > 0:
                 state.throttle_first -= 1
                 self._send(429, {"error": {"code": 429}}, {"Retry-After": "1"})
+            elif self.command == "POST" and self.path == f"/v2/{JOB}:run" and state.fail_run_with:
+                self._send(state.fail_run_with, {"error": {"code": state.fail_run_with}})
+            elif self.command == "POST" and self.path.endswith(":cancel"):
+                state.cancelled.append(self.path.removeprefix("/v2/").removesuffix(":cancel"))
+                self._send(200, {"name": "op-cancel"})
             elif self.command == "POST" and self.path == f"/v2/{JOB}:run":
                 execution = f"{JOB}/executions/liftoff-prod-migrate-{len(state.executions) + 1:05d}"
                 state.executions[execution] = 0
@@ -162,3 +171,30 @@ def test_the_provider_unpickles_in_a_separate_process():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["components.jobrun", "JobRunProvider"]
+
+
+def test_a_run_that_may_have_started_is_not_sent_again(api):
+    """A 500 to :run may come after the execution started: a second one would migrate twice."""
+    api.fail_run_with = 500
+    with pytest.raises(JobRunError, match="500"):
+        provider(api).create(dict(PROPS))
+    assert [r[:2] for r in api.requests] == [("POST", f"/v2/{JOB}:run")]
+
+
+def test_an_execution_past_its_time_is_cancelled_before_failing(api, monkeypatch):
+    api.polls_until_done = 10**6
+    clock = iter(range(0, 10**6, 400))
+    monkeypatch.setattr("components.jobrun.time.monotonic", lambda: float(next(clock)))
+    with pytest.raises(JobRunError, match="did not finish in time and was cancelled"):
+        provider(api).create({**PROPS, "timeout_seconds": 60})
+    assert api.cancelled == list(api.executions)
+
+
+def test_the_token_is_not_pickled_with_the_provider():
+    from components.googleapi import GoogleToken
+
+    token = GoogleToken()
+    token._credentials = object()  # as if it had fetched credentials
+    blob = serialize_provider(JobRunProvider(token=token))
+    restored = dill.loads(base64.b64decode(blob))  # noqa: S301 (bytes made just above)
+    assert restored.token._credentials is None

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from components.googleapi import GoogleApi
+from components.rest import RestClient
 from stacks.prune_secrets import Target, Version, prunable, prune, target_of
 from stacks.settings import WorkloadNames
 
@@ -119,7 +119,7 @@ def double() -> Iterator[tuple[Double, str]]:
 
 
 def run_prune(url: str, apply: bool) -> list[Version]:
-    with GoogleApi(url, lambda: "t") as run, GoogleApi(url, lambda: "t") as secrets:
+    with RestClient(url, lambda: "t") as run, RestClient(url, lambda: "t") as secrets:
         return prune(TARGET, apply=apply, run=run, secrets=secrets)
 
 
