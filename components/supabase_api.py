@@ -30,6 +30,7 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic as dynamic
+from pulumi.runtime import rpc
 
 from components.rest import ApiError, NotFoundError, RestClient
 
@@ -114,6 +115,11 @@ def input_problems(props: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def known(value: Any) -> bool:
+    """Whether an input is known: at preview the engine sends a sentinel for values still computed."""
+    return value is not None and value != rpc.UNKNOWN
+
+
 def password_digest(password: str) -> str:
     """What the state keeps of the password: enough to see it changed, never the password."""
     return hashlib.sha256(password.encode()).hexdigest()
@@ -157,7 +163,10 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
         inputs = {k: v for k, v in news.items() if k != "db_pass"}
         if news.get("db_pass"):
             inputs["db_pass"] = news["db_pass"]
-            inputs["db_pass_sha256"] = password_digest(str(news["db_pass"]))
+            # Unknown at preview (a generated password): its digest is unknown too, not a hash of
+            # the engine's placeholder.
+            known_pass = known(news["db_pass"])
+            inputs["db_pass_sha256"] = password_digest(str(news["db_pass"])) if known_pass else rpc.UNKNOWN
         return dynamic.CheckResult(inputs, failures)
 
     def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
@@ -248,7 +257,9 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
 
     @staticmethod
     def _digest_of(props: Mapping[str, Any]) -> str | None:
-        return password_digest(str(props["db_pass"])) if props.get("db_pass") else None
+        if not props.get("db_pass"):
+            return None
+        return password_digest(str(props["db_pass"])) if known(props["db_pass"]) else rpc.UNKNOWN
 
     def _wait_until_healthy(self, client: RestClient, ref: str) -> dict[str, Any]:
         """Poll until the project is ACTIVE_HEALTHY; migrations must not meet a half-made database."""

@@ -205,7 +205,7 @@ def _violations(response: proto.AnalyzeResponse, resource: str) -> list[Violatio
     for diagnostic in response.diagnostics:
         # The server prefixes each message with the policy's description (pulumi_policy/policy.py).
         message = diagnostic.message.removeprefix(f"{diagnostic.description}\n")
-        mandatory = diagnostic.enforcementLevel != proto.ADVISORY
+        mandatory = diagnostic.enforcementLevel == proto.MANDATORY
         found.append(Violation(mandatory, diagnostic.policyName, resource, message))
     return found
 

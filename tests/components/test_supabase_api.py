@@ -309,3 +309,17 @@ def test_retry_after_is_read_in_both_of_its_forms(api, provider):
     date_wait, capped = waits(provider)
     assert 25 <= date_wait <= 30
     assert capped == provider.max_backoff_seconds  # a wait is never longer than the provider allows
+
+
+def test_an_unknown_password_at_preview_has_an_unknown_digest(provider):
+    """At preview a generated password is the engine's unknown sentinel: nothing to hash."""
+    from pulumi.runtime import rpc
+
+    checked = provider.check(
+        {}, {"name": "n", "region": "eu-west-1", "organization_slug": "o", "db_pass": rpc.UNKNOWN}
+    )
+    assert checked.inputs["db_pass_sha256"] == rpc.UNKNOWN
+    known = provider.check(
+        {}, {"name": "n", "region": "eu-west-1", "organization_slug": "o", "db_pass": "pw"}
+    )
+    assert known.inputs["db_pass_sha256"] not in (None, rpc.UNKNOWN)
