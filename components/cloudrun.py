@@ -156,6 +156,9 @@ class ApiServiceArgs:
     deletion_protection: bool = True
     traffic: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
     labels: Mapping[str, str] = field(default_factory=dict)
+    # An ID token audience every URL of the service accepts, tag URLs included: a private API's
+    # smoke test of its candidate needs one (https://cloud.google.com/run/docs/configuring/custom-audiences).
+    audience: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_instances <= self.max_instances or self.max_instances < 1:
@@ -246,6 +249,7 @@ class ApiService(pulumi.ComponentResource):
                 ingress=args.ingress,
                 deletion_protection=args.deletion_protection,
                 labels=dict(args.labels),
+                custom_audiences=[args.audience] if args.audience else None,
                 template=_service_template(args, self.revision),
                 traffics=_service_traffic(args.traffic),
             ),

@@ -172,6 +172,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
             deletion_protection=s.api.deletion_protection,
             traffic=s.api.traffic,
             labels=labels,
+            audience=s.api_service_name,
         ),
     )
     worker = WorkerPool(
@@ -222,6 +223,7 @@ def build(settings: StackSettings) -> dict[str, Any]:
     tags = candidate_tags(s.api.traffic)
     return {
         "api_url": api.url,
+        "api_audience": s.api_service_name,
         "api_revision": api.revision,
         "api_candidate_urls": api.url.apply(
             lambda url: {tag: url.replace("https://", f"https://{tag}---", 1) for tag in tags}

@@ -128,8 +128,8 @@ def test_the_smoke_test_sends_an_identity_token_for_a_private_api():
     release = load("release.yml")["jobs"]["release"]
     steps = {s.get("name", s.get("id", "")): s for s in release["steps"]}
     invoker = next(s for s in auth_steps(release) if s.get("with", {}).get("token_format") == "id_token")
-    # Cloud Run checks the audience against the service's run.app URL.
-    assert invoker["with"]["id_token_audience"] == "${{ steps.urls.outputs.service }}"
+    # The service's custom audience: accepted on the candidate's tag URL as on the service URL.
+    assert invoker["with"]["id_token_audience"] == "${{ steps.urls.outputs.audience }}"
     assert invoker["with"]["create_credentials_file"] is False  # the deploy's credentials stay as they are
     smoke = steps["Smoke-test /ready on the candidate's tag URL"]
     assert smoke["env"]["ID_TOKEN"] == f"${{{{ steps.{invoker['id']}.outputs.id_token }}}}"

@@ -75,6 +75,8 @@ def test_prod_api_service(prod):
     assert service["name"] == "liftoff-prod-api"
     assert service["location"] == "europe-west1"
     assert service["deletionProtection"] is True
+    # The smoke test's ID token audience, accepted on tag URLs too.
+    assert service["customAudiences"] == ["liftoff-prod-api"] == [prod.outputs["api_audience"]]
     assert service["ingress"] == "INGRESS_TRAFFIC_ALL"
     template = service["template"]
     assert template["scaling"] == {"minInstanceCount": 1, "maxInstanceCount": 20}
