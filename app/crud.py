@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, and_, case, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import RowMapping, and_, func, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import JobStatus, generations
@@ -67,26 +66,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     return position
 
 
-async def ensure_membership(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> None:
-    """Record the organization and the member a verified token names.
-
-    Supabase sets app_metadata server-side, so the claim is authoritative; this only makes
-    the rows exist for foreign keys and for listing members. Runs with the connection's own
-    privileges, before the transaction switches to the `authenticated` role.
-    """
-    await conn.execute(
-        text(
-            "WITH org AS (INSERT INTO organizations (id) VALUES (:org) ON CONFLICT DO NOTHING)"
-            " INSERT INTO organization_members (organization_id, user_id) VALUES (:org, :user)"
-            " ON CONFLICT DO NOTHING"
-        ),
-        {"org": org_id, "user": user_id},
-    )
+_SUBMIT = text(
+    "SELECT * FROM liftoff.submit_generation("
+    ":claims, :tenant_claim, :provision, :org, :user, :prompt, :model, :params, :key, :hash)"
+)
 
 
-async def create_generation(
+def params_json(params: dict[str, Any]) -> str:
+    """`params` as jsonb text; ValueError for what JSON (and so jsonb) cannot hold, such as NaN."""
+    return json.dumps(params, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+async def submit_generation(
     conn: AsyncConnection,
     *,
+    claims: dict[str, Any],
+    tenant_claim: str,
+    provision: bool,
     org_id: UUID,
     user_id: UUID,
     prompt: str,
@@ -97,43 +93,31 @@ async def create_generation(
 ) -> tuple[RowMapping, bool]:
     """Insert a queued job, or return the job an earlier request with this key created.
 
-    Returns (job, created). Concurrent requests with one key meet at the unique index: one
-    inserts, the others wait for its commit and then read its row.
+    One statement (migration 0004's liftoff.submit_generation): with `provision`, record the
+    organization and member the verified token names; then, as the `authenticated` role with
+    the caller's claims, insert under RLS, the tenant limits and the column privileges. Returns
+    (job, created). Concurrent requests with one key meet at the unique index: one inserts,
+    the others wait for its commit and then read its row.
     """
-    statement = (
-        insert(generations)
-        .values(
-            organization_id=org_id,
-            created_by=user_id,
-            prompt=prompt,
-            model=model,
-            params=params,
-            idempotency_key=idempotency_key,
-            request_hash=body_hash,
-        )
-        .on_conflict_do_nothing(
-            index_elements=[generations.c.organization_id, generations.c.idempotency_key],
-            index_where=generations.c.idempotency_key.is_not(None),
-        )
-        .returning(*GENERATION_COLUMNS)
+    result = await conn.execute(
+        _SUBMIT,
+        {
+            "claims": json.dumps(claims, separators=(",", ":")),
+            "tenant_claim": tenant_claim,
+            "provision": provision,
+            "org": org_id,
+            "user": user_id,
+            "prompt": prompt,
+            "model": model,
+            "params": params_json(params),
+            "key": idempotency_key,
+            "hash": body_hash,
+        },
     )
-    row = (await conn.execute(statement)).mappings().first()
-    if row is not None:
-        return row, True
-    existing = (
-        (
-            await conn.execute(
-                select(*GENERATION_COLUMNS, generations.c.request_hash).where(
-                    generations.c.organization_id == org_id, generations.c.idempotency_key == idempotency_key
-                )
-            )
-        )
-        .mappings()
-        .one()
-    )
-    if existing["request_hash"] != body_hash:
+    row = result.mappings().one()
+    if not row["created"] and row["request_hash"] != body_hash:
         raise IdempotencyConflictError(idempotency_key)
-    return existing, False
+    return row, bool(row["created"])
 
 
 async def get_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -> RowMapping | None:
@@ -174,10 +158,10 @@ async def list_generations(
 async def cancel_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -> RowMapping | None:
     """Cancel a queued job at once; ask a running one to stop. None if there is no such job.
 
-    A job already finished comes back unchanged; the caller decides what that means.
+    Tenants may only set `cancel_requested`; migration 0004's trigger cancels a queued job in
+    the same statement. A job already finished comes back unchanged; the caller decides what
+    that means.
     """
-    queued = generations.c.ai_status == JobStatus.QUEUED.value
-    now = func.now()
     statement = (
         update(generations)
         .where(
@@ -185,12 +169,7 @@ async def cancel_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -
             generations.c.id == job_id,
             generations.c.ai_status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
         )
-        .values(
-            ai_status=case((queued, JobStatus.CANCELLED.value), else_=generations.c.ai_status),
-            finished_at=case((queued, now), else_=generations.c.finished_at),
-            cancel_requested=True,
-            updated_at=now,
-        )
+        .values(cancel_requested=True)
         .returning(*GENERATION_COLUMNS)
     )
     row = (await conn.execute(statement)).mappings().first()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import httpx
 from redis.asyncio import Redis
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crud
@@ -44,7 +47,11 @@ class ApiState:
         )
         return cls(
             settings=settings,
-            engine=engine_for(settings, application_name="liftoff-api"),
+            engine=engine_for(
+                settings,
+                application_name="liftoff-api",
+                request_timeout=settings.db_request_timeout_seconds,
+            ),
             redis=Redis.from_url(
                 settings.secret("redis_url"),
                 socket_connect_timeout=timeout,
@@ -61,25 +68,44 @@ class ApiState:
         await self.http.aclose()
 
     @asynccontextmanager
-    async def tenant(
-        self, principal: Principal, *, provision: bool = False
-    ) -> AsyncIterator[AsyncConnection]:
-        """A transaction confined by RLS to the principal's organization; commits on exit."""
-        key = (principal.org_id, principal.user_id)
-        needs_provision = provision and key not in self._members
+    async def tenant(self, principal: Principal) -> AsyncIterator[AsyncConnection]:
+        """A transaction confined by RLS to the principal's organization; commits on exit.
 
-        async def record_membership(conn: AsyncConnection) -> None:
-            await crud.ensure_membership(conn, principal.org_id, principal.user_id)
-
-        async with tenant_transaction(
-            self.engine,
-            principal.claims,
-            tenant_claim=self.settings.tenant_claim,
-            statement_timeout_ms=self.settings.db_statement_timeout_ms,
-            before=record_membership if needs_provision else None,
-        ) as conn:
+        Bounded by DB_REQUEST_TIMEOUT_SECONDS: a database that is down or frozen is a
+        TimeoutError or a connection error, which the error handlers answer with 503.
+        """
+        async with (
+            asyncio.timeout(self.settings.db_request_timeout_seconds),
+            tenant_transaction(
+                self.engine,
+                principal.claims,
+                tenant_claim=self.settings.tenant_claim,
+                statement_timeout_ms=self.settings.db_statement_timeout_ms,
+            ) as conn,
+        ):
             yield conn
-        if needs_provision:
+
+    async def submit(self, principal: Principal, **job: Any) -> tuple[RowMapping, bool]:
+        """Queue a job for the principal in one statement (see crud.submit_generation)."""
+        key = (principal.org_id, principal.user_id)
+        provision = key not in self._members
+        async with (
+            asyncio.timeout(self.settings.db_request_timeout_seconds),
+            # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
+            self.engine.connect() as conn,
+        ):
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            row, created = await crud.submit_generation(
+                conn,
+                claims=principal.claims,
+                tenant_claim=self.settings.tenant_claim,
+                provision=provision,
+                org_id=principal.org_id,
+                user_id=principal.user_id,
+                **job,
+            )
+        if provision:
             if len(self._members) >= MEMBERSHIP_CACHE_SIZE:
                 self._members.clear()
             self._members.add(key)
+        return row, created

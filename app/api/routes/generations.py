@@ -18,7 +18,7 @@ from app.schemas import MAX_PAGE, MAX_PROMPT_BYTES, Generation, GenerationCreate
 router = APIRouter(
     prefix="/v1/generations",
     tags=["generations"],
-    responses=error_responses(401, 403, 422, 500),
+    responses=error_responses(401, 403, 422, 500, 503),
 )
 
 IdempotencyKey = Annotated[
@@ -52,7 +52,7 @@ def _not_found(job_id: UUID) -> ApiError:
     response_model=Generation,
     summary="Submit a generation",
     # 400: a body that is not UTF-8 at all; malformed JSON is a 422 like any invalid body.
-    responses=error_responses(400, 409, 413),
+    responses=error_responses(400, 409, 413, 429),
 )
 async def create_generation(
     body: GenerationCreate,
@@ -65,17 +65,14 @@ async def create_generation(
     _validate(body)
     body_hash = crud.request_hash(body.model_dump(mode="json")) if idempotency_key else None
     try:
-        async with state.tenant(principal, provision=True) as conn:
-            row, created = await crud.create_generation(
-                conn,
-                org_id=principal.org_id,
-                user_id=principal.user_id,
-                prompt=body.prompt,
-                model=body.model or state.settings.default_model,
-                params=body.params,
-                idempotency_key=idempotency_key,
-                body_hash=body_hash,
-            )
+        row, created = await state.submit(
+            principal,
+            prompt=body.prompt,
+            model=body.model or state.settings.default_model,
+            params=body.params,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+        )
     except crud.IdempotencyConflictError:
         raise ApiError(
             409, "idempotency_conflict", "This Idempotency-Key was used with a different body."
