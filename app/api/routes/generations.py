@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import RowMapping
 
 from app import crud
-from app.api.deps import PrincipalDep, StateDep
+from app.api.deps import PrincipalDep, StateDep, StrictJsonRoute
 from app.core.errors import ApiError, error_responses
 from app.core.queue import signal_ready
 from app.models import JobStatus
@@ -18,6 +18,7 @@ from app.schemas import MAX_PAGE, MAX_PROMPT_BYTES, Generation, GenerationCreate
 router = APIRouter(
     prefix="/v1/generations",
     tags=["generations"],
+    route_class=StrictJsonRoute,
     responses=error_responses(401, 403, 422, 500, 503),
 )
 
