@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, and_, func, select, text, tuple_, update
+from sqlalchemy import RowMapping, and_, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import JobStatus, generations
@@ -66,10 +66,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     return position
 
 
-_SUBMIT = text(
-    "SELECT * FROM liftoff.submit_generation("
-    ":claims, :tenant_claim, :provision, :org, :user, :prompt, :model, :params, :key, :hash)"
-)
+SUBMIT_SQL = "SELECT * FROM liftoff.submit_generation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
 def params_json(params: dict[str, Any]) -> str:
@@ -78,7 +75,7 @@ def params_json(params: dict[str, Any]) -> str:
 
 
 async def submit_generation(
-    conn: AsyncConnection,
+    conn: Any,
     *,
     claims: dict[str, Any],
     tenant_claim: str,
@@ -90,34 +87,35 @@ async def submit_generation(
     params: dict[str, Any],
     idempotency_key: str | None,
     body_hash: str | None,
-) -> tuple[RowMapping, bool]:
+) -> tuple[dict[str, Any], bool]:
     """Insert a queued job, or return the job an earlier request with this key created.
 
-    One statement (migration 0004's liftoff.submit_generation): with `provision`, record the
-    organization and member the verified token names; then, as the `authenticated` role with
-    the caller's claims, insert under RLS, the tenant limits and the column privileges. Returns
-    (job, created). Concurrent requests with one key meet at the unique index: one inserts,
-    the others wait for its commit and then read its row.
+    One statement (migration 0004's liftoff.submit_generation) on the asyncpg connection of
+    an engine (whose json codecs take jsonb as text and return it decoded): with
+    `provision`, record the organization and member the verified token names; then, as the
+    `authenticated` role with the caller's claims, insert under RLS, the tenant limits and the
+    column privileges. Returns (job, created). Concurrent requests with one key meet at the
+    unique index: one inserts, the others wait for its commit and then read its row.
     """
-    result = await conn.execute(
-        _SUBMIT,
-        {
-            "claims": json.dumps(claims, separators=(",", ":")),
-            "tenant_claim": tenant_claim,
-            "provision": provision,
-            "org": org_id,
-            "user": user_id,
-            "prompt": prompt,
-            "model": model,
-            "params": params_json(params),
-            "key": idempotency_key,
-            "hash": body_hash,
-        },
+    row = await conn.fetchrow(
+        SUBMIT_SQL,
+        json.dumps(claims, separators=(",", ":")),
+        tenant_claim,
+        provision,
+        org_id,
+        user_id,
+        prompt,
+        model,
+        params_json(params),
+        idempotency_key,
+        body_hash,
     )
-    row = result.mappings().one()
-    if not row["created"] and row["request_hash"] != body_hash:
+    job = dict(row)
+    created = bool(job.pop("created"))
+    if not created and job.pop("request_hash") != body_hash:
         raise IdempotencyConflictError(idempotency_key)
-    return row, bool(row["created"])
+    job.pop("request_hash", None)
+    return job, created
 
 
 async def get_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -> RowMapping | None:

@@ -27,7 +27,8 @@ _UNAUTHORIZED = ApiError(
 )
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain function dependency in a thread, a hop on every request.
     state: ApiState = request.app.state.api
     return state
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -11,7 +12,6 @@ from uuid import UUID
 
 import httpx
 from redis.asyncio import Redis
-from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crud
@@ -35,6 +35,7 @@ class ApiState:
     verifier: TokenVerifier
     metrics: ApiMetrics
     _members: set[tuple[UUID, UUID]] = field(default_factory=set)
+    _pooler: bool = False
 
     @classmethod
     def open(cls, settings: Settings, metrics: ApiMetrics) -> ApiState:
@@ -51,6 +52,7 @@ class ApiState:
                 settings,
                 application_name="liftoff-api",
                 request_timeout=settings.db_request_timeout_seconds,
+                pre_ping=False,
             ),
             redis=Redis.from_url(
                 settings.secret("redis_url"),
@@ -60,6 +62,7 @@ class ApiState:
             http=http,
             verifier=TokenVerifier(settings, jwks),
             metrics=metrics,
+            _pooler=settings.transaction_pooler(),
         )
 
     async def close(self) -> None:
@@ -85,18 +88,24 @@ class ApiState:
         ):
             yield conn
 
-    async def submit(self, principal: Principal, **job: Any) -> tuple[RowMapping, bool]:
-        """Queue a job for the principal in one statement (see crud.submit_generation)."""
+    async def submit(self, principal: Principal, **job: Any) -> tuple[dict[str, Any], bool]:
+        """Queue a job for the principal in one statement (see crud.submit_generation).
+
+        On the driver's connection: SQLAlchemy's statement machinery costs more than the
+        statement itself on this path. On a direct connection the statement is its own
+        transaction; behind a transaction pooler it is wrapped in one, so that its prepare
+        and execute reach the same server connection.
+        """
         key = (principal.org_id, principal.user_id)
         provision = key not in self._members
         async with (
             asyncio.timeout(self.settings.db_request_timeout_seconds),
-            # One statement is its own transaction: no BEGIN and COMMIT round trips around it.
             self.engine.connect() as conn,
         ):
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            row, created = await crud.submit_generation(
-                conn,
+            driver = (await conn.get_raw_connection()).driver_connection
+            submit = functools.partial(
+                crud.submit_generation,
+                driver,
                 claims=principal.claims,
                 tenant_claim=self.settings.tenant_claim,
                 provision=provision,
@@ -104,6 +113,11 @@ class ApiState:
                 user_id=principal.user_id,
                 **job,
             )
+            if self._pooler:
+                async with driver.transaction():
+                    row, created = await submit()
+            else:
+                row, created = await submit()
         if provision:
             if len(self._members) >= MEMBERSHIP_CACHE_SIZE:
                 self._members.clear()

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -89,7 +90,7 @@ def create_engine(
     # A transaction-mode pooler pins a server connection only for the length of a transaction,
     # so a small pool of client connections costs it nothing, and saves a TCP, TLS and
     # authentication handshake per request.
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -98,6 +99,20 @@ def create_engine(
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    if not pre_ping:
+        # The ping is three round trips (BEGIN, a statement, ROLLBACK) on asyncpg. Without it, a
+        # connection the server or the pooler has closed is still caught at checkout, locally;
+        # one that hangs meets the command timeout.
+        event.listen(engine.sync_engine, "checkout", _discard_closed)
+    return engine
+
+
+def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        # SQLAlchemy's documented way to have the pool replace the connection and try again.
+        # https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic-custom
+        raise DisconnectionError("the server closed this connection")
 
 
 def engine_for(
