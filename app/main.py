@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = ApiState.open(settings, api_metrics)
+        state = await ApiState.open(settings, api_metrics)
         app.state.api = state
         try:
             yield

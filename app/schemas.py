@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 from typing_extensions import TypeAliasType
 
-from app.models import JobStatus
+from app.status import JobStatus
 
 MAX_PROMPT_BYTES = 32 * 1024
 MAX_BODY_BYTES = 64 * 1024

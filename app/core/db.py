@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.settings import PoolMode, Settings
@@ -137,39 +134,3 @@ def engine_for(
         pre_ping=pre_ping,
         application_name=application_name,
     )
-
-
-@asynccontextmanager
-async def tenant_transaction(
-    engine: AsyncEngine,
-    claims: dict[str, Any],
-    *,
-    tenant_claim: str,
-    statement_timeout_ms: int,
-    before: Callable[[AsyncConnection], Awaitable[None]] | None = None,
-) -> AsyncIterator[AsyncConnection]:
-    """A transaction that runs as Supabase's `authenticated` role with the caller's JWT claims.
-
-    Row Level Security then confines every statement to the caller's organization, even one
-    that forgets its WHERE clause. Everything is transaction-local (`set_config(..., true)` is
-    `SET LOCAL`), so nothing leaks to the next user of a pooled connection. `before` runs first,
-    with the connection's own privileges, in the same transaction.
-    """
-    async with engine.begin() as conn:
-        if before is not None:
-            await before(conn)
-        # One round trip; set_config('role', ..., true) is SET LOCAL ROLE authenticated.
-        await conn.execute(
-            text(
-                "SELECT set_config('request.jwt.claims', :claims, true),"
-                " set_config('liftoff.tenant_claim', :tenant_claim, true),"
-                " set_config('statement_timeout', :timeout, true),"
-                " set_config('role', 'authenticated', true)"
-            ),
-            {
-                "claims": json.dumps(claims, separators=(",", ":")),
-                "tenant_claim": tenant_claim,
-                "timeout": str(statement_timeout_ms),
-            },
-        )
-        yield conn

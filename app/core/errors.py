@@ -12,8 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = structlog.get_logger(__name__)
@@ -112,7 +110,6 @@ _UNAVAILABLE_CLASSES = frozenset({"08", "53", "57", "40"})
 TENANT_LIMIT_SQLSTATE = "PT429"
 # Errors of a dependency's client or connection: classified, never a bare 500.
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
-    SQLAlchemyError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     RedisError,
@@ -126,8 +123,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
     current: BaseException | None = exc
     while current is not None and current not in chain:
         chain.append(current)
-        orig = current.orig if isinstance(current, DBAPIError) else None
-        current = current.__cause__ or (orig if isinstance(orig, BaseException) else None)
+        current = current.__cause__ or current.__context__
     return chain
 
 
@@ -148,10 +144,8 @@ def dependency_error(exc: BaseException) -> ApiError | None:
             return ApiError(429, "tenant_limit", str(message), headers={"Retry-After": retry})
     for cause in chain:
         state = _sqlstate(cause)
-        unavailable = (
-            isinstance(cause, OSError | TimeoutError | PoolTimeoutError | asyncpg.InterfaceError | RedisError)
-            or (isinstance(cause, DBAPIError) and cause.connection_invalidated)
-            or (state is not None and state[:2] in _UNAVAILABLE_CLASSES)
+        unavailable = isinstance(cause, OSError | TimeoutError | asyncpg.InterfaceError | RedisError) or (
+            state is not None and state[:2] in _UNAVAILABLE_CLASSES
         )
         if unavailable:
             return ApiError(

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 import jwt
 import structlog
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,8 @@ class JwksCache:
         return time.monotonic() - self._fetched_at < self._ttl
 
     async def _refresh(self) -> None:
+        import httpx  # only deployments with asymmetric keys need it
+
         try:
             response = await self._http.get(self._url)
             response.raise_for_status()

@@ -6,14 +6,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Response, status
-from sqlalchemy import RowMapping
 
 from app import crud
 from app.api.deps import PrincipalDep, StateDep, StrictJsonRoute
 from app.core.errors import ApiError, error_responses
 from app.core.queue import signal_ready
-from app.models import JobStatus
 from app.schemas import MAX_PAGE, MAX_PROMPT_BYTES, Generation, GenerationCreate, GenerationPage
+from app.status import JobStatus
 
 router = APIRouter(
     prefix="/v1/generations",
@@ -39,8 +38,8 @@ def _validate(body: GenerationCreate) -> None:
         raise ApiError(413, "prompt_too_large", f"The prompt exceeds {MAX_PROMPT_BYTES} bytes.")
 
 
-def _job(row: RowMapping | dict[str, Any]) -> Generation:
-    return Generation.model_validate(dict(row))
+def _job(row: dict[str, Any]) -> Generation:
+    return Generation.model_validate(row)
 
 
 def _not_found(job_id: UUID) -> ApiError:
