@@ -134,7 +134,8 @@ async def list_generations(
     limit: int,
 ) -> tuple[list[Row], str | None]:
     """A page of the tenant's jobs, newest first, and the cursor of the next page."""
-    conditions, args = ["organization_id = $1"], [org_id]
+    conditions: list[str] = ["organization_id = $1"]
+    args: list[Any] = [org_id]
     if status is not None:
         args.append(status.value)
         conditions.append(f"ai_status = ${len(args)}")

@@ -93,11 +93,11 @@ class Database:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection for one use: from the pool, or new (DB_POOL_MODE=null)."""
         if self._pool is None:
-            conn = await asyncpg.connect(**self._connect)
+            single = await asyncpg.connect(**self._connect)
             try:
-                yield conn
+                yield single
             finally:
-                await conn.close(timeout=self._acquire_timeout)
+                await single.close(timeout=self._acquire_timeout)
             return
         conn: PooledConnection = await self._pool.acquire(timeout=self._acquire_timeout)
         try:
