@@ -68,7 +68,7 @@ def log(message: str) -> None:
 def tls_proxy(workdir: Path, target_port: int) -> tuple[subprocess.Popen[bytes], int]:
     """TLS in front of the embedded server, whose build has no TLS: socat terminates it with a
     self-signed certificate made for the run, and clients speak TLS from the first byte
-    (asyncpg's `direct_tls`, Postgres 17's `sslnegotiation=direct`)."""
+    (`sslnegotiation=direct`, Postgres 17's, which asyncpg reads from the DSN)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
@@ -333,7 +333,7 @@ def main() -> None:
                 main_figures(bench, args, results)
             if args.pooler or args.only_pooler:
                 proxy, tls_port = tls_proxy(Path(tmp), bench.pg.port)
-                tls_dsn = f"postgresql://postgres@127.0.0.1:{tls_port}/postgres?ssl=require&direct_tls=true"
+                tls_dsn = f"postgresql://postgres@127.0.0.1:{tls_port}/postgres?sslmode=require&sslnegotiation=direct"
                 tls = {"DATABASE_URL": tls_dsn, "DB_TRANSACTION_POOLER": "true"}
                 pooled = throughput(
                     bench,
@@ -352,11 +352,12 @@ def main() -> None:
                 )
         finally:
             bench.close()
-    out = ROOT / "bench" / "results" / f"api-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["ratios"], indent=2))
-    log(f"written to {out.relative_to(ROOT)}")
+            # Whatever was measured is kept, even if a later part failed.
+            out = ROOT / "bench" / "results" / f"api-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")
+            print(json.dumps(results["ratios"], indent=2))
+            log(f"written to {out.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
