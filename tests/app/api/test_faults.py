@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from fastapi import FastAPI
 
@@ -44,24 +43,35 @@ class Own:
     redis: LocalRedis
 
 
-def _processes(server: LocalPostgres | LocalRedis) -> list[psutil.Process]:
+def _processes(server: LocalPostgres | LocalRedis) -> list[int]:
+    """The server's process and all its children (Postgres: one backend per connection)."""
     assert server.process is not None
-    root = psutil.Process(server.process.pid)
-    return [root, *root.children(recursive=True)]
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces and parentheses: the fields follow the last ")".
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = [server.process.pid]
+    for pid in tree:
+        tree += [child for child, parent in parents.items() if parent == pid]
+    return tree
 
 
-def freeze(server: LocalPostgres | LocalRedis) -> list[psutil.Process]:
+def freeze(server: LocalPostgres | LocalRedis) -> list[int]:
     """SIGSTOP the server and all its backends: it accepts connections and answers nothing."""
     frozen = _processes(server)
-    for process in frozen:
-        os.kill(process.pid, signal.SIGSTOP)
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
     return frozen
 
 
-def thaw(frozen: list[psutil.Process]) -> None:
-    for process in frozen:
+def thaw(frozen: list[int]) -> None:
+    for pid in frozen:
         try:
-            os.kill(process.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
 
@@ -165,7 +175,7 @@ async def test_new_connections_to_a_frozen_postgres_time_out_too(client, own: Ow
 @pytest.mark.parametrize("fault", ["stopped", "frozen"])
 async def test_redis_down_still_accepts_jobs_in_bounded_time(client, own: Own, auth_a, fault):
     """Redis is only the wake-up signal: the job is committed, and the sweep will find it."""
-    frozen: list[psutil.Process] = []
+    frozen: list[int] = []
     if fault == "stopped":
         own.redis.stop()
     else:
