@@ -127,6 +127,6 @@ class StrictJsonRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def strict(request: Request) -> Response:
-            return await handler(_StrictJsonRequest(request.scope, request.receive, request._send))
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
 
         return strict

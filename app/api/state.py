@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +17,9 @@ from app.core.metrics import ApiMetrics
 from app.core.pg import Database
 from app.core.security import JwksCache, Principal, TokenVerifier
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 # Memberships already recorded by this process; past this many the set starts over.
 MEMBERSHIP_CACHE_SIZE = 10_000
@@ -31,7 +34,7 @@ class ApiState:
     redis: Redis
     verifier: TokenVerifier
     metrics: ApiMetrics
-    http: Any = None
+    http: httpx.AsyncClient | None = None
     _members: set[tuple[UUID, UUID]] = field(default_factory=set)
 
     @classmethod

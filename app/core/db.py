@@ -1,4 +1,4 @@
-"""Postgres access that works through Supabase's transaction-mode pooler, and tenant transactions."""
+"""SQLAlchemy engines that work through Supabase's transaction-mode pooler (worker, cleanup, migrations)."""
 
 from __future__ import annotations
 
