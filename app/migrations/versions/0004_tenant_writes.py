@@ -4,12 +4,15 @@
   model, params and idempotency key (and the ids RLS checks), and UPDATE only
   `cancel_requested`, only to true. Status, result, attempts and leases are the worker's.
   `anon` gets nothing. On Supabase, default privileges grant ALL on new tables in `public`
-  to anon and authenticated, so everything is revoked first and granted back narrowly.
+  to anon and authenticated (supabase/supavisor dev/postgres/00-setup.sql shows the same
+  `alter default privileges in schema public grant all on tables to anon, authenticated`;
+  https://supabase.com/kb/troubleshooting/cant-change-the-default-privileges-of-supabase_admin-in-the-public-schema),
+  so everything is revoked first and granted back narrowly.
 - A trigger turns a cancel request on a queued job into `cancelled` at once, so that the API
   and a tenant using Supabase's REST API cancel the same way.
 - A trigger enforces the limits of `liftoff.tenant_limits` on every tenant INSERT, whichever
   client sends it, with SQLSTATE PT429: PostgREST answers that with HTTP 429
-  (https://postgrest.org/en/stable/references/errors.html#raise-errors-with-http-status-codes),
+  (https://docs.postgrest.org/en/stable/references/errors.html, "HTTP Status Codes"),
   and the API with 429 and Retry-After.
 - `liftoff.submit_generation` does what the API's POST does in one statement: record the
   membership, take the tenant's role and claims, insert under RLS or return the job its
