@@ -32,9 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":
-        from app.migrate import upgrade
+        from app.migrate import apply_tenant_limits, upgrade
 
         upgrade()
+        apply_tenant_limits(settings.secret("migrations_database_url"), settings)
     elif args.command == "cleanup":
         from app.worker.retention import run_cleanup
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import uvicorn
 
+        from app.core.server import guarded_protocol
         from app.main import create_app
 
         uvicorn.run(
@@ -58,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             access_log=False,
             proxy_headers=True,
             timeout_graceful_shutdown=8,
+            # Header size and the time a client may take to send a request are bounded here;
+            # the body size by the app (413).
+            http=guarded_protocol(settings.http_max_header_bytes, settings.http_request_timeout_seconds),
+            h11_max_incomplete_event_size=settings.http_max_header_bytes,
+            timeout_keep_alive=settings.http_keep_alive_seconds,
         )
     return 0
 

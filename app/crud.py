@@ -1,4 +1,4 @@
-"""Queries on generations. Tenant functions expect a connection from `tenant_transaction`."""
+"""Queries on generations. Tenant functions expect a connection from `Database.tenant`."""
 
 from __future__ import annotations
 
@@ -6,32 +6,34 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import RowMapping, and_, case, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
 
-from app.models import JobStatus, generations
+from app.status import JobStatus
 
+# The public shape of a job (schemas.Generation), as a select list.
 GENERATION_COLUMNS = (
-    generations.c.id,
-    generations.c.ai_status.label("status"),
-    generations.c.prompt,
-    generations.c.model,
-    generations.c.params,
-    generations.c.result,
-    generations.c.error,
-    generations.c.attempts,
-    generations.c.cancel_requested,
-    generations.c.created_at,
-    generations.c.updated_at,
-    generations.c.started_at,
-    generations.c.finished_at,
+    "id, ai_status AS status, prompt, model, params, result, error, attempts, cancel_requested,"
+    " created_at, updated_at, started_at, finished_at"
 )
+Row = dict[str, Any]
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """`params` as jsonb text; ValueError for what JSON (and so jsonb) cannot hold, such as NaN."""
+    return json.dumps(params, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _job(row: Any) -> Row:
+    # asyncpg hands jsonb over as text: decoded here, for the few columns that are jsonb.
+    job = dict(row)
+    job["params"] = json.loads(job["params"])
+    if job["result"] is not None:
+        job["result"] = json.loads(job["result"])
+    return job
 
 
 class InvalidCursorError(ValueError):
@@ -67,26 +69,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     return position
 
 
-async def ensure_membership(conn: AsyncConnection, org_id: UUID, user_id: UUID) -> None:
-    """Record the organization and the member a verified token names.
-
-    Supabase sets app_metadata server-side, so the claim is authoritative; this only makes
-    the rows exist for foreign keys and for listing members. Runs with the connection's own
-    privileges, before the transaction switches to the `authenticated` role.
-    """
-    await conn.execute(
-        text(
-            "WITH org AS (INSERT INTO organizations (id) VALUES (:org) ON CONFLICT DO NOTHING)"
-            " INSERT INTO organization_members (organization_id, user_id) VALUES (:org, :user)"
-            " ON CONFLICT DO NOTHING"
-        ),
-        {"org": org_id, "user": user_id},
-    )
+SUBMIT_SQL = "SELECT * FROM liftoff.submit_generation($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 
-async def create_generation(
-    conn: AsyncConnection,
+async def submit_generation(
+    conn: asyncpg.Connection,
     *,
+    claims: dict[str, Any],
+    tenant_claim: str,
+    provision: bool,
     org_id: UUID,
     user_id: UUID,
     prompt: str,
@@ -94,115 +85,99 @@ async def create_generation(
     params: dict[str, Any],
     idempotency_key: str | None,
     body_hash: str | None,
-) -> tuple[RowMapping, bool]:
+) -> tuple[Row, bool]:
     """Insert a queued job, or return the job an earlier request with this key created.
 
-    Returns (job, created). Concurrent requests with one key meet at the unique index: one
-    inserts, the others wait for its commit and then read its row.
+    One statement (migration 0004's liftoff.submit_generation): with `provision`, record the
+    organization and member the verified token names; then, as the `authenticated` role with
+    the caller's claims, insert under RLS, the tenant limits and the column privileges. Returns
+    (job, created). Concurrent requests with one key meet at the unique index: one inserts,
+    the others wait for its commit and then read its row.
     """
-    statement = (
-        insert(generations)
-        .values(
-            organization_id=org_id,
-            created_by=user_id,
-            prompt=prompt,
-            model=model,
-            params=params,
-            idempotency_key=idempotency_key,
-            request_hash=body_hash,
-        )
-        .on_conflict_do_nothing(
-            index_elements=[generations.c.organization_id, generations.c.idempotency_key],
-            index_where=generations.c.idempotency_key.is_not(None),
-        )
-        .returning(*GENERATION_COLUMNS)
+    row = await conn.fetchrow(
+        SUBMIT_SQL,
+        json.dumps(claims, separators=(",", ":")),
+        tenant_claim,
+        provision,
+        org_id,
+        user_id,
+        prompt,
+        model,
+        params_json(params),
+        idempotency_key,
+        body_hash,
     )
-    row = (await conn.execute(statement)).mappings().first()
-    if row is not None:
-        return row, True
-    existing = (
-        (
-            await conn.execute(
-                select(*GENERATION_COLUMNS, generations.c.request_hash).where(
-                    generations.c.organization_id == org_id, generations.c.idempotency_key == idempotency_key
-                )
-            )
-        )
-        .mappings()
-        .one()
-    )
-    if existing["request_hash"] != body_hash:
+    job = _job(row)
+    created = bool(job.pop("created"))
+    stored_hash = job.pop("request_hash")
+    if not created and stored_hash != body_hash:
         raise IdempotencyConflictError(idempotency_key)
-    return existing, False
+    return job, created
 
 
-async def get_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -> RowMapping | None:
+async def get_generation(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> Row | None:
     """One of the tenant's jobs, or None."""
-    statement = select(*GENERATION_COLUMNS).where(
-        generations.c.organization_id == org_id, generations.c.id == job_id
+    row = await conn.fetchrow(
+        f"SELECT {GENERATION_COLUMNS} FROM generations WHERE organization_id = $1 AND id = $2",  # noqa: S608
+        org_id,
+        job_id,
     )
-    return (await conn.execute(statement)).mappings().first()
+    return _job(row) if row is not None else None
 
 
 async def list_generations(
-    conn: AsyncConnection,
+    conn: asyncpg.Connection,
     org_id: UUID,
     *,
     status: JobStatus | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
-) -> tuple[Sequence[RowMapping], str | None]:
+) -> tuple[list[Row], str | None]:
     """A page of the tenant's jobs, newest first, and the cursor of the next page."""
-    conditions = [generations.c.organization_id == org_id]
+    conditions: list[str] = ["organization_id = $1"]
+    args: list[Any] = [org_id]
     if status is not None:
-        conditions.append(generations.c.ai_status == status.value)
+        args.append(status.value)
+        conditions.append(f"ai_status = ${len(args)}")
     if after is not None:
-        conditions.append(tuple_(generations.c.created_at, generations.c.id) < tuple_(*after))
-    statement = (
-        select(*GENERATION_COLUMNS)
-        .where(and_(*conditions))
-        .order_by(generations.c.created_at.desc(), generations.c.id.desc())
-        .limit(limit + 1)
+        args += [after[0], after[1]]
+        conditions.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)
+    rows = await conn.fetch(
+        f"SELECT {GENERATION_COLUMNS} FROM generations WHERE {' AND '.join(conditions)}"  # noqa: S608
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
     )
-    rows = (await conn.execute(statement)).mappings().all()
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor(last["created_at"], last["id"])
+    page = [_job(r) for r in rows]
+    if len(page) <= limit:
+        return page, None
+    last = page[limit - 1]
+    return page[:limit], encode_cursor(last["created_at"], last["id"])
 
 
-async def cancel_generation(conn: AsyncConnection, org_id: UUID, job_id: UUID) -> RowMapping | None:
+async def cancel_generation(conn: asyncpg.Connection, org_id: UUID, job_id: UUID) -> Row | None:
     """Cancel a queued job at once; ask a running one to stop. None if there is no such job.
 
-    A job already finished comes back unchanged; the caller decides what that means.
+    Tenants may only set `cancel_requested`; migration 0004's trigger cancels a queued job in
+    the same statement. A job already finished comes back unchanged; the caller decides what
+    that means.
     """
-    queued = generations.c.ai_status == JobStatus.QUEUED.value
-    now = func.now()
-    statement = (
-        update(generations)
-        .where(
-            generations.c.organization_id == org_id,
-            generations.c.id == job_id,
-            generations.c.ai_status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-        )
-        .values(
-            ai_status=case((queued, JobStatus.CANCELLED.value), else_=generations.c.ai_status),
-            finished_at=case((queued, now), else_=generations.c.finished_at),
-            cancel_requested=True,
-            updated_at=now,
-        )
-        .returning(*GENERATION_COLUMNS)
+    row = await conn.fetchrow(
+        "UPDATE generations SET cancel_requested = true"  # noqa: S608 (constant column list)
+        " WHERE organization_id = $1 AND id = $2 AND ai_status IN ('queued', 'running')"
+        f" RETURNING {GENERATION_COLUMNS}",
+        org_id,
+        job_id,
     )
-    row = (await conn.execute(statement)).mappings().first()
     if row is not None:
-        return row
+        return _job(row)
     return await get_generation(conn, org_id, job_id)
 
 
-async def count_by_status(conn: AsyncConnection) -> dict[JobStatus, int]:
+async def count_by_status(conn: asyncpg.Connection) -> dict[JobStatus, int]:
     """Jobs per status across all tenants (for metrics; needs a non-tenant connection)."""
-    rows = await conn.execute(select(generations.c.ai_status, func.count()).group_by(generations.c.ai_status))
+    rows = await conn.fetch("SELECT ai_status, count(*) AS n FROM generations GROUP BY ai_status")
     counts = dict.fromkeys(JobStatus, 0)
-    for status, count in rows:
-        counts[JobStatus(status)] = count
+    for row in rows:
+        counts[JobStatus(row["ai_status"])] = row["n"]
     return counts

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
+
+from app.core.db import create_engine
+from app.settings import PoolMode, Settings
 
 ALEMBIC_INI = Path(__file__).with_name("alembic.ini")
 
@@ -26,3 +31,33 @@ def upgrade(dsn: str | None = None, revision: str = "head") -> None:
 def downgrade(dsn: str | None = None, revision: str = "base") -> None:
     """Migrate the database down to `revision`."""
     command.downgrade(alembic_config(dsn), revision)
+
+
+def apply_tenant_limits(dsn: str, settings: Settings) -> None:
+    """Write the TENANT_* settings into the defaults row of liftoff.tenant_limits, which the
+    database enforces on every tenant's submissions (migration 0004). Rows of single
+    organizations, set by an operator, keep precedence."""
+
+    async def write() -> None:
+        engine = create_engine(dsn, pool_mode=PoolMode.NULL, application_name="liftoff-migrate")
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO liftoff.tenant_limits"
+                        " (organization_id, max_active_jobs, max_submissions_per_minute)"
+                        " VALUES (liftoff.default_limits_id(), :active, :per_minute)"
+                        " ON CONFLICT (organization_id) DO UPDATE SET"
+                        " max_active_jobs = EXCLUDED.max_active_jobs,"
+                        " max_submissions_per_minute = EXCLUDED.max_submissions_per_minute,"
+                        " updated_at = now()"
+                    ),
+                    {
+                        "active": settings.tenant_max_active_jobs,
+                        "per_minute": settings.tenant_max_submissions_per_minute,
+                    },
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())

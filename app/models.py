@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -21,18 +19,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+# Re-exported: the worker and the tests name the statuses from here.
+from app.status import TERMINAL, JobStatus
 
-class JobStatus(StrEnum):
-    """Lifecycle of a generation, stored in `generations.ai_status`."""
+__all__ = [
+    "TERMINAL",
+    "JobStatus",
+    "generation_logs",
+    "generations",
+    "metadata",
+    "organization_members",
+    "organizations",
+]
 
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 metadata = MetaData()
 

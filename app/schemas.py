@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 from typing_extensions import TypeAliasType
 
-from app.models import JobStatus
+from app.status import JobStatus
 
 MAX_PROMPT_BYTES = 32 * 1024
 MAX_BODY_BYTES = 64 * 1024
@@ -17,9 +17,11 @@ MAX_PAGE = 100
 
 # Postgres text and jsonb cannot hold NUL, so the contract excludes it everywhere.
 Text = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
+# Nor NaN or infinities (1e400 reads as infinity): JSON has no such numbers, and jsonb refuses them.
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 ParamValue = TypeAliasType(
     "ParamValue",
-    "Text | int | float | bool | None | list[ParamValue] | dict[Text, ParamValue]",
+    "Text | int | FiniteFloat | bool | None | list[ParamValue] | dict[Text, ParamValue]",
 )
 ModelName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")]
 

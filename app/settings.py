@@ -28,7 +28,8 @@ class Role(StrEnum):
 class PoolMode(StrEnum):
     """How the app pools Postgres connections."""
 
-    # NullPool when the URL points at Supabase's transaction pooler (port 6543), else QueuePool.
+    # A small QueuePool, behind a transaction pooler too: its statements are pooler-safe, and
+    # a pooler in transaction mode pins no server connection to an idle client connection.
     AUTO = "auto"
     QUEUE = "queue"
     NULL = "null"
@@ -37,6 +38,7 @@ class PoolMode(StrEnum):
 ALL_ROLES = frozenset(Role)
 SERVING = frozenset({Role.API, Role.WORKER})
 WORKER = frozenset({Role.WORKER})
+API = frozenset({Role.API})
 TRANSACTION_POOLER_PORT = 6543
 
 
@@ -89,7 +91,8 @@ class Settings(BaseSettings):
         **_var("Redis DSN (`rediss://` in the cloud).", used_by=SERVING, secret=True, required=True),
     )
     db_pool_mode: PoolMode = Field(
-        PoolMode.AUTO, **_var("`auto`, `queue` or `null` (NullPool, for the pooler).", used_by=SERVING)
+        PoolMode.AUTO,
+        **_var("`auto` (= `queue`), `queue` or `null` (a new connection per use).", used_by=SERVING),
     )
     db_transaction_pooler: bool | None = Field(
         None,
@@ -99,10 +102,35 @@ class Settings(BaseSettings):
             used_by=SERVING,
         ),
     )
-    db_pool_size: int = Field(5, ge=1, le=100, **_var("QueuePool size per process.", used_by=SERVING))
+    db_pool_size: int = Field(10, ge=1, le=100, **_var("QueuePool size per process.", used_by=SERVING))
     db_max_overflow: int = Field(5, ge=0, le=100, **_var("QueuePool overflow per process.", used_by=SERVING))
     db_connect_timeout_seconds: float = Field(
-        5.0, gt=0, le=60, **_var("Timeout for opening a Postgres connection.", used_by=SERVING)
+        3.0, gt=0, le=60, **_var("Timeout for opening a Postgres connection.", used_by=SERVING)
+    )
+    db_request_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        **_var(
+            "Bound on a request's Postgres work (pool wait, connect, statements); past it, 503.",
+            used_by=frozenset({Role.API}),
+        ),
+    )
+    tenant_max_active_jobs: int | None = Field(
+        100,
+        ge=1,
+        **_var(
+            "Jobs an organization may have queued or running at once; unset: no limit.",
+            used_by=frozenset({Role.MIGRATE}),
+        ),
+    )
+    tenant_max_submissions_per_minute: int | None = Field(
+        300,
+        ge=1,
+        **_var(
+            "Jobs an organization may submit in any 60 seconds; unset: no limit.",
+            used_by=frozenset({Role.MIGRATE}),
+        ),
     )
     db_statement_timeout_ms: int = Field(
         10_000, ge=0, **_var("statement_timeout for tenant transactions; 0 turns it off.", used_by=SERVING)
@@ -198,6 +226,29 @@ class Settings(BaseSettings):
     google_cloud_project: str | None = Field(
         None, **_var("Project id used to link logs to Cloud Trace.", used_by=SERVING)
     )
+    http_max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        **_var("Largest request line and headers the API reads; more is a 431.", used_by=API),
+    )
+    http_request_timeout_seconds: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        **_var(
+            "Time a client has to send a whole request (headers and body); slower is a 408.",
+            used_by=frozenset({Role.API}),
+        ),
+    )
+    http_keep_alive_seconds: int = Field(
+        # Above the 600 s idle timeout of Google's front ends, so that the server never closes first.
+        # https://cloud.google.com/load-balancing/docs/https#timeouts_and_retries
+        620,
+        ge=1,
+        le=3600,
+        **_var("How long an idle keep-alive connection is kept.", used_by=frozenset({Role.API})),
+    )
     host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING))
     port: int = Field(8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING))
 
@@ -250,10 +301,10 @@ class Settings(BaseSettings):
             return False
 
     def pool_mode(self) -> PoolMode:
-        """The pool mode in effect: AUTO is NullPool behind a transaction pooler, else QueuePool."""
+        """The pool mode in effect: AUTO is a QueuePool, behind a transaction pooler too."""
         if self.db_pool_mode is not PoolMode.AUTO:
             return self.db_pool_mode
-        return PoolMode.NULL if self.transaction_pooler() else PoolMode.QUEUE
+        return PoolMode.QUEUE
 
 
 @dataclass(frozen=True, slots=True)

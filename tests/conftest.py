@@ -122,6 +122,11 @@ async def truncate(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"TRUNCATE {TABLES} CASCADE")
+        # Limits a test set: back to the migration's defaults.
+        await conn.execute(
+            "DELETE FROM liftoff.tenant_limits WHERE organization_id <> liftoff.default_limits_id();"
+            " UPDATE liftoff.tenant_limits SET max_active_jobs = 100, max_submissions_per_minute = 300"
+        )
     finally:
         await conn.close()
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+import json
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any
 
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,7 +27,8 @@ _UNAUTHORIZED = ApiError(
 )
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: FastAPI runs a plain function dependency in a thread, a hop on every request.
     state: ApiState = request.app.state.api
     return state
 
@@ -64,15 +66,67 @@ def _query_aliases(dependant: Dependant) -> Iterator[str]:
         yield from _query_aliases(sub)
 
 
-def reject_unknown_query_params(request: Request) -> None:
-    """422 for query parameters a route does not declare, so a typo never silently filters nothing."""
+async def reject_unknown_query_params(request: Request) -> None:
+    """422 for query parameters a route does not declare, so a typo never silently filters
+    nothing, and for any given twice, which would otherwise mean whichever came last."""
+    if not request.scope["query_string"]:
+        return
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
     allowed = _declared_query.get(id(route))
     if allowed is None:
         allowed = _declared_query[id(route)] = frozenset(_query_aliases(route.dependant))
-    unknown = sorted(set(request.query_params) - allowed)
+    names = [name for name, _ in request.query_params.multi_items()]
+    unknown = sorted(set(names) - allowed)
     if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        raise ApiError(422, "unknown_parameter", f"Unknown query parameter: {names}.")
+        listed = ", ".join(repr(name) for name in unknown)
+        raise ApiError(422, "unknown_parameter", f"Unknown query parameter: {listed}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        listed = ", ".join(repr(name) for name in repeated)
+        raise ApiError(422, "repeated_parameter", f"Query parameter given more than once: {listed}.")
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON, and which jsonb refuses.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        raise ValueError(f"duplicate key {', '.join(repr(k) for k in repeated)}")
+    return dict(pairs)
+
+
+def strict_json_loads(body: bytes) -> Any:
+    """json.loads that refuses duplicate keys and NaN/Infinity, as json.JSONDecodeError."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except ValueError as exc:
+        if isinstance(exc, json.JSONDecodeError):
+            raise
+        text = body.decode("utf-8", errors="replace")
+        raise json.JSONDecodeError(str(exc), text, 0) from None
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = strict_json_loads(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body may not repeat a key (the last would silently win) nor use
+    NaN or Infinity; either is a 422 naming the problem."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
+import asyncpg
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import crud
-from app.core.db import engine_for, tenant_transaction
 from app.core.metrics import ApiMetrics
+from app.core.pg import Database
 from app.core.security import JwksCache, Principal, TokenVerifier
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 # Memberships already recorded by this process; past this many the set starts over.
 MEMBERSHIP_CACHE_SIZE = 10_000
@@ -23,63 +27,93 @@ MEMBERSHIP_CACHE_SIZE = 10_000
 
 @dataclass
 class ApiState:
-    """Engine, Redis client, token verifier and metrics of a running API."""
+    """Database, Redis client, token verifier and metrics of a running API."""
 
     settings: Settings
-    engine: AsyncEngine
+    db: Database
     redis: Redis
-    http: httpx.AsyncClient
     verifier: TokenVerifier
     metrics: ApiMetrics
+    http: httpx.AsyncClient | None = None
     _members: set[tuple[UUID, UUID]] = field(default_factory=set)
 
     @classmethod
-    def open(cls, settings: Settings, metrics: ApiMetrics) -> ApiState:
+    async def open(cls, settings: Settings, metrics: ApiMetrics) -> ApiState:
         timeout = settings.ready_timeout_seconds
-        http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-        jwks = (
-            JwksCache(settings.supabase_jwks_url, settings.jwks_cache_seconds, http)
-            if settings.supabase_jwks_url
-            else None
-        )
+        http = jwks = None
+        if settings.supabase_jwks_url:
+            # Imported only when tokens are asymmetric: HS256 deployments never load httpx.
+            import httpx
+
+            http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+            jwks = JwksCache(settings.supabase_jwks_url, settings.jwks_cache_seconds, http)
+        db = Database(settings)
+        await db.open()
         return cls(
             settings=settings,
-            engine=engine_for(settings, application_name="liftoff-api"),
+            db=db,
             redis=Redis.from_url(
                 settings.secret("redis_url"),
                 socket_connect_timeout=timeout,
                 socket_timeout=timeout,
             ),
-            http=http,
             verifier=TokenVerifier(settings, jwks),
             metrics=metrics,
+            http=http,
         )
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        await self.db.close()
         await self.redis.aclose()
-        await self.http.aclose()
+        if self.http is not None:
+            await self.http.aclose()
 
     @asynccontextmanager
-    async def tenant(
-        self, principal: Principal, *, provision: bool = False
-    ) -> AsyncIterator[AsyncConnection]:
-        """A transaction confined by RLS to the principal's organization; commits on exit."""
-        key = (principal.org_id, principal.user_id)
-        needs_provision = provision and key not in self._members
+    async def tenant(self, principal: Principal) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction confined by RLS to the principal's organization; commits on exit.
 
-        async def record_membership(conn: AsyncConnection) -> None:
-            await crud.ensure_membership(conn, principal.org_id, principal.user_id)
-
-        async with tenant_transaction(
-            self.engine,
-            principal.claims,
-            tenant_claim=self.settings.tenant_claim,
-            statement_timeout_ms=self.settings.db_statement_timeout_ms,
-            before=record_membership if needs_provision else None,
-        ) as conn:
+        Bounded by DB_REQUEST_TIMEOUT_SECONDS: a database that is down or frozen is a
+        TimeoutError or a connection error, which the error handlers answer with 503.
+        """
+        async with (
+            asyncio.timeout(self.settings.db_request_timeout_seconds),
+            self.db.tenant(
+                principal.claims,
+                tenant_claim=self.settings.tenant_claim,
+                statement_timeout_ms=self.settings.db_statement_timeout_ms,
+            ) as conn,
+        ):
             yield conn
-        if needs_provision:
+
+    async def submit(self, principal: Principal, **job: Any) -> tuple[dict[str, Any], bool]:
+        """Queue a job for the principal in one statement (see crud.submit_generation).
+
+        On a direct connection the statement is its own transaction: no BEGIN and COMMIT round
+        trips. Behind a transaction pooler it is wrapped in one, so that its prepare and
+        execute reach the same server connection.
+        """
+        key = (principal.org_id, principal.user_id)
+        provision = key not in self._members
+        async with (
+            asyncio.timeout(self.settings.db_request_timeout_seconds),
+            self.db.connection() as conn,
+        ):
+            submit = crud.submit_generation(
+                conn,
+                claims=principal.claims,
+                tenant_claim=self.settings.tenant_claim,
+                provision=provision,
+                org_id=principal.org_id,
+                user_id=principal.user_id,
+                **job,
+            )
+            if self.db.pooler:
+                async with conn.transaction():
+                    row, created = await submit
+            else:
+                row, created = await submit
+        if provision:
             if len(self._members) >= MEMBERSHIP_CACHE_SIZE:
                 self._members.clear()
             self._members.add(key)
+        return row, created

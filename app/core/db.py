@@ -1,16 +1,14 @@
-"""Postgres access that works through Supabase's transaction-mode pooler, and tenant transactions."""
+"""SQLAlchemy engines that work through Supabase's transaction-mode pooler (worker, cleanup, migrations)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import text
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.settings import PoolMode, Settings
@@ -32,16 +30,32 @@ def async_url(dsn: str) -> URL:
     return url.set(query=query)
 
 
-def pooler_safe_connect_args(connect_timeout: float, application_name: str) -> dict[str, Any]:
+def pooler_safe_connect_args(
+    connect_timeout: float, application_name: str, command_timeout: float | None = None
+) -> dict[str, Any]:
     """asyncpg arguments for a pooler that hands each transaction a different server connection."""
     return {
         # No reuse of prepared statements across transactions...
         "statement_cache_size": 0,
         # ...and unique names, so a statement prepared on one backend never collides on another.
         "prepared_statement_name_func": lambda: f"__liftoff_{uuid4().hex}__",
+        **direct_connect_args(connect_timeout, application_name, command_timeout),
+    }
+
+
+def direct_connect_args(
+    connect_timeout: float, application_name: str, command_timeout: float | None = None
+) -> dict[str, Any]:
+    """asyncpg arguments for a direct or session-mode connection."""
+    args: dict[str, Any] = {
         "timeout": connect_timeout,
         "server_settings": {"application_name": application_name},
     }
+    if command_timeout is not None:
+        # Every statement, the rollback of a connection given back to the pool included: a
+        # frozen server then costs a bounded wait, never a hung request.
+        args["command_timeout"] = command_timeout
+    return args
 
 
 def create_engine(
@@ -52,6 +66,9 @@ def create_engine(
     pool_size: int = 5,
     max_overflow: int = 5,
     connect_timeout: float = 5.0,
+    command_timeout: float | None = None,
+    pool_timeout: float = 30.0,
+    pre_ping: bool = True,
     application_name: str = "liftoff",
 ) -> AsyncEngine:
     """An engine for `dsn`. Behind a transaction-mode pooler (the safe default) it never relies
@@ -62,66 +79,58 @@ def create_engine(
         # SQLAlchemy keeps its own prepared-statement cache on top of asyncpg's; a pooler in
         # transaction mode hands each transaction another server connection, so neither may cache.
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})
-        connect_args = pooler_safe_connect_args(connect_timeout, application_name)
+        connect_args = pooler_safe_connect_args(connect_timeout, application_name, command_timeout)
     else:
-        connect_args = {"timeout": connect_timeout, "server_settings": {"application_name": application_name}}
+        connect_args = direct_connect_args(connect_timeout, application_name, command_timeout)
     if pool_mode is PoolMode.NULL:
-        # The pooler does the pooling; holding connections here would only pin its slots.
         return create_async_engine(url, poolclass=NullPool, connect_args=connect_args)
-    return create_async_engine(
+    # A transaction-mode pooler pins a server connection only for the length of a transaction,
+    # so a small pool of client connections costs it nothing, and saves a TCP, TLS and
+    # authentication handshake per request.
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
     )
+    if not pre_ping:
+        # The ping is three round trips (BEGIN, a statement, ROLLBACK) on asyncpg. Without it, a
+        # connection the server or the pooler has closed is still caught at checkout, locally;
+        # one that hangs meets the command timeout.
+        event.listen(engine.sync_engine, "checkout", _discard_closed)
+    return engine
 
 
-def engine_for(settings: Settings, *, application_name: str, min_pool_size: int = 0) -> AsyncEngine:
-    """The engine for DATABASE_URL as the settings configure it: pool mode, pooler safety, sizes."""
+def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        # SQLAlchemy's documented way to have the pool replace the connection and try again.
+        # https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic-custom
+        raise DisconnectionError("the server closed this connection")
+
+
+def engine_for(
+    settings: Settings,
+    *,
+    application_name: str,
+    min_pool_size: int = 0,
+    request_timeout: float | None = None,
+    pre_ping: bool = True,
+) -> AsyncEngine:
+    """The engine for DATABASE_URL as the settings configure it: pool mode, pooler safety, sizes.
+    With `request_timeout`, no statement and no wait for a pooled connection lasts longer."""
     return create_engine(
         settings.secret("database_url"),
         pool_mode=settings.pool_mode(),
         transaction_pooler=settings.transaction_pooler(),
         pool_size=max(settings.db_pool_size, min_pool_size),
         max_overflow=settings.db_max_overflow,
-        connect_timeout=settings.db_connect_timeout_seconds,
+        connect_timeout=min(settings.db_connect_timeout_seconds, request_timeout or float("inf")),
+        command_timeout=request_timeout,
+        pool_timeout=request_timeout or 30.0,
+        pre_ping=pre_ping,
         application_name=application_name,
     )
-
-
-@asynccontextmanager
-async def tenant_transaction(
-    engine: AsyncEngine,
-    claims: dict[str, Any],
-    *,
-    tenant_claim: str,
-    statement_timeout_ms: int,
-    before: Callable[[AsyncConnection], Awaitable[None]] | None = None,
-) -> AsyncIterator[AsyncConnection]:
-    """A transaction that runs as Supabase's `authenticated` role with the caller's JWT claims.
-
-    Row Level Security then confines every statement to the caller's organization, even one
-    that forgets its WHERE clause. Everything is transaction-local (`set_config(..., true)` is
-    `SET LOCAL`), so nothing leaks to the next user of a pooled connection. `before` runs first,
-    with the connection's own privileges, in the same transaction.
-    """
-    async with engine.begin() as conn:
-        if before is not None:
-            await before(conn)
-        # One round trip; set_config('role', ..., true) is SET LOCAL ROLE authenticated.
-        await conn.execute(
-            text(
-                "SELECT set_config('request.jwt.claims', :claims, true),"
-                " set_config('liftoff.tenant_claim', :tenant_claim, true),"
-                " set_config('statement_timeout', :timeout, true),"
-                " set_config('role', 'authenticated', true)"
-            ),
-            {
-                "claims": json.dumps(claims, separators=(",", ":")),
-                "tenant_claim": tenant_claim,
-                "timeout": str(statement_timeout_ms),
-            },
-        )
-        yield conn

@@ -49,6 +49,19 @@ def parse_trace_context(header: str | None, project: str | None) -> dict[str, An
     return fields
 
 
+class _StdoutLogger:
+    """A structlog logger writing each rendered line to whatever sys.stdout is at the time."""
+
+    def __init__(self, name: str = "", *_: Any) -> None:
+        self.name = name
+
+    def msg(self, message: str) -> None:
+        sys.stdout.write(message + "\n")
+        sys.stdout.flush()
+
+    debug = info = warning = warn = error = critical = exception = log = failure = fatal = msg
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library (uvicorn, SQLAlchemy) through one JSON renderer."""
     shared: list[Any] = [
@@ -66,14 +79,12 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
 
     structlog.configure(
-        # Filter first: a line below the level costs a method call, not a trip through the processors.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # structlog's own lines are rendered and written directly: the standard library's
+        # records, handlers and formatter cost about a tenth of the API's hot path.
+        processors=[*shared, renderer],
+        # Filtered first: a line below the level costs a method call, not the processors.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stdout)

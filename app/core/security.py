@@ -5,18 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 import jwt
 import structlog
 
 from app.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+
 log = structlog.get_logger(__name__)
 
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
+# A client sends the same access token with every request until it expires: a token verified
+# once is trusted, by its exact bytes, until its `exp` but for no longer than this, so that a
+# signing key withdrawn from the JWKS stops being honoured within a minute.
+VERIFIED_TOKEN_SECONDS = 60.0
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
 # A token naming a key id we have not seen may refetch the key set, but not more often than this,
 # so forged tokens cannot turn the API into a load generator against the JWKS endpoint.
 MIN_JWKS_REFRESH_SECONDS = 30.0
@@ -65,6 +72,8 @@ class JwksCache:
         return time.monotonic() - self._fetched_at < self._ttl
 
     async def _refresh(self) -> None:
+        import httpx  # only deployments with asymmetric keys need it
+
         try:
             response = await self._http.get(self._url)
             response.raise_for_status()
@@ -98,8 +107,22 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._tenant_claim = settings.tenant_claim
+        self._verified: dict[str, tuple[float, Principal]] = {}
 
     async def verify(self, token: str) -> Principal:
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await self._verify(token)
+        until = min(float(principal.claims["exp"]), now + VERIFIED_TOKEN_SECONDS)
+        if until > now:
+            if len(self._verified) >= VERIFIED_TOKEN_CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = (until, principal)
+        return principal
+
+    async def _verify(self, token: str) -> Principal:
         claims = await self._decode(token)
         try:
             user_id = UUID(str(claims["sub"]))

@@ -17,8 +17,8 @@ from sqlalchemy import text
 from app.core.db import create_engine
 from app.local.config import TENANTS, LocalConfig
 from app.local.servers import LOOPBACK, ServerError, postgres_ready, redis_ready, wait_until
-from app.migrate import upgrade
-from app.settings import PoolMode
+from app.migrate import apply_tenant_limits, upgrade
+from app.settings import PoolMode, Settings
 
 WAIT_SECONDS = 60.0
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     dsn = config.database_url
     upgrade(dsn)
+    apply_tenant_limits(dsn, Settings())
     asyncio.run(_seed(dsn))
     print("migrations applied, demo tenants seeded", flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "app", "api"])  # noqa: S606

@@ -241,6 +241,7 @@ class Worker:
                         self.metrics.dead_lettered.inc()
                     log.warning("lease_recovered", job_id=str(job_id), status=status)
                 await self._claim()
+                await self._wake([job_id for job_id, status in recovered if status == "queued"])
                 async with self.db.connect() as conn:
                     depth, oldest = await store.queue_stats(conn)
                 self.metrics.queue_depth.set(depth)
@@ -256,6 +257,17 @@ class Worker:
             except TimeoutError:
                 pass
             self._poke.clear()
+
+    async def _wake(self, job_ids: list[UUID]) -> None:
+        """Signal jobs handed back to the queue, as the API does for new ones: idle workers,
+        this one's fetch loop included, are parked in BRPOP and would otherwise wait for their
+        next sweep to see them, a few at a time."""
+        if not job_ids:
+            return
+        try:
+            await asyncio.wait_for(signal_ready(self.redis, job_ids), timeout=1.0)
+        except TimeoutError:
+            log.warning("recovery_signal_timed_out", jobs=len(job_ids))
 
     async def _heartbeat_loop(self) -> None:
         interval = min(self.lease / 3, 2.0)

@@ -83,15 +83,17 @@ def test_api_needs_a_way_to_verify_tokens():
 
 
 @pytest.mark.parametrize(
-    ("url", "mode"),
+    "url",
     [
-        ("postgresql://u:p@aws-0-eu-west-1.pooler.supabase.com:6543/postgres", PoolMode.NULL),
-        ("postgresql://u:p@db.ref.supabase.co:5432/postgres", PoolMode.QUEUE),
-        ("postgresql://u:p@localhost/postgres", PoolMode.QUEUE),
+        "postgresql://u:p@aws-0-eu-west-1.pooler.supabase.com:6543/postgres",
+        "postgresql://u:p@db.ref.supabase.co:5432/postgres",
+        "postgresql://u:p@localhost/postgres",
     ],
 )
-def test_auto_pool_mode_uses_nullpool_behind_the_transaction_pooler(url, mode):
-    assert Settings(database_url=url).pool_mode() is mode
+def test_auto_pool_mode_is_a_small_pool_behind_the_transaction_pooler_too(url):
+    # A transaction-mode pooler pins no server connection to an idle client connection, so a
+    # new connection per request would only pay TCP, TLS and authentication each time.
+    assert Settings(database_url=url).pool_mode() is PoolMode.QUEUE
 
 
 @pytest.mark.parametrize(
@@ -106,12 +108,47 @@ def test_auto_pool_mode_uses_nullpool_behind_the_transaction_pooler(url, mode):
 def test_transaction_pooler_is_detected_or_declared(url, explicit, expected):
     settings = Settings(database_url=url, db_transaction_pooler=explicit)
     assert settings.transaction_pooler() is expected
-    assert settings.pool_mode() is (PoolMode.NULL if expected else PoolMode.QUEUE)
 
 
 def test_explicit_pool_mode_wins():
     url = "postgresql://u:p@pooler:6543/postgres"
-    assert Settings(database_url=url, db_pool_mode=PoolMode.QUEUE).pool_mode() is PoolMode.QUEUE
+    assert Settings(database_url=url, db_pool_mode=PoolMode.NULL).pool_mode() is PoolMode.NULL
+
+
+def test_tenant_limits_and_http_bounds_are_in_the_contract_with_sane_defaults():
+    contract = {var.name: var for var in ENV_VARS}
+    for name in ("TENANT_MAX_ACTIVE_JOBS", "TENANT_MAX_SUBMISSIONS_PER_MINUTE"):
+        assert contract[name].used_by == frozenset({Role.MIGRATE})
+        assert not contract[name].secret and not contract[name].required
+    for name in (
+        "DB_REQUEST_TIMEOUT_SECONDS",
+        "HTTP_MAX_HEADER_BYTES",
+        "HTTP_REQUEST_TIMEOUT_SECONDS",
+        "HTTP_KEEP_ALIVE_SECONDS",
+    ):
+        assert contract[name].used_by == frozenset({Role.API})
+    defaults = Settings()
+    # A small team's defaults: one tenant sending 2,000 jobs in 20 seconds meets 429s.
+    assert defaults.tenant_max_active_jobs is not None and defaults.tenant_max_active_jobs < 2_000
+    assert defaults.tenant_max_submissions_per_minute is not None
+    assert defaults.tenant_max_submissions_per_minute < 2_000 * 3
+    # A frozen database answers 503 within a few seconds.
+    assert defaults.db_request_timeout_seconds <= 5
+    assert defaults.db_connect_timeout_seconds <= defaults.db_request_timeout_seconds
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenant_max_active_jobs", 0),
+        ("tenant_max_submissions_per_minute", -1),
+        ("db_request_timeout_seconds", 0),
+        ("http_max_header_bytes", 100),
+    ],
+)
+def test_out_of_range_limits_are_refused(field, value):
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from fastapi import APIRouter
-from sqlalchemy import text
 
 from app.api.deps import StateDep
 from app.core.errors import ApiError, error_responses
@@ -28,8 +27,8 @@ async def ready(state: StateDep) -> Readiness:
     """Postgres and Redis both answer within the timeout; 503 names any that does not."""
 
     async def postgres() -> None:
-        async with state.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        async with state.db.connection() as conn:
+            await conn.execute("SELECT 1")
 
     async def redis() -> None:
         await state.redis.ping()

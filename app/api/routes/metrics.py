@@ -25,8 +25,13 @@ router = APIRouter(tags=["operations"])
 async def metrics(state: StateDep) -> Response:
     """Request counts and latency by route and status, and jobs by status."""
     try:
-        async with state.engine.connect() as conn:
-            counts = await asyncio.wait_for(crud.count_by_status(conn), state.settings.ready_timeout_seconds)
+        async with (
+            asyncio.timeout(state.settings.ready_timeout_seconds),
+            state.db.connection() as conn,
+            # A transaction: behind a transaction pooler, prepare and execute on one backend.
+            conn.transaction(),
+        ):
+            counts = await crud.count_by_status(conn)
         state.metrics.set_jobs(counts)
     except Exception as exc:
         # A scrape still reports request metrics when Postgres is down; job gauges keep their last value.

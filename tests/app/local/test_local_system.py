@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,42 @@ def test_the_worker_completes_a_submitted_job(dev: DevSystem):
         time.sleep(0.2)
     assert read["status"] == "succeeded", read
     assert "run me" in read["result"]["text"]
+
+
+def test_one_tenant_sending_two_thousand_jobs_in_twenty_seconds_meets_429s(dev: DevSystem):
+    """The defaults of the local system protect AI spend: a burst from one tenant is cut off."""
+    token = dev.dev_env()["LIFTOFF_DEV_TOKEN_OTHER"]
+    limited: list[tuple[str, dict[str, Any]]] = []
+    statuses: list[int] = []
+
+    def submit(i: int) -> None:
+        if limited:
+            return
+        request = urllib.request.Request(  # noqa: S310
+            f"{dev.api}/v1/generations",
+            data=json.dumps({"prompt": f"burst {i}"}).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                statuses.append(response.status)
+        except urllib.error.HTTPError as error:
+            statuses.append(error.code)
+            if error.code == 429:
+                limited.append((error.headers["Retry-After"], json.loads(error.read())))
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(submit, range(2_000)))
+    assert limited, f"no 429 among {len(statuses)} submissions"
+    assert time.monotonic() - started < 20
+    retry_after, body = limited[0]
+    assert int(retry_after) >= 1
+    assert body["error"]["code"] == "tenant_limit"
+    assert set(statuses) <= {202, 429}
+    # The per-minute default (300), and at most the submissions in flight beyond it.
+    assert statuses.count(202) <= 300 + 8
 
 
 def test_sigterm_stops_everything_and_data_survives_a_restart(dev: DevSystem, host: Any):

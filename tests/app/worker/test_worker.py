@@ -192,6 +192,35 @@ async def test_a_dead_workers_lease_is_recovered_and_the_lost_attempt_logged(ser
     assert [(r["attempt"], r["status"]) for r in logs] == [(1, "lost"), (2, "succeeded")]
 
 
+async def test_recovered_jobs_run_at_full_concurrency_without_waiting_for_the_next_sweep(
+    servers: Servers, in_process
+):
+    """The sweep signals what it hands back: the idle fetch loop, parked in a long BRPOP, wakes
+    and claims them all, instead of the sweep taking a few per period."""
+    ids = await submit(servers.dsn, servers.redis.url(), 12, signal_redis=False)
+    conn = await asyncpg.connect(servers.dsn)
+    try:
+        await conn.execute(
+            "UPDATE generations SET ai_status = 'running', attempts = 1, leased_by = 'dead:1',"
+            " lease_expires_at = now() - interval '1 second', updated_at = now() - interval '3 seconds'"
+            " WHERE id = ANY($1)",
+            ids,
+        )
+    finally:
+        await conn.close()
+    provider = ScriptedProvider([], latency=0.3)
+    # The first sweep runs at start; the next would come only after 60 s, the next wake-up
+    # from Redis on its own after 120 s.
+    overrides = {"worker_sweep_seconds": 60.0, "worker_wait_seconds": 120, "worker_concurrency": 4}
+    async with in_process(provider, **overrides) as worker:
+        await wait_all(servers.dsn, "succeeded", 12, timeout=20)
+        assert worker.metrics.recovered._value.get() == 12
+    # At full concurrency: some moment had four attempts in flight at once.
+    starts = [started for _, _, started in provider.calls]
+    assert len(starts) == 12
+    assert max(sum(1 for s in starts if t <= s < t + 0.3) for t in starts) == 4
+
+
 async def test_a_lost_lease_discards_the_late_result(servers: Servers, in_process):
     provider = ScriptedProvider([], latency=1.0)
     (job_id,) = await submit(servers.dsn, servers.redis.url())
