@@ -127,6 +127,8 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "AI_PROVIDER": s.app.ai_provider,
         "WORKER_CONCURRENCY": str(s.worker.concurrency),
         "RETENTION_DAYS": str(s.retention.days),
+        "TENANT_MAX_ACTIVE_JOBS": str(s.app.tenant_max_active_jobs),
+        "TENANT_MAX_SUBMISSIONS_PER_MINUTE": str(s.app.tenant_max_submissions_per_minute),
     }
 
     def container(role: Role, cpu: str, memory: str, after: tuple[pulumi.Resource, ...] = ()) -> Container:
@@ -150,7 +152,11 @@ def build(settings: StackSettings) -> dict[str, Any]:
             project=s.project,
             container=container(Role.MIGRATE, "1", "512Mi"),
             command=("python", "-m", "app", "migrate"),
-            run_on=image.digest,
+            # A new image, or new limits for migrate to write, runs the migrations job again.
+            run_on=pulumi.Output.concat(
+                image.digest,
+                f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
+            ),
             deletion_protection=s.api.deletion_protection,
             labels=labels,
         ),

@@ -12,6 +12,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import pulumi
 
+from app.settings import Settings as AppContract
 from components.cloudrun import CPU, MEMORY
 from components.supabase import REGIONS as SUPABASE_REGIONS
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
@@ -150,6 +151,9 @@ class AppSettings:
     ai_provider: Literal["local", "openai"]
     default_model: str
     log_level: str
+    # Per-tenant limits that protect AI spend (the app's TENANT_* settings; migrate applies them).
+    tenant_max_active_jobs: int
+    tenant_max_submissions_per_minute: int
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,14 @@ def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
     return lambda v: None if regex.match(v) else f"{v!r} is not {what}"
 
 
+def _app_default(field: str) -> int:
+    """The app's own default for one of its settings: the stack's default is the app's."""
+    value = AppContract.model_fields[field].default
+    if not isinstance(value, int):
+        raise TypeError(f"app setting {field} has no whole-number default")
+    return value
+
+
 def load(source: ConfigSource | None = None, *, stack: str | None = None) -> StackSettings:
     """Read and validate the whole configuration; ConfigError lists every problem."""
     source = source or PulumiConfig()
@@ -440,12 +452,23 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     )
 
     ar = _Reader(problems, f"{NAMESPACE}:app", source.get(NAMESPACE, "app"))
-    ar.unknown({"aiProvider", "defaultModel", "logLevel"})
+    ar.unknown(
+        {"aiProvider", "defaultModel", "logLevel", "tenantMaxActiveJobs", "tenantMaxSubmissionsPerMinute"}
+    )
     provider = ar.value("aiProvider", str, "openai", _one_of({"local", "openai"}))
     app = AppSettings(
         ai_provider="local" if provider == "local" else "openai",
         default_model=ar.value("defaultModel", str, "gpt-4o-mini"),
         log_level=ar.value("logLevel", str, "INFO", _one_of({"DEBUG", "INFO", "WARNING", "ERROR"})),
+        tenant_max_active_jobs=ar.value(
+            "tenantMaxActiveJobs", int, _app_default("tenant_max_active_jobs"), _between(1, 1_000_000)
+        ),
+        tenant_max_submissions_per_minute=ar.value(
+            "tenantMaxSubmissionsPerMinute",
+            int,
+            _app_default("tenant_max_submissions_per_minute"),
+            _between(1, 1_000_000),
+        ),
     )
 
     rt = _Reader(problems, f"{NAMESPACE}:retention", source.get(NAMESPACE, "retention"))

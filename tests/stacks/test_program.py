@@ -12,7 +12,7 @@ from app.settings import ENV_VARS, Role
 from components.image import source_tag
 from components.jobrun import JobRun
 from stacks.program import IMAGE_SOURCES, ROOT
-from stacks.render import Registered, Rendering
+from stacks.render import Registered, Rendering, stack_config
 from stacks.schema import unknown_properties
 from tests.stacks.conftest import SECRETS, render_stack
 
@@ -135,7 +135,7 @@ def test_migrations_run_per_image_before_the_api(prod):
     assert migrate.inputs["template"]["template"]["maxRetries"] == 0
     run = prod.one(JobRun.TYPE).inputs
     digest = prod.outputs["image_ref"].split("@")[1]
-    assert run["trigger"] == digest
+    assert run["trigger"] == f"{digest};limits=100/300"
     assert run["job"] == "projects/liftoff-prod-000000/locations/europe-west1/jobs/liftoff-prod-migrate"
     # The engine orders by dependencies only: the API and the worker must depend on the run itself.
     runner = prod.one(JobRun.TYPE)
@@ -304,3 +304,21 @@ def test_exports(prod):
     assert prod.outputs["api_traffic"] == [{"revision": "latest", "percent": 100, "tag": "candidate"}]
     assert prod.outputs["worker_revision"].startswith("liftoff-prod-worker-")
     assert prod.outputs["api_revision"].startswith("liftoff-prod-api-")
+
+
+def test_tenant_limits_are_set_per_stack_and_rerun_migrate(prod):
+    limits = {
+        **stack_config("prod")["liftoff:app"],
+        "tenantMaxActiveJobs": 20,
+        "tenantMaxSubmissionsPerMinute": 60,
+    }
+    tighter = render_stack("prod", {"liftoff:app": limits})
+    (migrate,) = [j for j in tighter.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
+    env = envs(migrate)
+    assert (env["TENANT_MAX_ACTIVE_JOBS"]["value"], env["TENANT_MAX_SUBMISSIONS_PER_MINUTE"]["value"]) == (
+        "20",
+        "60",
+    )
+    # migrate writes the limits, so new limits run it again; the API and the worker never read them.
+    assert tighter.one(JobRun.TYPE).inputs["trigger"] != prod.one(JobRun.TYPE).inputs["trigger"]
+    assert "TENANT_MAX_ACTIVE_JOBS" not in envs(tighter.one(SERVICE))

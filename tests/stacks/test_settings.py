@@ -23,6 +23,11 @@ def worker(**changes: Any) -> dict[str, Any]:
 
 BAD_CONFIGS = [
     (
+        "tenant-limit-zero",
+        {"liftoff:app": {"tenantMaxActiveJobs": 0}},
+        "liftoff:app.tenantMaxActiveJobs",
+    ),
+    (
         "percents-not-100",
         api(traffic=[{"revision": "latest", "percent": 90}]),
         "liftoff:api.traffic: percents sum to 90",
