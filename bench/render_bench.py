@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from stacks.render import RecordingMocks, render, stack_config  # noqa: E402
 
-SECRETS = {"liftoff:openaiApiKey": "sk-bench"}
+SECRETS = {"liftoff:openaiApiKey": "sk-bench", "supabase:accessToken": "sbp_bench"}
 
 
 def empty_program() -> float:
