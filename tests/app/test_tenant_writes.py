@@ -72,6 +72,8 @@ async def as_role(
 @pytest.fixture
 async def jobs(servers: Servers) -> AsyncIterator[dict[str, uuid.UUID]]:
     """Tenant A's jobs in each state, written with the owner's privileges (as the worker)."""
+    # From empty tables, whatever ran before (tests of the real server process leave rows).
+    await truncate(servers.dsn)
     conn = await asyncpg.connect(servers.dsn)
     try:
         await conn.execute("INSERT INTO organizations (id) VALUES ($1), ($2)", ORG_A, ORG_B)

@@ -41,7 +41,9 @@ TENANT_INSERT_COLUMNS = "organization_id, created_by, prompt, model, params, ide
 DEFAULTS = "00000000-0000-0000-0000-000000000000"
 
 CANCEL_TRIGGER = """
-CREATE FUNCTION liftoff.on_cancel_requested() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION liftoff.on_cancel_requested() RETURNS trigger LANGUAGE plpgsql
+-- Pinned: PostgREST and other callers set their own search_path (pg_temp is searched first).
+SET search_path = pg_catalog, public AS $fn$
 BEGIN
   -- A queued job has no worker to tell: it is cancelled now. A running one is stopped by
   -- its worker, which sees the flag at its next heartbeat.
@@ -56,7 +58,9 @@ $fn$
 """
 
 LIMIT_TRIGGER = """
-CREATE FUNCTION liftoff.enforce_tenant_limits() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE FUNCTION liftoff.enforce_tenant_limits() RETURNS trigger LANGUAGE plpgsql
+-- Pinned: PostgREST and other callers set their own search_path (pg_temp is searched first).
+SET search_path = pg_catalog, public AS $fn$
 DECLARE
   max_active int;
   per_minute int;
@@ -121,7 +125,8 @@ CREATE FUNCTION liftoff.submit_generation(
   created boolean, id uuid, status text, prompt text, model text, params jsonb, result jsonb,
   error text, attempts int, cancel_requested boolean, created_at timestamptz,
   updated_at timestamptz, started_at timestamptz, finished_at timestamptz, request_hash text
-) LANGUAGE plpgsql AS $fn$
+) LANGUAGE plpgsql
+SET search_path = pg_catalog, public AS $fn$
 #variable_conflict use_column
 BEGIN
   IF p_provision THEN

@@ -130,6 +130,11 @@ class TestTenantLimits:
         (b'{"prompt": "p", "params": {"t": 1' + b"0" * 5000 + b"}}", "invalid JSON"),
         (b'{"prompt": "p", "prompt": "q"}', "duplicate key 'prompt'"),
         (b'{"prompt": "p", "params": {"t": 1, "t": 2}}', "duplicate key 't'"),
+        # Thousands of keys, one repeated: found in one pass (it runs before authentication).
+        (
+            b'{"prompt": "p", "params": {' + b",".join(b'"k%d": 1' % i for i in range(6000)) + b', "k7": 2}}',
+            "duplicate key 'k7'",
+        ),
     ],
 )
 async def test_what_postgres_cannot_store_or_json_cannot_say_is_422(client, auth_a, raw, fragment):
