@@ -5,9 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import uuid4
 
-from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -68,7 +66,6 @@ def create_engine(
     connect_timeout: float = 5.0,
     command_timeout: float | None = None,
     pool_timeout: float = 30.0,
-    pre_ping: bool = True,
     application_name: str = "liftoff",
 ) -> AsyncEngine:
     """An engine for `dsn`. Behind a transaction-mode pooler (the safe default) it never relies
@@ -87,29 +84,15 @@ def create_engine(
     # A transaction-mode pooler pins a server connection only for the length of a transaction,
     # so a small pool of client connections costs it nothing, and saves a TCP, TLS and
     # authentication handshake per request.
-    engine = create_async_engine(
+    return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=pre_ping,
+        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args=connect_args,
     )
-    if not pre_ping:
-        # The ping is three round trips (BEGIN, a statement, ROLLBACK) on asyncpg. Without it, a
-        # connection the server or the pooler has closed is still caught at checkout, locally;
-        # one that hangs meets the command timeout.
-        event.listen(engine.sync_engine, "checkout", _discard_closed)
-    return engine
-
-
-def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-    driver = getattr(dbapi_connection, "driver_connection", None)
-    if driver is not None and driver.is_closed():
-        # SQLAlchemy's documented way to have the pool replace the connection and try again.
-        # https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-pessimistic-custom
-        raise DisconnectionError("the server closed this connection")
 
 
 def engine_for(
@@ -117,20 +100,14 @@ def engine_for(
     *,
     application_name: str,
     min_pool_size: int = 0,
-    request_timeout: float | None = None,
-    pre_ping: bool = True,
 ) -> AsyncEngine:
-    """The engine for DATABASE_URL as the settings configure it: pool mode, pooler safety, sizes.
-    With `request_timeout`, no statement and no wait for a pooled connection lasts longer."""
+    """The engine for DATABASE_URL as the settings configure it: pool mode, pooler safety, sizes."""
     return create_engine(
         settings.secret("database_url"),
         pool_mode=settings.pool_mode(),
         transaction_pooler=settings.transaction_pooler(),
         pool_size=max(settings.db_pool_size, min_pool_size),
         max_overflow=settings.db_max_overflow,
-        connect_timeout=min(settings.db_connect_timeout_seconds, request_timeout or float("inf")),
-        command_timeout=request_timeout,
-        pool_timeout=request_timeout or 30.0,
-        pre_ping=pre_ping,
+        connect_timeout=settings.db_connect_timeout_seconds,
         application_name=application_name,
     )
