@@ -79,13 +79,17 @@ BEGIN
   ) THEN
     RETURN NEW;
   END IF;
+  -- One submission of an organization at a time from here to its commit, so each one counts
+  -- what the one before it committed: the limits are exact under concurrency. Other
+  -- organizations never wait.
+  PERFORM pg_advisory_xact_lock(hashtextextended('liftoff.tenant_limits:' || NEW.organization_id::text, 0));
   SELECT l.max_active_jobs, l.max_submissions_per_minute INTO max_active, per_minute
   FROM liftoff.tenant_limits l
   WHERE l.organization_id IN (NEW.organization_id, liftoff.default_limits_id())
   ORDER BY l.organization_id = liftoff.default_limits_id()
   LIMIT 1;
   -- Counted under the tenant's own RLS, and never past the limit: each check costs at most
-  -- `limit` index entries. Concurrent submissions may overshoot by their number.
+  -- `limit` index entries.
   IF max_active IS NOT NULL THEN
     SELECT count(*) INTO active FROM (
       SELECT FROM generations

@@ -55,6 +55,14 @@ class TestTenantLimits:
         # Another tenant is not held to this one's jobs.
         assert (await client.post("/v1/generations", json={"prompt": "p"}, headers=auth_b)).status_code == 202
 
+    async def test_concurrent_submissions_never_pass_the_cap(self, client, auth_a, servers: Servers):
+        await _limits(servers.dsn, 5, None)
+        responses = await asyncio.gather(
+            *(client.post("/v1/generations", json={"prompt": f"p{i}"}, headers=auth_a) for i in range(30))
+        )
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [202] * 5 + [429] * 25
+
     async def test_a_cancelled_job_frees_its_place(self, client, auth_a, servers: Servers):
         await _limits(servers.dsn, 1, None)
         job = (await client.post("/v1/generations", json={"prompt": "p"}, headers=auth_a)).json()
