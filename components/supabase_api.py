@@ -25,8 +25,8 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 import pulumi
 import pulumi.dynamic as dynamic
@@ -324,6 +324,10 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
 
 class SupabaseProject(dynamic.Resource, module="supabase", name="Project"):
     """A Supabase project; its outputs include the Supavisor pooler the project was given."""
+
+    TYPE: ClassVar[str] = "pulumi-python:dynamic/supabase:Project"
+    # What the provider reads: a dynamic resource has no schema to check them against.
+    PROPERTIES: ClassVar[frozenset[str]] = frozenset(f.name for f in fields(ProjectInputs))
 
     ref: pulumi.Output[str]
     pooler_host: pulumi.Output[str]

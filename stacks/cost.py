@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: stacks/ is on the path, the project root is not
     sys.path.insert(0, str(ROOT))
 
+from components.jobrun import JobRun  # noqa: E402
+from components.supabase_api import SupabaseProject  # noqa: E402
 from stacks.render import stack_config  # noqa: E402
 from stacks.settings import NAMESPACE, USAGE_KEYS, UsageSettings, usage_settings  # noqa: E402
 
@@ -404,8 +406,7 @@ def scheduled_runs(job_name: str, ctx: Context) -> float:
 def runs_per_release(job_name: str, ctx: Context) -> bool:
     """Whether a JobRun (components/jobrun.py) runs the job on every new image."""
     return any(
-        str(r["inputs"].get("job", "")).endswith(f"/jobs/{job_name}")
-        for r in ctx.of_type("pulumi-python:dynamic/liftoff:JobRun")
+        str(r["inputs"].get("job", "")).endswith(f"/jobs/{job_name}") for r in ctx.of_type(JobRun.TYPE)
     )
 
 
@@ -625,7 +626,7 @@ ESTIMATORS: dict[str, Estimator] = {
     "gcp:cloudscheduler/job:Job": scheduler_jobs,
     "gcp:secretmanager/secretVersion:SecretVersion": secret_versions,
     "gcp:artifactregistry/repository:Repository": registries,
-    "pulumi-python:dynamic/supabase:Project": supabase_projects,
+    SupabaseProject.TYPE: supabase_projects,
     "upstash:index/redisDatabase:RedisDatabase": upstash_databases,
     "gcp:monitoring/alertPolicy:AlertPolicy": alert_policies,
     "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig": uptime_checks,

@@ -22,6 +22,8 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from components.image import source_hash
+from components.jobrun import JobRun
+from components.supabase_api import SupabaseProject
 from stacks.program import IMAGE_SOURCES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,9 +123,9 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
         return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
     if kind == "gcp:secretmanager/secretVersion:SecretVersion":
         return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
-    if kind == "pulumi-python:dynamic/liftoff:JobRun":
+    if kind == JobRun.TYPE:
         return {"execution": f"{inputs['job']}/executions/{name}-{_digest(inputs.get('trigger'))[:5]}"}
-    if kind == "pulumi-python:dynamic/supabase:Project":
+    if kind == SupabaseProject.TYPE:
         # Like the Management API: a 20-letter ref, and a pooler host that the region does not name.
         ref = inputs.get("project_ref") or "".join(chr(97 + int(c, 16)) for c in _digest(name)[:20])
         return {

@@ -7,7 +7,6 @@ the engine's property names, so each rendered property can be looked up where it
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import sys
 import types
@@ -18,7 +17,7 @@ from typing import Any
 from pulumi._types import _py_properties, is_input_type
 
 from components.jobrun import JobRun
-from components.supabase_api import ProjectInputs
+from components.supabase_api import SupabaseProject
 from stacks.render import Registered
 
 PACKAGES = {
@@ -28,13 +27,9 @@ PACKAGES = {
     "docker-build": "pulumi_docker_build",
 }
 
-# Dynamic resources (Python providers in this repository) declare the properties they read.
 # Dynamic resources (pulumi.dynamic, providers in components/) have no SDK: each declares the
 # properties its provider reads. Outputs it declares arrive as None inputs.
-DYNAMIC: dict[str, frozenset[str]] = {
-    JobRun.TYPE: JobRun.PROPERTIES,
-    "pulumi-python:dynamic/supabase:Project": frozenset(f.name for f in dataclasses.fields(ProjectInputs)),
-}
+DYNAMIC: dict[str, frozenset[str]] = {cls.TYPE: cls.PROPERTIES for cls in (JobRun, SupabaseProject)}
 
 
 def args_class(token: str) -> type:
