@@ -170,7 +170,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         protect, urn, parent, dependencies = self.options.get(
             (args.typ, args.name), (False, "", None, frozenset())
         )
-        outputs = {**inputs, **_computed(args.typ, args.name, inputs)}
+        computed = _computed(args.typ, args.name, inputs)
+        outputs = {**inputs, **computed}
         resource_id = str(outputs.pop("id", f"{args.name}-id"))
         self.resources.append(
             Registered(
@@ -187,7 +188,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 outputs=outputs,
             )
         )
-        state = {**dict(args.inputs), **_computed(args.typ, args.name, inputs)}
+        state = {**dict(args.inputs), **computed}
         state.pop("id", None)
         return resource_id, state
 
