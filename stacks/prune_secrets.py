@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components.googleapi import google_api  # noqa: E402
 from components.rest import ApiError, NotFoundError, RestClient  # noqa: E402
-from stacks.render import stack_config  # noqa: E402
+from stacks.render import ROOT, stack_config  # noqa: E402
 from stacks.settings import WorkloadNames  # noqa: E402
 
 RUN_API = "https://run.googleapis.com"
@@ -126,9 +126,9 @@ def prune(target: Target, *, apply: bool, run: RestClient, secrets: RestClient) 
     return doomed
 
 
-def target_of(stack: str, root: Path | None = None) -> Target:
+def target_of(stack: str, root: Path = ROOT) -> Target:
     """The stack's project, region and resource prefix, from its committed stack file."""
-    config = stack_config(stack) if root is None else stack_config(stack, root)
+    config = stack_config(stack, root)
     environment = str(config.get("liftoff:environment") or stack)
     return Target(str(config["gcp:project"]), str(config["gcp:region"]), WorkloadNames.of(environment))
 
