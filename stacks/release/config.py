@@ -1,0 +1,94 @@
+"""A release's configuration, declared in the stack file under `liftoff:release`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+KEY = "liftoff:release"
+# Cloud Run's request metrics are sampled every 60 s and then not visible for up to 180 s
+# (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-run: "Sampled every 60 seconds.
+# After sampling, data is not visible for up to 180 seconds."). A soak shorter than that would
+# gate on an empty window.
+CLOUD_MIN_SOAK_SECONDS = 240
+
+Percent = Annotated[int, Field(ge=1, le=100)]
+
+
+class ReleaseSettings(BaseModel):
+    """Canary steps, soak, gate limits and approval for one stack."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True
+    )
+
+    # The candidate's share at each step, rising, ending at 100.
+    steps: tuple[Percent, ...] = Field((10, 50, 100), strict=False)
+    # How long each step runs before its gates are read.
+    soak_seconds: int = Field(300, ge=1, le=3600)
+    # How long a step may wait for min_requests before its result counts as inconclusive.
+    max_soak_seconds: int | None = Field(None, ge=1, le=14400)
+    # Gates are only judged once the candidate has served this many requests in the step.
+    min_requests: int = Field(100, ge=0)
+    # Absolute limits on the candidate: 5xx ratio and p95 latency.
+    max_error_ratio: float = Field(0.02, ge=0.0, le=1.0)
+    max_p95_latency_ms: int = Field(1500, ge=1)
+    # Limits relative to the stable revision over the same window, when it served min_requests.
+    max_error_ratio_increase: float = Field(0.01, ge=0.0, le=1.0)
+    max_latency_ratio: float = Field(1.5, ge=1.0)
+    # Ask a person before each step after the first.
+    approval: bool = False
+    # What a step that never saw min_requests does: roll back (safe) or go on.
+    on_inconclusive: Literal["rollback", "promote"] = "rollback"
+
+    @model_validator(mode="after")
+    def _steps_rise_to_100(self) -> ReleaseSettings:
+        if not self.steps:
+            raise ValueError("steps: must list at least one percent, ending at 100")
+        if list(self.steps) != sorted(set(self.steps)):
+            raise ValueError(f"steps: must rise strictly, got {list(self.steps)}")
+        if self.steps[-1] != 100:
+            raise ValueError(f"steps: must end at 100, got {list(self.steps)}")
+        if self.max_soak_seconds is not None and self.max_soak_seconds < self.soak_seconds:
+            raise ValueError(
+                f"maxSoakSeconds: {self.max_soak_seconds} is below soakSeconds {self.soak_seconds}"
+            )
+        return self
+
+    @property
+    def wait_limit_seconds(self) -> int:
+        """How long a step may soak in all, waiting for enough requests."""
+        return self.max_soak_seconds if self.max_soak_seconds is not None else 3 * self.soak_seconds
+
+
+def parse(raw: object, *, cloud: bool = True) -> tuple[ReleaseSettings, list[str]]:
+    """Settings from stack config, and every problem named by its key (`liftoff:release.steps`)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        return ReleaseSettings(), [f"{KEY}: must be a mapping"]
+    try:
+        settings = ReleaseSettings.model_validate(raw)
+    except ValidationError as error:
+        return ReleaseSettings(), [_problem(dict(e)) for e in error.errors()]
+    problems = []
+    if cloud and settings.soak_seconds < CLOUD_MIN_SOAK_SECONDS:
+        problems.append(
+            f"{KEY}.soakSeconds: {settings.soak_seconds} is shorter than Cloud Monitoring's ingestion"
+            f" delay; use at least {CLOUD_MIN_SOAK_SECONDS}"
+        )
+    return settings, problems
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One pydantic error as `liftoff:release.<key>: <what is wrong> (got <value>)`."""
+    location = ".".join(str(part) for part in error.get("loc", ()) if not isinstance(part, int))
+    message = str(error.get("msg", "invalid"))
+    if not location:
+        # A model validator's message starts with the key it is about.
+        location, _, message = message.removeprefix("Value error, ").partition(": ")
+        return f"{KEY}.{location}: {message}"
+    return f"{KEY}.{location}: {message} (got {error.get('input')!r})"

@@ -1,0 +1,81 @@
+"""What the release controller needs from the world: the cloud's, or the rehearsal's.
+
+The controller (stacks/release/controller.py) holds every decision. Each port below has two
+implementations, one for Google Cloud (stacks/release/cloud.py) and one for the local
+rehearsal (stacks/release/rehearsal/); the sequence tests drive a third, over the
+control-plane model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from stacks.release.gates import Window
+from stacks.release.ledger import Ledger, Release
+from stacks.release.plan import ReleasePlan
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    """What serves now, read from the control plane (Cloud Run's traffic_statuses and
+    instanceSplitStatuses), never from "the latest created"; and the ledger from the stack.
+
+    `api` and `worker` map revision names to their current percent (0 % entries omitted);
+    both are empty before the first deploy.
+    """
+
+    api: Mapping[str, int] = field(default_factory=dict)
+    worker: Mapping[str, int] = field(default_factory=dict)
+    ledger: Ledger = field(default_factory=Ledger)
+
+
+class LiveReader(Protocol):
+    def read(self) -> Live:
+        """The serving revisions and the ledger, as of now."""
+        ...
+
+
+class Deployer(Protocol):
+    def ship(self, plan: ReleasePlan) -> Release:
+        """A full `pulumi up` with `plan`: builds, migrates, creates the candidate's revisions.
+
+        Returns the release the declared program ships (its API and worker revision names).
+        Raises DeployError if the update fails.
+        """
+        ...
+
+    def shift(self, plan: ReleasePlan) -> None:
+        """A traffic-only `pulumi up` with `plan` (plan.traffic_only is True). Raises DeployError."""
+        ...
+
+
+class DeployError(RuntimeError):
+    """A `pulumi up` (or its local stand-in) failed."""
+
+
+class Metrics(Protocol):
+    def window(self, revision: str, start: float, end: float) -> Window:
+        """What `revision` of the API served between two wall-clock times (seconds since the epoch)."""
+        ...
+
+
+class Smoke(Protocol):
+    def check(self, release: Release) -> str | None:
+        """Smoke-test the candidate on its own URL: None if it passed, else what failed."""
+        ...
+
+
+class Approver(Protocol):
+    def approve(self, percent: int) -> bool | None:
+        """Whether to go on to `percent`: True, False (abort and roll back), None (nobody to ask)."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
