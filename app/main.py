@@ -13,7 +13,7 @@ from app.api.routes import generations, health, metrics
 from app.api.state import ApiState
 from app.core.errors import install_error_handlers
 from app.core.metrics import ApiMetrics
-from app.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.core.middleware import BodyLimitMiddleware, FaultMiddleware, RequestContextMiddleware
 from app.schemas import MAX_BODY_BYTES
 from app.settings import Role, Settings, get_settings
 
@@ -51,6 +51,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(generations.router)
+    if settings.fault_error_ratio or settings.fault_delay_ms:
+        # Inside the request context, so that the injected 500s and delays are measured.
+        app.add_middleware(
+            FaultMiddleware, error_ratio=settings.fault_error_ratio, delay_ms=settings.fault_delay_ms
+        )
     # Added last, so outermost: refused bodies are logged and measured too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestContextMiddleware, metrics=api_metrics, project=settings.google_cloud_project)

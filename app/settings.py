@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -249,6 +249,26 @@ class Settings(BaseSettings):
         le=3600,
         **_var("How long an idle keep-alive connection is kept.", used_by=frozenset({Role.API})),
     )
+    fault_error_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        **_var(
+            "Share of API requests (probes excepted) answered with a 500; `local` and `test` only,"
+            " for release rehearsals.",
+            used_by=API,
+        ),
+    )
+    fault_delay_ms: int = Field(
+        0,
+        ge=0,
+        le=60_000,
+        **_var(
+            "Delay added to every API request (probes excepted); `local` and `test` only, for"
+            " release rehearsals.",
+            used_by=API,
+        ),
+    )
     host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING))
     port: int = Field(8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING))
 
@@ -267,6 +287,16 @@ class Settings(BaseSettings):
         if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
             raise ValueError("must be an https:// URL (http:// is allowed for loopback only)")
         return value
+
+    @model_validator(mode="after")
+    def _faults_only_where_nobody_is_served(self) -> Settings:
+        # A fault setting left on in a deployed environment would fail real users' requests.
+        if (self.fault_error_ratio or self.fault_delay_ms) and self.app_env not in ("local", "test"):
+            raise ValueError(
+                "FAULT_ERROR_RATIO and FAULT_DELAY_MS are for rehearsals only: they are refused unless"
+                f" APP_ENV is local or test (APP_ENV is {self.app_env})"
+            )
+        return self
 
     def require(self, role: Role) -> Settings:
         """Check that everything `role` needs is set; raise SettingsError naming what is not."""

@@ -1,7 +1,8 @@
-"""ASGI middleware: request body limit, and per-request logging, tracing and metrics."""
+"""ASGI middleware: request body limit, per-request logging, tracing and metrics, rehearsal faults."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -9,6 +10,7 @@ import structlog
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.core.errors import error_response
 from app.core.logs import parse_trace_context
 from app.core.metrics import ApiMetrics
 
@@ -53,6 +55,39 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, limited, send)
+
+
+# Probes answer as usual, so that a smoke test passes and only the metric gates can catch a fault.
+PROBES = frozenset({"/health", "/ready", "/metrics"})
+
+
+class FaultMiddleware:
+    """Fail a share of requests with a 500 and delay each one: a faulty candidate for a rehearsal.
+
+    Installed only when FAULT_ERROR_RATIO or FAULT_DELAY_MS is set, which the settings allow
+    only where APP_ENV is local or test. The share is exact, not random: every request adds
+    the ratio to a running sum and fails when the sum crosses a whole number.
+    """
+
+    def __init__(self, app: ASGIApp, error_ratio: float, delay_ms: int) -> None:
+        self.app = app
+        self.error_ratio = error_ratio
+        self.delay_seconds = delay_ms / 1000
+        self._debt = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in PROBES:
+            await self.app(scope, receive, send)
+            return
+        if self.delay_seconds:
+            await asyncio.sleep(self.delay_seconds)
+        self._debt += self.error_ratio
+        if self._debt >= 1.0:
+            self._debt -= 1.0
+            response = error_response(500, "internal_error", "Internal server error (FAULT_ERROR_RATIO).")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 class RequestContextMiddleware:
