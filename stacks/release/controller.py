@@ -43,11 +43,18 @@ class Report:
     timings: dict[str, float] = field(default_factory=dict)
     release: Release | None = None
 
-    def text(self) -> str:
-        head = f"release {self.outcome} (exit {self.exit_code})"
+    def summary(self) -> str:
+        """One line: the outcome, the breached gates, and the timings."""
+        head = f"{self.outcome} (exit {self.exit_code})"
         if self.breached:
-            head += f": breached {', '.join(self.breached)}"
-        return "\n".join([head, *(f"  {line}" for line in self.lines)])
+            head += f"; breached: {', '.join(self.breached)}"
+        for name, seconds in self.timings.items():
+            head += f"; {name.replace('_', ' ')}: {seconds:.2f}"
+        return head
+
+    def text(self) -> str:
+        """The summary and every line said on the way."""
+        return "\n".join([self.summary(), *(f"  {line}" for line in self.lines)])
 
 
 class Refused(Exception):
@@ -70,6 +77,9 @@ class _Run:
     candidate: Release
     ledger: Ledger
     start_percent: int = 0
+    # The API's traffic and the ledger as this run last set them; None until it has set any.
+    expected: dict[str, int] | None = None
+    written: Ledger | None = None
 
     @property
     def base(self) -> Release:
@@ -145,7 +155,14 @@ class Controller:
             return None
         percent = live.api[candidate.api]
         self._say(f"resuming {candidate.api} at {percent} % beside {stable.api}")
-        return _Run(stable, candidate, live.ledger, start_percent=percent)
+        return _Run(
+            stable,
+            candidate,
+            live.ledger,
+            start_percent=percent,
+            expected=dict(live.api),
+            written=live.ledger,
+        )
 
     def _ship(self, retry: bool) -> _Run:
         live = self.live.read()
@@ -163,7 +180,8 @@ class Controller:
                 " change, or pass --retry to try the same revisions again"
             )
         ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp())
-        return _Run(stable, candidate, ledger)
+        expected = {stable.api: 100} if stable else None
+        return _Run(stable, candidate, ledger, expected=expected, written=live.ledger)
 
     def _stable(self, live: Live) -> Release | None:
         """The release serving everything now, read live; None before the first deploy."""
@@ -237,8 +255,11 @@ class Controller:
         self._roll_back(run, f"approval for {percent} % denied", ("approval",))
 
     def _step(self, run: _Run, percent: int) -> None:
+        self._guard(run)
         run.ledger = run.ledger.record(run.candidate, Outcome.CANARY, self._stamp())
-        self.deployer.shift(plan.step(run.base, run.candidate, percent, run.ledger))
+        step = plan.step(run.base, run.candidate, percent, run.ledger)
+        self.deployer.shift(step)
+        run.expected, run.written = _api_shares(step, run.candidate), step.ledger
         self._say(f"step {percent} %: {run.candidate.api} takes {percent} % of the traffic")
         try:
             verdict = self._soak(run, percent)
@@ -251,6 +272,25 @@ class Controller:
         if verdict.state is not State.PASS:
             self._roll_back(run, f"gates breached at {percent} %", verdict.breached or ("min-requests",))
 
+    def _guard(self, run: _Run) -> None:
+        """Stop if someone else moved the traffic since this run did (a rollback by hand).
+
+        Going on would undo their move and route users back to what they sent away from.
+        """
+        if run.expected is None:
+            return
+        live = self.live.read()
+        if dict(live.api) != run.expected or live.ledger != run.written:
+            raise Stopped(
+                self._report(
+                    EXIT_ROLLED_BACK,
+                    "interrupted",
+                    ("traffic-moved",),
+                    reason=f"the traffic was moved outside this release (now {dict(live.api)});"
+                    " stopping without touching it",
+                )
+            )
+
     def _soak(self, run: _Run, percent: int) -> Verdict:
         """Judge the step until it passes after a full soak, breaches, or runs out of time.
 
@@ -260,6 +300,7 @@ class Controller:
         poll = max(1.0, self.settings.soak_seconds / 5)
         while True:
             self.clock.sleep(poll)
+            self._guard(run)
             now = self.clock.now()
             candidate = self.metrics.window(run.candidate.api, start, now)
             stable: Window | None = None
@@ -389,3 +430,12 @@ class Controller:
 
     def _stamp(self) -> str:
         return datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="seconds")
+
+
+def _api_shares(step: plan.ReleasePlan, candidate: Release) -> dict[str, int]:
+    """The API traffic a plan leaves, by revision ("latest" is the candidate just shipped)."""
+    shares: dict[str, int] = {}
+    for target in step.api:
+        revision = candidate.api if target.is_latest else target.revision
+        shares[revision] = shares.get(revision, 0) + target.percent
+    return {revision: percent for revision, percent in shares.items() if percent > 0}

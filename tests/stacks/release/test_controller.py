@@ -224,3 +224,22 @@ def test_a_rollback_that_cannot_be_applied_says_so_loudly(world):
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "rollback-failed"
     assert "make rollback" in report.lines[-1]
+
+
+def test_a_rollback_by_hand_during_a_release_stops_the_release(world):
+    """The on-call rolls back while the release soaks at 10 %; the release must not undo it."""
+    ctl = controller(world)
+    original = world.sleep
+    rolled = {"done": False}
+
+    def sleep(seconds: float) -> None:
+        original(seconds)
+        if not rolled["done"] and world.read().api.get(B.api) == 10:
+            rolled["done"] = True
+            assert controller(world).rollback().exit_code == EXIT_OK
+
+    world.sleep = sleep
+    report = ctl.release()
+    assert report.outcome == "interrupted" and report.breached == ("traffic-moved",)
+    assert world.read().api == {A.api: 100}
+    assert world.ledger.outcome(B) is Outcome.ROLLED_BACK
