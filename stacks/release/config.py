@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 KEY = "liftoff:release"
@@ -44,14 +44,19 @@ class ReleaseSettings(BaseModel):
     # What a step that never saw min_requests does: roll back (safe) or go on.
     on_inconclusive: Literal["rollback", "promote"] = "rollback"
 
+    @field_validator("steps")
+    @classmethod
+    def _steps_rise_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps:
+            raise ValueError("must list at least one percent, ending at 100")
+        if list(steps) != sorted(set(steps)):
+            raise ValueError("must rise strictly")
+        if steps[-1] != 100:
+            raise ValueError("must end at 100")
+        return steps
+
     @model_validator(mode="after")
-    def _steps_rise_to_100(self) -> ReleaseSettings:
-        if not self.steps:
-            raise ValueError("steps: must list at least one percent, ending at 100")
-        if list(self.steps) != sorted(set(self.steps)):
-            raise ValueError(f"steps: must rise strictly, got {list(self.steps)}")
-        if self.steps[-1] != 100:
-            raise ValueError(f"steps: must end at 100, got {list(self.steps)}")
+    def _soak_within_limit(self) -> ReleaseSettings:
         if self.max_soak_seconds is not None and self.max_soak_seconds < self.soak_seconds:
             raise ValueError(
                 f"maxSoakSeconds: {self.max_soak_seconds} is below soakSeconds {self.soak_seconds}"
@@ -86,7 +91,7 @@ def parse(raw: object, *, cloud: bool = True) -> tuple[ReleaseSettings, list[str
 def _problem(error: Mapping[str, Any]) -> str:
     """One pydantic error as `liftoff:release.<key>: <what is wrong> (got <value>)`."""
     location = ".".join(str(part) for part in error.get("loc", ()) if not isinstance(part, int))
-    message = str(error.get("msg", "invalid"))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
     if not location:
         # A model validator's message starts with the key it is about.
         location, _, message = message.removeprefix("Value error, ").partition(": ")

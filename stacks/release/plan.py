@@ -50,17 +50,22 @@ def ship(stable: Release | None, ledger: Ledger) -> ReleasePlan:
     With no stable release (the first deploy), the new revision takes everything.
     """
     if stable is None:
-        return ReleasePlan(
-            api=(TrafficTarget(100, LATEST, CANDIDATE_TAG),),
-            worker=(TrafficTarget(100),),
-            ledger=ledger,
-            traffic_only=False,
-        ).check()
+        return first_deploy(ledger, traffic_only=False)
     return ReleasePlan(
         api=(TrafficTarget(100, stable.api, STABLE_TAG), TrafficTarget(0, LATEST, CANDIDATE_TAG)),
         worker=(TrafficTarget(100, stable.worker), TrafficTarget(0)),
         ledger=ledger,
         traffic_only=False,
+    ).check()
+
+
+def first_deploy(ledger: Ledger, *, traffic_only: bool) -> ReleasePlan:
+    """The only revision there is takes everything (it is smoke-tested before it is recorded good)."""
+    return ReleasePlan(
+        api=(TrafficTarget(100, LATEST, CANDIDATE_TAG),),
+        worker=(TrafficTarget(100),),
+        ledger=ledger,
+        traffic_only=traffic_only,
     ).check()
 
 
@@ -70,10 +75,16 @@ def step(stable: Release, candidate: Release, percent: int, ledger: Ledger) -> R
         raise ValueError(f"a step is a percent from 0 to 100, got {percent}")
     if percent == 100:
         return settle(candidate, ledger)
-    api = (
-        TrafficTarget(100 - percent, stable.api, STABLE_TAG),
-        TrafficTarget(percent, candidate.api, CANDIDATE_TAG),
-    )
+    if stable.api == candidate.api:  # a release that changed only the worker
+        api: tuple[TrafficTarget, ...] = (
+            TrafficTarget(100, stable.api, STABLE_TAG),
+            TrafficTarget(0, LATEST, CANDIDATE_TAG),
+        )
+    else:
+        api = (
+            TrafficTarget(100 - percent, stable.api, STABLE_TAG),
+            TrafficTarget(percent, candidate.api, CANDIDATE_TAG),
+        )
     worker: tuple[TrafficTarget, ...] = (
         TrafficTarget(100 - percent, stable.worker),
         TrafficTarget(percent, candidate.worker),

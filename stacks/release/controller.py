@@ -1,0 +1,441 @@
+"""The canary controller: ship at 0 %, smoke-test, step the traffic behind metric gates, roll back.
+
+Every decision lives here; the ports (stacks/release/ports.py) only read and write the world.
+The same controller drives Google Cloud (stacks/release/cloud.py) and the local rehearsal
+(stacks/release/rehearsal/). Its rules, in the words an on-call engineer would use:
+
+- What serves is read live before anything moves; "stable" is what serves, never "the latest
+  created". A revision recorded as failed or rolled back is never given traffic again
+  (ReleasePlan.check refuses it), unless a person retries it by name.
+- A breach, an error while the candidate has traffic, or a denied approval sends everything
+  back to stable at once, with a traffic-only update, and the release exits 3.
+- A release that stopped half-way (a crash, a pause for approval) resumes from the live state.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from stacks.release import plan
+from stacks.release.config import ReleaseSettings
+from stacks.release.gates import State, Verdict, Window, evaluate
+from stacks.release.ledger import Ledger, Outcome, Release
+from stacks.release.ports import Approver, Clock, Deployer, DeployError, Live, LiveReader, Metrics, Smoke
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_ROLLED_BACK = 3
+EXIT_AWAITING_APPROVAL = 4
+
+
+@dataclass
+class Report:
+    """How a release or rollback ended, what was measured, and how long the rollback took."""
+
+    exit_code: int
+    outcome: str
+    breached: tuple[str, ...] = ()
+    lines: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    release: Release | None = None
+
+    def summary(self) -> str:
+        """One line: the outcome, the breached gates, and the timings."""
+        head = f"{self.outcome} (exit {self.exit_code})"
+        if self.breached:
+            head += f"; breached: {', '.join(self.breached)}"
+        for name, seconds in self.timings.items():
+            head += f"; {name.replace('_', ' ')}: {seconds:.2f}"
+        return head
+
+    def text(self) -> str:
+        """The summary and every line said on the way."""
+        return "\n".join([self.summary(), *(f"  {line}" for line in self.lines)])
+
+
+class Refused(Exception):
+    """The release cannot start as asked; nothing was changed."""
+
+
+class Stopped(Exception):
+    """The release ends early with this report (the traffic is already where it must be)."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__(report.outcome)
+        self.report = report
+
+
+@dataclass
+class _Run:
+    """One release in progress: what serves, what ships, and the ledger to record."""
+
+    stable: Release | None
+    candidate: Release
+    ledger: Ledger
+    start_percent: int = 0
+    # The API's traffic and the ledger as this run last set them; None until it has set any.
+    expected: dict[str, int] | None = None
+    written: Ledger | None = None
+
+    @property
+    def base(self) -> Release:
+        """The stable release a canary runs beside (a first deploy has none and runs no canary)."""
+        if self.stable is None:
+            raise RuntimeError("a canary needs a stable release")
+        return self.stable
+
+
+class Controller:
+    """Runs releases and rollbacks through the ports, reporting as it goes."""
+
+    def __init__(
+        self,
+        *,
+        settings: ReleaseSettings,
+        live: LiveReader,
+        deployer: Deployer,
+        metrics: Metrics,
+        smoke: Smoke,
+        approver: Approver,
+        clock: Clock,
+        out: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.live = live
+        self.deployer = deployer
+        self.metrics = metrics
+        self.smoke = smoke
+        self.approver = approver
+        self.clock = clock
+        self.out = out
+        self.lines: list[str] = []
+
+    # -- releases ---------------------------------------------------------------------------
+
+    def release(self, *, retry: bool = False) -> Report:
+        """Ship what the program declares and take it through the steps, or roll it back."""
+        self.lines = []
+        try:
+            run = self._resume(self.live.read()) or self._ship(retry)
+            if run.stable is None:
+                return self._first_deploy(run)
+            self._smoke(run)
+            for index, percent in enumerate(self.settings.steps):
+                if percent < run.start_percent:
+                    continue
+                self._approve(run, index, percent)
+                self._step(run, percent)
+            return self._promote(run)
+        except Stopped as stop:
+            return stop.report
+        except Refused as refusal:
+            return self._report(EXIT_USAGE, "refused", reason=str(refusal))
+        except DeployError as error:
+            return self._report(EXIT_ERROR, "error", reason=f"pulumi up failed: {error}")
+
+    def _resume(self, live: Live) -> _Run | None:
+        """The release a previous run left with traffic on its candidate, if any."""
+        entry = live.ledger.in_progress()
+        if entry is None or live.api.get(entry.release.api, 0) == 0:
+            return None
+        candidate = entry.release
+        others = [r for r, p in live.api.items() if p > 0 and r != candidate.api]
+        if len(others) > 1:
+            raise Refused(f"traffic is split over {sorted(live.api)}; roll back first (make rollback)")
+        stable: Release | None
+        if others:
+            stable = self._release_of(others[0], live, exclude=candidate.worker)
+        else:
+            stable = live.ledger.last_good(excluding=[candidate])
+        if stable is None:
+            return None
+        percent = live.api[candidate.api]
+        self._say(f"resuming {candidate.api} at {percent} % beside {stable.api}")
+        return _Run(
+            stable,
+            candidate,
+            live.ledger,
+            start_percent=percent,
+            expected=dict(live.api),
+            written=live.ledger,
+        )
+
+    def _ship(self, retry: bool) -> _Run:
+        live = self.live.read()
+        stable = self._stable(live)
+        self._say(f"stable: {stable.api} / {stable.worker}" if stable else "first deploy: nothing serves yet")
+        candidate = self.deployer.ship(plan.ship(stable, live.ledger))
+        self._say(f"shipped {candidate.api} / {candidate.worker} at 0 % (tag {plan.CANDIDATE_TAG})")
+        if stable is not None and candidate == stable:
+            raise Stopped(self._report(EXIT_OK, "unchanged", reason="the program ships what already serves"))
+        earlier = live.ledger.entry_for_api(candidate.api)
+        if live.ledger.is_bad(candidate) and not retry:
+            why = f" ({earlier.reason})" if earlier and earlier.reason else ""
+            raise Refused(
+                f"{candidate.api} is recorded as {earlier.outcome if earlier else 'failed'}{why}; ship a"
+                " change, or pass --retry to try the same revisions again"
+            )
+        ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp())
+        expected = {stable.api: 100} if stable else None
+        return _Run(stable, candidate, ledger, expected=expected, written=live.ledger)
+
+    def _stable(self, live: Live) -> Release | None:
+        """The release serving everything now, read live; None before the first deploy."""
+        serving = [r for r, p in live.api.items() if p > 0]
+        if not serving:
+            return None
+        if len(serving) > 1:
+            raise Refused(
+                f"traffic is split over {sorted(serving)} with no release in progress; pin it or run"
+                " make rollback first"
+            )
+        stable = self._release_of(serving[0], live)
+        if live.ledger.is_bad(stable):
+            raise Refused(f"{stable.api} serves but is recorded as failed; run make rollback first")
+        return stable
+
+    def _release_of(self, api: str, live: Live, exclude: str | None = None) -> Release:
+        """The release an API revision belongs to: from the ledger, else the worker that serves."""
+        entry = live.ledger.entry_for_api(api)
+        if entry is not None:
+            return entry.release
+        workers = [r for r, p in live.worker.items() if p > 0 and r != exclude]
+        if len(workers) != 1:
+            raise Refused(f"cannot tell which worker revision goes with {api}: {sorted(live.worker)}")
+        return Release(api=api, worker=workers[0])
+
+    def _first_deploy(self, run: _Run) -> Report:
+        """Nothing to compare against or to roll back to: smoke-test, then record it as good."""
+        failure = self.smoke.check(run.candidate)
+        if failure is not None:
+            run.ledger = run.ledger.record(run.candidate, Outcome.FAILED, self._stamp(), f"smoke: {failure}")
+            self.deployer.shift(plan.first_deploy(run.ledger, traffic_only=True))
+            return self._report(
+                EXIT_ROLLED_BACK,
+                "failed",
+                ("smoke",),
+                reason=f"first deploy failed its smoke test: {failure}",
+            )
+        run.ledger = run.ledger.record(run.candidate, Outcome.PROMOTED, self._stamp(), "first deploy")
+        self.deployer.shift(plan.settle(run.candidate, run.ledger))
+        return self._report(EXIT_OK, "promoted", release=run.candidate)
+
+    def _smoke(self, run: _Run) -> None:
+        if run.start_percent > 0:
+            return
+        failure = self.smoke.check(run.candidate)
+        if failure is None:
+            self._say(f"smoke test passed on tag {plan.CANDIDATE_TAG}")
+            return
+        run.ledger = run.ledger.record(run.candidate, Outcome.FAILED, self._stamp(), f"smoke: {failure}")
+        self.deployer.shift(plan.settle(run.base, run.ledger))
+        raise Stopped(self._report(EXIT_ROLLED_BACK, "failed", ("smoke",), reason=f"smoke test: {failure}"))
+
+    def _approve(self, run: _Run, index: int, percent: int) -> None:
+        if not self.settings.approval or index == 0 or percent == run.start_percent:
+            return
+        answer = self.approver.approve(percent)
+        if answer is True:
+            self._say(f"approved: {percent} %")
+            return
+        if answer is None:
+            # Nobody to ask here: stop where we are; the next run resumes from the live state.
+            run.ledger = run.ledger.record(run.candidate, Outcome.CANARY, self._stamp())
+            raise Stopped(
+                self._report(
+                    EXIT_AWAITING_APPROVAL,
+                    "awaiting-approval",
+                    reason=f"holding before {percent} %; run the release again to approve and go on",
+                )
+            )
+        self._roll_back(run, f"approval for {percent} % denied", ("approval",))
+
+    def _step(self, run: _Run, percent: int) -> None:
+        self._guard(run)
+        run.ledger = run.ledger.record(run.candidate, Outcome.CANARY, self._stamp())
+        step = plan.step(run.base, run.candidate, percent, run.ledger)
+        self.deployer.shift(step)
+        run.expected, run.written = _api_shares(step, run.candidate), step.ledger
+        self._say(f"step {percent} %: {run.candidate.api} takes {percent} % of the traffic")
+        try:
+            verdict = self._soak(run, percent)
+        except (DeployError, Stopped):
+            raise
+        except Exception as error:  # any failure to judge the step is a reason to go back
+            self._say(traceback.format_exception_only(error)[-1].strip())
+            self._roll_back(run, f"could not judge the step: {error}", ("metrics",), code=EXIT_ERROR)
+        self._verdict_lines(percent, verdict)
+        if verdict.state is not State.PASS:
+            self._roll_back(run, f"gates breached at {percent} %", verdict.breached or ("min-requests",))
+
+    def _guard(self, run: _Run) -> None:
+        """Stop if someone else moved the traffic since this run did (a rollback by hand).
+
+        Going on would undo their move and route users back to what they sent away from.
+        """
+        if run.expected is None:
+            return
+        live = self.live.read()
+        if dict(live.api) != run.expected or live.ledger != run.written:
+            raise Stopped(
+                self._report(
+                    EXIT_ROLLED_BACK,
+                    "interrupted",
+                    ("traffic-moved",),
+                    reason=f"the traffic was moved outside this release (now {dict(live.api)});"
+                    " stopping without touching it",
+                )
+            )
+
+    def _soak(self, run: _Run, percent: int) -> Verdict:
+        """Judge the step until it passes after a full soak, breaches, or runs out of time.
+
+        A breach ends the step at once: waiting out the soak would only send more users to it.
+        """
+        start = self.clock.now()
+        poll = max(1.0, self.settings.soak_seconds / 5)
+        while True:
+            self.clock.sleep(poll)
+            self._guard(run)
+            now = self.clock.now()
+            candidate = self.metrics.window(run.candidate.api, start, now)
+            stable: Window | None = None
+            if percent < 100 and run.base.api != run.candidate.api:
+                stable = self.metrics.window(run.base.api, start, now)
+            verdict = evaluate(candidate, stable, self.settings)
+            elapsed = now - start
+            if verdict.state is State.BREACH:
+                return verdict
+            if elapsed < self.settings.soak_seconds:
+                continue
+            if verdict.state is State.PASS:
+                return verdict
+            if elapsed >= self.settings.wait_limit_seconds:
+                return self._inconclusive(verdict)
+
+    def _inconclusive(self, verdict: Verdict) -> Verdict:
+        seen, needed = verdict.candidate.requests, self.settings.min_requests
+        if self.settings.on_inconclusive == "promote":
+            self._say(f"only {seen} of {needed} requests seen; onInconclusive is promote, going on")
+            return Verdict(State.PASS, verdict.gates, verdict.candidate, verdict.stable)
+        self._say(f"only {seen} of {needed} requests seen within maxSoakSeconds")
+        return verdict
+
+    def _promote(self, run: _Run) -> Report:
+        run.ledger = run.ledger.record(run.candidate, Outcome.PROMOTED, self._stamp())
+        self.deployer.shift(plan.settle(run.candidate, run.ledger))
+        return self._report(EXIT_OK, "promoted", release=run.candidate)
+
+    def _roll_back(
+        self, run: _Run, reason: str, breached: tuple[str, ...], code: int = EXIT_ROLLED_BACK
+    ) -> None:
+        """Everything back on stable now, the candidate recorded as failed; ends the release."""
+        started = self.clock.now()
+        run.ledger = run.ledger.record(run.candidate, Outcome.FAILED, self._stamp(), reason)
+        try:
+            self.deployer.shift(plan.settle(run.base, run.ledger))
+        except DeployError as error:
+            raise Stopped(
+                self._report(
+                    EXIT_ERROR,
+                    "rollback-failed",
+                    breached,
+                    reason=f"ROLLBACK FAILED ({error}); traffic may still reach {run.candidate.api}:"
+                    " run make rollback now",
+                )
+            ) from error
+        took = self.clock.now() - started
+        self._say(f"rolled back: 100 % on {run.base.api} / {run.base.worker} in {took:.2f} s")
+        report = self._report(code, "rolled-back", breached, reason=reason, release=run.candidate)
+        report.timings["breach_to_stable_seconds"] = took
+        raise Stopped(report)
+
+    # -- rollback by hand ------------------------------------------------------------------
+
+    def rollback(self) -> Report:
+        """All traffic and every worker instance back on the last good release, traffic only."""
+        self.lines = []
+        live = self.live.read()
+        try:
+            bad, target = self._rollback_target(live)
+        except Refused as refusal:
+            return self._report(EXIT_USAGE, "refused", reason=str(refusal))
+        started = self.clock.now()
+        ledger = live.ledger.record(bad, Outcome.ROLLED_BACK, self._stamp(), "rolled back by hand")
+        try:
+            self.deployer.shift(plan.settle(target, ledger))
+        except DeployError as error:
+            return self._report(EXIT_ERROR, "rollback-failed", reason=f"pulumi up failed: {error}")
+        took = self.clock.now() - started
+        self._say(
+            f"rolled back {bad.api} / {bad.worker}: 100 % on {target.api} / {target.worker} in {took:.2f} s"
+        )
+        report = self._report(EXIT_OK, "rolled-back", release=target)
+        report.timings["rollback_seconds"] = took
+        return report
+
+    def _rollback_target(self, live: Live) -> tuple[Release, Release]:
+        """(the release to send away from, the release to send everything to)."""
+        entry = live.ledger.in_progress()
+        if entry is not None and live.api.get(entry.release.api, 0) > 0:
+            others = [r for r, p in live.api.items() if p > 0 and r != entry.release.api]
+            if len(others) == 1:
+                return entry.release, self._release_of(others[0], live, exclude=entry.release.worker)
+            target = live.ledger.last_good(excluding=[entry.release])
+            if target is None:
+                raise Refused("no earlier good release is recorded to roll back to")
+            return entry.release, target
+        serving = [r for r, p in live.api.items() if p > 0]
+        if len(serving) != 1:
+            raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")
+        current = self._release_of(serving[0], live)
+        target = live.ledger.last_good(excluding=[current])
+        if target is None:
+            raise Refused(f"{current.api} serves and no earlier good release is recorded to roll back to")
+        return current, target
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def _verdict_lines(self, percent: int, verdict: Verdict) -> None:
+        c = verdict.candidate
+        p95 = f"{c.p95_ms:.0f} ms" if c.p95_ms is not None else "n/a"
+        self._say(f"step {percent} %: candidate {c.requests} requests, {c.errors} 5xx, p95 {p95}")
+        if verdict.stable is not None:
+            s = verdict.stable
+            sp95 = f"{s.p95_ms:.0f} ms" if s.p95_ms is not None else "n/a"
+            self._say(f"step {percent} %: stable {s.requests} requests, {s.errors} 5xx, p95 {sp95}")
+        for gate in verdict.gates:
+            self._say(f"step {percent} %: {gate.describe()}")
+
+    def _say(self, line: str) -> None:
+        self.lines.append(line)
+        self.out(line)
+
+    def _report(
+        self,
+        code: int,
+        outcome: str,
+        breached: tuple[str, ...] = (),
+        *,
+        reason: str = "",
+        release: Release | None = None,
+    ) -> Report:
+        if reason:
+            self._say(reason)
+        return Report(code, outcome, breached, list(self.lines), {}, release)
+
+    def _stamp(self) -> str:
+        return datetime.fromtimestamp(self.clock.now(), UTC).isoformat(timespec="seconds")
+
+
+def _api_shares(step: plan.ReleasePlan, candidate: Release) -> dict[str, int]:
+    """The API traffic a plan leaves, by revision ("latest" is the candidate just shipped)."""
+    shares: dict[str, int] = {}
+    for target in step.api:
+        revision = candidate.api if target.is_latest else target.revision
+        shares[revision] = shares.get(revision, 0) + target.percent
+    return {revision: percent for revision, percent in shares.items() if percent > 0}

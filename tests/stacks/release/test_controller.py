@@ -1,0 +1,245 @@
+"""The release controller's decisions, against an in-memory Cloud Run that enforces traffic rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from stacks.release.config import ReleaseSettings
+from stacks.release.controller import (
+    EXIT_AWAITING_APPROVAL,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+    EXIT_USAGE,
+    Controller,
+)
+from stacks.release.gates import Window
+from stacks.release.ledger import Outcome
+from stacks.release.ports import DeployError
+from tests.stacks.release.world import Approvals, World, release
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = ReleaseSettings(steps=(10, 50, 100), soak_seconds=300, min_requests=100)
+A, B, C = release(1), release(2), release(3)
+
+
+def controller(
+    world: World, settings: ReleaseSettings = SETTINGS, approver: Approvals | None = None
+) -> Controller:
+    return Controller(
+        settings=settings,
+        live=world,
+        deployer=world,
+        metrics=world,
+        smoke=world,
+        approver=approver or Approvals(),
+        clock=world,
+        out=lambda line: None,
+    )
+
+
+def failing(errors_per_request: float):
+    def window(start: float, end: float) -> Window:
+        requests = int(20 * (end - start) * 0.1)
+        return Window(requests, int(requests * errors_per_request), 150.0)
+
+    return window
+
+
+@pytest.fixture
+def world() -> World:
+    """A prod that serves release A, everywhere, with A recorded as good."""
+    w = World(next_release=A)
+    assert controller(w).release().exit_code == EXIT_OK
+    w.history.clear()
+    w.next_release = B
+    return w
+
+
+def test_a_first_deploy_is_smoke_tested_and_recorded_good():
+    w = World(next_release=A)
+    report = controller(w).release()
+    assert report.exit_code == EXIT_OK and report.outcome == "promoted"
+    assert w.read().api == {A.api: 100}
+    assert w.ledger.outcome(A) is Outcome.PROMOTED
+
+
+def test_a_healthy_release_steps_through_10_50_100(world):
+    report = controller(world).release()
+    assert report.exit_code == EXIT_OK and report.outcome == "promoted"
+    assert world.history == [
+        {A.api: 100},  # shipped at 0 %
+        {A.api: 90, B.api: 10},
+        {A.api: 50, B.api: 50},
+        {B.api: 100},
+        {B.api: 100},  # recorded as promoted
+    ]
+    assert world.read().worker == {B.worker: 100}
+    assert world.ledger.outcome(B) is Outcome.PROMOTED
+
+
+def test_a_breach_rolls_the_api_and_the_worker_back_at_once(world):
+    world.windows[B.api] = failing(0.3)
+    start = world.time
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK
+    assert report.breached == ("error-ratio",)
+    assert world.read().api == {A.api: 100}
+    assert world.read().worker == {A.worker: 100}
+    assert max(state.get(B.api, 0) for state in world.history) == 10
+    assert world.ledger.outcome(B) is Outcome.FAILED
+    assert "breach_to_stable_seconds" in report.timings
+    # The breach is caught at the first poll, not after the whole soak.
+    assert world.time - start < 2 * SETTINGS.soak_seconds
+
+
+def test_a_failed_smoke_test_never_gives_the_candidate_traffic(world):
+    world.smoke_failures.add(B.api)
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("smoke",)
+    assert not world.served(B.api)
+    assert world.ledger.outcome(B) is Outcome.FAILED
+
+
+def test_the_same_failed_revision_is_refused_unless_retried(world):
+    world.smoke_failures.add(B.api)
+    controller(world).release()
+    world.smoke_failures.clear()
+    refused = controller(world).release()
+    assert refused.exit_code == EXIT_USAGE and "--retry" in refused.lines[-1]
+    assert not world.served(B.api)
+    assert controller(world).release(retry=True).exit_code == EXIT_OK
+    assert world.read().api == {B.api: 100}
+
+
+def test_a_release_after_a_failed_one_steps_from_what_serves(world):
+    world.windows[B.api] = failing(0.5)
+    controller(world).release()
+    world.next_release = C
+    world.history.clear()
+    assert controller(world).release().exit_code == EXIT_OK
+    assert all(B.api not in state for state in world.history)
+    assert world.history[1] == {A.api: 90, C.api: 10}
+
+
+def test_a_rollback_by_hand_goes_to_the_last_good_release(world):
+    controller(world).release()
+    assert world.read().api == {B.api: 100}
+    report = controller(world).rollback()
+    assert report.exit_code == EXIT_OK
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+    assert world.ledger.outcome(B) is Outcome.ROLLED_BACK
+    assert world.ups[-1] == "shift"
+    # The next release ships something new beside A, never back onto B.
+    world.next_release = C
+    world.history.clear()
+    assert controller(world).release().exit_code == EXIT_OK
+    assert not world.served(B.api)
+
+
+def test_a_rollback_with_nothing_earlier_is_refused():
+    w = World(next_release=A)
+    controller(w).release()
+    report = controller(w).rollback()
+    assert report.exit_code == EXIT_USAGE
+    assert w.read().api == {A.api: 100}
+
+
+def test_a_rollback_mid_canary_goes_back_to_stable(world):
+    settings = SETTINGS.model_copy(update={"approval": True})
+    controller(world, settings, Approvals(None)).release()
+    assert world.read().api == {A.api: 90, B.api: 10}
+    assert controller(world).rollback().exit_code == EXIT_OK
+    assert world.read().api == {A.api: 100}
+
+
+def test_approval_pauses_then_a_later_run_resumes_from_the_live_state(world):
+    settings = SETTINGS.model_copy(update={"approval": True})
+    approvals = Approvals(None)
+    paused = controller(world, settings, approvals).release()
+    assert paused.exit_code == EXIT_AWAITING_APPROVAL
+    assert world.read().api == {A.api: 90, B.api: 10}
+    ships = world.ups.count("ship")
+    resumed = controller(world, settings, Approvals(True, True)).release()
+    assert resumed.exit_code == EXIT_OK
+    assert world.ups.count("ship") == ships  # resumed, not shipped again
+    assert world.read().api == {B.api: 100}
+
+
+def test_a_denied_approval_rolls_back(world):
+    settings = SETTINGS.model_copy(update={"approval": True})
+    report = controller(world, settings, Approvals(False)).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("approval",)
+    assert world.read().api == {A.api: 100}
+
+
+def test_unreadable_metrics_roll_back(world):
+    def broken(start: float, end: float) -> Window:
+        raise ConnectionError("monitoring.googleapis.com unreachable")
+
+    world.windows[B.api] = broken
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back"
+    assert world.read().api == {A.api: 100}
+
+
+def test_a_quiet_step_is_inconclusive_and_rolls_back_unless_told_to_promote(world):
+    world.windows[B.api] = lambda start, end: Window(3, 0, 100.0)
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("min-requests",)
+    world.next_release = C
+    world.windows[C.api] = lambda start, end: Window(3, 0, 100.0)
+    lenient = SETTINGS.model_copy(update={"on_inconclusive": "promote"})
+    assert controller(world, lenient).release().exit_code == EXIT_OK
+
+
+def test_a_retried_release_after_a_failed_up_ships_again(world):
+    world.failing_ups = 1
+    failed = controller(world).release()
+    assert failed.exit_code == EXIT_ERROR
+    assert world.read().api == {A.api: 100}
+    assert controller(world).release().exit_code == EXIT_OK
+    assert world.read().api == {B.api: 100}
+
+
+def test_an_unchanged_program_has_nothing_to_release(world):
+    world.next_release = A
+    report = controller(world).release()
+    assert report.exit_code == EXIT_OK and report.outcome == "unchanged"
+
+
+def test_a_rollback_that_cannot_be_applied_says_so_loudly(world):
+    world.windows[B.api] = failing(0.5)
+    original = world.shift
+    calls = {"n": 0}
+
+    def shift(plan):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the rollback after the breach at 10 %
+            raise DeployError("quota exceeded")
+        original(plan)
+
+    world.shift = shift
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "rollback-failed"
+    assert "make rollback" in report.lines[-1]
+
+
+def test_a_rollback_by_hand_during_a_release_stops_the_release(world):
+    """The on-call rolls back while the release soaks at 10 %; the release must not undo it."""
+    ctl = controller(world)
+    original = world.sleep
+    rolled = {"done": False}
+
+    def sleep(seconds: float) -> None:
+        original(seconds)
+        if not rolled["done"] and world.read().api.get(B.api) == 10:
+            rolled["done"] = True
+            assert controller(world).rollback().exit_code == EXIT_OK
+
+    world.sleep = sleep
+    report = ctl.release()
+    assert report.outcome == "interrupted" and report.breached == ("traffic-moved",)
+    assert world.read().api == {A.api: 100}
+    assert world.ledger.outcome(B) is Outcome.ROLLED_BACK

@@ -1,0 +1,130 @@
+"""An in-memory Cloud Run for the controller's unit tests, holding the rules a plan must meet.
+
+Traffic may only go to revisions that exist, percents must sum to 100 and tags be unique
+(components.traffic.validate, the rules Cloud Run enforces); "latest" is the revision created
+last. Every state the traffic passes through is kept, so a test can prove that a revision never
+served. The sequence tests (tests/stacks/test_release_sequences.py) run the real program instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from components.traffic import TrafficTarget, validate
+from stacks.release.gates import Window
+from stacks.release.ledger import Ledger, Release
+from stacks.release.plan import ReleasePlan
+from stacks.release.ports import DeployError, Live
+
+API = "liftoff-prod-api"
+WORKER = "liftoff-prod-worker"
+
+
+def release(n: int) -> Release:
+    return Release(f"{API}-{n:08x}-{n:07x}", f"{WORKER}-{n:08x}-{n:07x}")
+
+
+@dataclass
+class Workload:
+    name: str
+    revisions: list[str] = field(default_factory=list)
+    serving: dict[str, int] = field(default_factory=dict)
+
+    def apply(self, targets: tuple[TrafficTarget, ...], *, tags: bool) -> None:
+        validate(targets, key=self.name, service=self.name)
+        resolved: dict[str, int] = {}
+        for target in targets:
+            revision = self.revisions[-1] if target.is_latest else target.revision
+            if revision not in self.revisions:
+                raise DeployError(f"{self.name}: revision {revision} does not exist")
+            if target.tag is not None and not tags:
+                raise DeployError(f"{self.name}: takes no tags")
+            resolved[revision] = resolved.get(revision, 0) + target.percent
+        self.serving = {r: p for r, p in resolved.items() if p > 0}
+
+    def create(self, revision: str) -> None:
+        if revision not in self.revisions:
+            self.revisions.append(revision)
+
+
+@dataclass
+class World:
+    """Both workloads, the ledger in state, and what the checkout ships next."""
+
+    next_release: Release = field(default_factory=lambda: release(1))
+    api: Workload = field(default_factory=lambda: Workload(API))
+    worker: Workload = field(default_factory=lambda: Workload(WORKER))
+    ledger: Ledger = field(default_factory=Ledger)
+    history: list[dict[str, int]] = field(default_factory=list)
+    ups: list[str] = field(default_factory=list)
+    failing_ups: int = 0
+    failing_shifts: int = 0
+    smoke_failures: set[str] = field(default_factory=set)
+    windows: dict[str, Callable[[float, float], Window]] = field(default_factory=dict)
+    time: float = 1_800_000_000.0
+
+    # Deployer
+    def ship(self, plan: ReleasePlan) -> Release:
+        self.ups.append("ship")
+        if self.failing_ups:
+            self.failing_ups -= 1
+            raise DeployError("migrations failed")
+        self.api.create(self.next_release.api)
+        self.worker.create(self.next_release.worker)
+        self._apply(plan)
+        return self.next_release
+
+    def shift(self, plan: ReleasePlan) -> None:
+        if not plan.traffic_only:
+            raise AssertionError("a shift must be traffic-only")
+        self.ups.append("shift")
+        if self.failing_shifts:
+            self.failing_shifts -= 1
+            raise DeployError("the Cloud Run API answered 503")
+        self._apply(plan)
+
+    def _apply(self, plan: ReleasePlan) -> None:
+        self.api.apply(plan.api, tags=True)
+        self.worker.apply(plan.worker, tags=False)
+        self.ledger = plan.ledger
+        self.history.append(dict(self.api.serving))
+
+    # LiveReader
+    def read(self) -> Live:
+        return Live(api=dict(self.api.serving), worker=dict(self.worker.serving), ledger=self.ledger)
+
+    # Metrics
+    def window(self, revision: str, start: float, end: float) -> Window:
+        share = self.api.serving.get(revision, 0)
+        if revision in self.windows:
+            return self.windows[revision](start, end)
+        # Healthy: 20 requests a second of the whole traffic, 0.1 % errors, p95 120 ms.
+        requests = int(20 * (end - start) * share / 100)
+        return Window(requests, requests // 1000, 120.0 if requests else None)
+
+    # Smoke
+    def check(self, candidate: Release) -> str | None:
+        return "GET /ready answered 503" if candidate.api in self.smoke_failures else None
+
+    # Clock
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.time += seconds
+
+    def served(self, revision: str) -> bool:
+        return any(state.get(revision, 0) > 0 for state in self.history)
+
+
+class Approvals:
+    """Answers approvals from a script: True, False or None (nobody to ask)."""
+
+    def __init__(self, *answers: bool | None) -> None:
+        self.answers = list(answers)
+        self.asked: list[int] = []
+
+    def approve(self, percent: int) -> bool | None:
+        self.asked.append(percent)
+        return self.answers.pop(0) if self.answers else True
