@@ -1,0 +1,236 @@
+"""One rehearsal: the local system up, the stable revision serving under load, then a release.
+
+The release is the real controller (stacks/release/controller.py) with the local ports; what
+the rehearsal adds is the load, and the checks an SRE would make of the run itself: no request
+failed because traffic moved, and the traffic ended where the controller said it did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from stacks.release.config import ReleaseSettings, parse
+from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, Controller, Report
+from stacks.release.ledger import Ledger, Outcome, Release
+from stacks.release.rehearsal.load import DEFAULT_RATE, LoadGenerator, LoadSummary
+from stacks.release.rehearsal.local import (
+    AlwaysApprove,
+    LocalDeployer,
+    LocalLive,
+    LocalSmoke,
+    Move,
+    SystemClock,
+)
+from stacks.release.rehearsal.prometheus import PrometheusMetrics, Reading
+from stacks.release.rehearsal.router import WeightedRouter
+from stacks.release.rehearsal.system import LocalSystem
+
+# The rehearsal's release profile, in the stack file's own keys. Seconds, not the cloud's
+# minutes: each revision's /metrics is current to the scrape (0.5 s), where Cloud Monitoring
+# lags by up to 4 minutes (config.CLOUD_MIN_SOAK_SECONDS). At the default load, the 10 % step
+# gives the candidate about 6 requests a second, so minRequests is reached within the soak.
+PROFILE: dict[str, Any] = {
+    "steps": [10, 50, 100],
+    "soakSeconds": 5,
+    "maxSoakSeconds": 20,
+    "minRequests": 25,
+    "maxErrorRatio": 0.02,
+    "maxP95LatencyMs": 1000,
+    "maxErrorRatioIncrease": 0.01,
+    "maxLatencyRatio": 2.0,
+}
+# A candidate that fails one request in five: the smoke test passes (probes never fail), and
+# only the error-ratio gates can catch it.
+FAULT = {"FAULT_ERROR_RATIO": "0.2"}
+# Requests the load must have completed on stable before the release starts.
+WARM_REQUESTS = 50
+
+
+def profile() -> ReleaseSettings:
+    """The rehearsal's ReleaseSettings, validated as the stack file's are (without the cloud's floor)."""
+    settings, problems = parse(PROFILE, cloud=False)
+    if problems:
+        raise ValueError("the rehearsal profile is invalid: " + "; ".join(problems))
+    return settings
+
+
+@dataclass(frozen=True)
+class Result:
+    """A release rehearsed: the controller's report, and what the load and the router saw."""
+
+    report: Report
+    stable: Release
+    candidate: str
+    faults: Mapping[str, str]
+    load: LoadSummary
+    moves: list[Move]
+    readings: list[Reading]
+    serving: Mapping[str, int]
+    # After the last move: requests that started then, and which revisions served them.
+    served_after: Mapping[str, int]
+
+    @property
+    def expected_exit(self) -> int:
+        return EXIT_ROLLED_BACK if self.faults else EXIT_OK
+
+    def problems(self) -> list[str]:
+        """What makes this run a failed rehearsal, whatever the controller decided."""
+        found = []
+        if self.report.exit_code != self.expected_exit:
+            found.append(f"the controller exited {self.report.exit_code}, expected {self.expected_exit}")
+        home = self.stable.api if self.faults else self.candidate
+        if dict(self.serving) != {home: 100}:
+            found.append(f"the traffic ended on {dict(self.serving)}, expected 100 % on {home}")
+        strays = sorted(set(self.served_after) - {home})
+        if strays:
+            found.append(f"after the last move, requests still reached {strays}")
+        unexpected = {r: n for r, n in self.load.failed.items() if not (self.faults and r == self.candidate)}
+        if unexpected:
+            found.append(f"requests failed that no fault explains: {unexpected}")
+        if not self.faults and self.load.failed_during_moves:
+            found.append(f"{self.load.failed_during_moves} requests failed during the traffic moves")
+        return found
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_ERROR if self.problems() else self.report.exit_code
+
+
+class Rehearsal:
+    """The local system with its stable revision serving everything behind the router, under load."""
+
+    def __init__(self, root: Path, rate: float = DEFAULT_RATE) -> None:
+        self.system = LocalSystem(root)
+        self.router = WeightedRouter()
+        self.metrics = PrometheusMetrics()
+        self.deployer = LocalDeployer(self.system, self.router, self.metrics)
+        self.load = LoadGenerator(self.router.url, "", rate=rate)
+        self.stable = Release("", "")
+
+    @classmethod
+    @contextmanager
+    def running(cls, root: Path, rate: float = DEFAULT_RATE) -> Iterator[Rehearsal]:
+        """Start everything; stop everything on the way out, on errors and Ctrl-C too."""
+        rehearsal = cls(root, rate)
+        try:
+            rehearsal.start()
+            yield rehearsal
+        finally:
+            rehearsal.stop()
+
+    def start(self) -> None:
+        self.system.start()
+        self.metrics.start()
+        self.router.start()
+        api_name, worker_name = self.system.next_names({})
+        api = self.system.start_api(api_name)
+        stable = Release(api_name, worker_name)
+        # The stable release was promoted by an earlier release, as far as the ledger knows.
+        ledger = Ledger().record(stable, Outcome.PROMOTED, _stamp(), "serving when the rehearsal began")
+        self.stable = self.deployer.adopt(api, worker_name, ledger)
+        self.load.token = self.system.token()
+        self.load.start()
+        self.load.wait_for(WARM_REQUESTS)
+
+    def stop(self) -> None:
+        for stop in (self.load.stop, self.router.stop, self.metrics.stop, self.system.stop):
+            stop()
+
+    def release(
+        self, faults: Mapping[str, str], settings: ReleaseSettings, out: Callable[[str], None] = print
+    ) -> Result:
+        """Ship a candidate with `faults` and let the controller take it through the steps."""
+        self.deployer.faults = dict(faults)
+        outcomes, moves, readings = (
+            len(self.load.outcomes),
+            len(self.deployer.moves),
+            len(self.metrics.readings),
+        )
+        known = set(self.deployer.apis)
+        controller = Controller(
+            settings=settings,
+            live=LocalLive(self.deployer),
+            deployer=self.deployer,
+            metrics=self.metrics,
+            smoke=LocalSmoke(self.deployer),
+            approver=AlwaysApprove(),
+            clock=SystemClock(),
+            out=out,
+        )
+        stable = self.stable
+        report = controller.release()
+        # Requests sent after the last move, and those still in flight through it, finish.
+        time.sleep(1.0)
+        done = self.load.outcomes[outcomes:]
+        made = self.deployer.moves[moves:]
+        candidate = next((name for name in self.deployer.apis if name not in known), "")
+        last = made[-1].end if made else 0.0
+        served_after: dict[str, int] = {}
+        for outcome in done:
+            if outcome.start > last:
+                served_after[outcome.revision] = served_after.get(outcome.revision, 0) + 1
+        if report.exit_code == EXIT_OK and report.release is not None:
+            self.stable = report.release
+        return Result(
+            report=report,
+            stable=stable,
+            candidate=candidate,
+            faults=dict(faults),
+            load=LoadSummary.of(done, [(m.start, m.end) for m in made]),
+            moves=made,
+            readings=self.metrics.readings[readings:],
+            serving={name: percent for name, percent in self.router.weights().items() if percent > 0},
+            served_after=served_after,
+        )
+
+
+def describe(result: Result) -> list[str]:
+    """The rehearsal's short report: steps, windows, failed requests, time back on stable."""
+    faults = ", ".join(f"{k}={v}" for k, v in result.faults.items()) or "none"
+    lines = [
+        "",
+        "== rehearsal report ==",
+        f"stable:    {result.stable.api}",
+        f"candidate: {result.candidate} (faults: {faults})",
+        "steps (candidate's share after each traffic update):",
+    ]
+    for move in result.moves:
+        share = move.api.get(result.candidate, 0)
+        lines.append(f"  {share:3d} %  api {dict(move.api)}  worker {dict(move.worker)}")
+    # Every reading of a step starts at the step's start: the last one per revision is the judged one.
+    judged = {(r.start, r.revision): r for r in result.readings}
+    lines.append(f"windows measured: {len(result.readings)}, of which judged (the last of each step):")
+    for reading in judged.values():
+        w = reading.window
+        p95 = f"{w.p95_ms:.0f} ms" if w.p95_ms is not None else "n/a"
+        role = "candidate" if reading.revision == result.candidate else "stable"
+        span = reading.end - reading.start
+        lines.append(f"  {role:9s} over {span:4.1f} s: {w.requests} requests, {w.errors} 5xx, p95 {p95}")
+    load = result.load
+    lines.append(f"requests through the router: {sum(load.served.values())}, by revision {load.served}")
+    lines.append(
+        f"failed requests (5xx or no response): {load.total_failed}, by revision {load.failed or {}}"
+    )
+    lines.append(f"failed requests in flight during a traffic move: {load.failed_during_moves}")
+    took = result.report.timings.get("breach_to_stable_seconds")
+    if took is not None:
+        drain = result.moves[-1].drain_seconds if result.moves else 0.0
+        lines.append(
+            f"breach to 100 % on stable: {took * 1000:.1f} ms"
+            f" (of which in-flight requests draining: {drain * 1000:.1f} ms)"
+        )
+    lines.append(f"traffic now: {dict(result.serving)}")
+    lines.append(f"controller: {result.report.summary()}")
+    problems = result.problems()
+    lines += [f"REHEARSAL FAILED: {p}" for p in problems] or ["rehearsal: as expected"]
+    return lines
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,223 @@
+"""The local system a rehearsal runs on: PostgreSQL, Redis and API processes of the real app.
+
+Everything lives in its own directory (`.local/rehearsal` for the command, a temporary one in
+the tests), on free loopback ports, with its own JWT secret, so that `make dev`'s data, ports
+and tokens are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import asyncpg
+
+from app.local.config import TENANTS
+from app.local.servers import (
+    LOOPBACK,
+    LocalPostgres,
+    LocalRedis,
+    ServerError,
+    free_port,
+    private_dir,
+    wait_until,
+)
+from app.local.token import mint_dev_token
+from app.migrate import apply_tenant_limits, upgrade
+from app.settings import Settings
+from components.image import source_hash
+from components.traffic import revision_name
+
+ROOT = Path(__file__).resolve().parents[3]
+READY_SECONDS = 60.0
+STOP_SECONDS = 10.0
+# Revisions are named as the program names them in the cloud (components.traffic.revision_name):
+# from what the image is built of (stacks/program.py's IMAGE_SOURCES) and from the rest of the
+# template, here the release's generation and its fault settings.
+IMAGE_SOURCES = ("pyproject.toml", "app")
+API_SERVICE = "liftoff-local-api"
+WORKER_POOL = "liftoff-local-worker"
+# Variables the rehearsal sets itself: a developer's shell that sourced .local/dev.env must
+# not point a rehearsal's API at `make dev`'s servers.
+OWN_VARIABLES = ("DATABASE_URL", "MIGRATIONS_DATABASE_URL", "REDIS_URL", "SUPABASE_JWT_SECRET", "PORT")
+
+
+@dataclass
+class ApiProcess:
+    """One API revision: `python -m app api` on its own port."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path = field(repr=False)
+    faults: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ready", timeout=2) as response:  # noqa: S310 (loopback)
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self) -> None:
+        wait_until(self.ready, f"API revision {self.name} (log: {self.log})", READY_SECONDS, self.process)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class LocalSystem:
+    """PostgreSQL, Redis and any number of API revisions; `stop` ends every process it started."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.secret = secrets.token_urlsafe(48)
+        self.postgres = LocalPostgres(self.root / "postgres", free_port(), durable=False)
+        self.redis = LocalRedis(self.root / "redis", free_port(), durable=False)
+        self.apis: list[ApiProcess] = []
+        self._generation = 0
+        self._logs: list[IO[bytes]] = []
+
+    def start(self) -> LocalSystem:
+        """Servers up, schema migrated, the demo tenant seeded with no submission limits.
+
+        The servers start from empty data directories each time: they run without fsync, and
+        a rehearsal needs no history.
+        """
+        for data in (self.postgres.data_dir, self.redis.data_dir):
+            shutil.rmtree(data, ignore_errors=True)
+        logs = private_dir(self.root / "logs")
+        self.postgres.start(stdout=self._log(logs / "postgres.log"), stderr=subprocess.STDOUT)
+        self.redis.start(stdout=self._log(logs / "redis.log"), stderr=subprocess.STDOUT)
+        dsn = self.postgres.dsn()
+        upgrade(dsn)
+        # The load submits jobs that no worker runs: a tenant's limits would turn them into 429s.
+        apply_tenant_limits(
+            dsn, Settings(tenant_max_active_jobs=None, tenant_max_submissions_per_minute=None)
+        )
+        asyncio.run(_seed(dsn))
+        return self
+
+    def _log(self, path: Path) -> IO[bytes]:
+        handle = path.open("ab")
+        self._logs.append(handle)
+        return handle
+
+    def token(self) -> str:
+        """A dev token of the demo tenant, signed with this system's own secret."""
+        _, org_id, user_id = TENANTS["demo"]
+        return mint_dev_token(self.secret, user_id=user_id, org_id=org_id)
+
+    def next_names(self, faults: Mapping[str, str]) -> tuple[str, str]:
+        """The API and worker revision names of the next release."""
+        self._generation += 1
+        digest = f"sha256:{source_hash(ROOT, IMAGE_SOURCES)}"
+        template = {"generation": self._generation, "env": dict(faults)}
+        return revision_name(API_SERVICE, digest, template), revision_name(WORKER_POOL, digest, template)
+
+    def env(self, port: int, faults: Mapping[str, str]) -> dict[str, str]:
+        inherited = {
+            k: v for k, v in os.environ.items() if k not in OWN_VARIABLES and not k.startswith("FAULT_")
+        }
+        return {
+            **inherited,
+            "APP_ENV": "local",
+            "DATABASE_URL": self.postgres.dsn(),
+            "MIGRATIONS_DATABASE_URL": self.postgres.dsn(),
+            "REDIS_URL": self.redis.url(),
+            "SUPABASE_JWT_SECRET": self.secret,
+            "HOST": LOOPBACK,
+            "PORT": str(port),
+            "LOG_FORMAT": "console",
+            # Each request is an access log line at INFO: under load, that is most of the output.
+            "LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+            **faults,
+        }
+
+    def start_api(self, name: str, faults: Mapping[str, str] | None = None) -> ApiProcess:
+        """Start one API revision and wait until its `/ready` answers 200."""
+        api = self._spawn(name, free_port(), faults or {})
+        api.wait_ready()
+        return api
+
+    def restart_api(self, api: ApiProcess) -> tuple[ApiProcess, float]:
+        """Stop `api` and start it again from scratch on the same port; seconds until it is ready.
+
+        What a rollback by redeploy costs on this machine: a process start and its readiness.
+        """
+        api.stop()
+        self.apis.remove(api)
+        started = time.perf_counter()
+        fresh = self._spawn(api.name, api.port, api.faults)
+        fresh.wait_ready()
+        return fresh, time.perf_counter() - started
+
+    def _spawn(self, name: str, port: int, faults: Mapping[str, str]) -> ApiProcess:
+        log = private_dir(self.root / "logs") / f"{name}.log"
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "app", "api"],
+            cwd=ROOT,
+            env=self.env(port, faults),
+            stdout=self._log(log),
+            stderr=subprocess.STDOUT,
+        )
+        api = ApiProcess(name, port, process, log, dict(faults))
+        self.apis.append(api)
+        return api
+
+    def stop(self) -> None:
+        """Stop every process this system started, the API revisions first."""
+        errors: list[str] = []
+        for api in reversed(self.apis):
+            try:
+                api.stop()
+            except (OSError, ServerError) as exc:
+                errors.append(f"{api.name}: {exc}")
+        self.apis.clear()
+        for server in (self.redis, self.postgres):
+            try:
+                server.stop()
+            except (OSError, ServerError) as exc:
+                errors.append(str(exc))
+        for handle in self._logs:
+            handle.close()
+        if errors:
+            raise ServerError("could not stop cleanly: " + "; ".join(errors))
+
+
+async def _seed(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        name, org_id, user_id = TENANTS["demo"]
+        await conn.execute(
+            "INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", org_id, name
+        )
+        await conn.execute(
+            "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'owner')"
+            " ON CONFLICT DO NOTHING",
+            org_id,
+            user_id,
+        )
+    finally:
+        await conn.close()
