@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets clean
+.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets rehearse clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (F
 prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lists them unless APPLY=1).
 	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))
 	$(PY) stacks/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
+
+rehearse: $(STAMP) ## Rehearse a release on this machine: canary steps, gates, rollback (FAULT=1: a faulty candidate).
+	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
