@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,44 +103,56 @@ class Result:
 
 
 class Rehearsal:
-    """The local system with its stable revision serving everything behind the router, under load."""
+    """The stable revision serving everything behind the router, under load, on a local system."""
 
-    def __init__(self, root: Path, rate: float = DEFAULT_RATE) -> None:
-        self.system = LocalSystem(root)
+    def __init__(self, system: LocalSystem, rate: float = DEFAULT_RATE) -> None:
+        self.system = system
         self.router = WeightedRouter()
         self.metrics = PrometheusMetrics()
-        self.deployer = LocalDeployer(self.system, self.router, self.metrics)
-        self.load = LoadGenerator(self.router.url, "", rate=rate)
+        self.deployer = LocalDeployer(system, self.router, self.metrics)
+        self.load = LoadGenerator(self.router.url, system.token(), rate=rate)
         self.stable = Release("", "")
 
     @classmethod
     @contextmanager
     def running(cls, root: Path, rate: float = DEFAULT_RATE) -> Iterator[Rehearsal]:
-        """Start everything; stop everything on the way out, on errors and Ctrl-C too."""
-        rehearsal = cls(root, rate)
-        try:
-            rehearsal.start()
-            yield rehearsal
-        finally:
-            rehearsal.stop()
+        """A new local system in `root` and a rehearsal on it; everything stops on the way out,
+        on errors and Ctrl-C too."""
+        with ExitStack() as stack:
+            system = LocalSystem(root)
+            stack.callback(system.stop)
+            system.start()
+            yield stack.enter_context(cls.on(system, rate))
 
-    def start(self) -> None:
-        self.system.start()
-        self.metrics.start()
-        self.router.start()
+    @classmethod
+    @contextmanager
+    def on(cls, system: LocalSystem, rate: float = DEFAULT_RATE) -> Iterator[Rehearsal]:
+        """A rehearsal on a running system; its processes and threads stop on the way out."""
+        rehearsal = cls(system, rate)
+        with ExitStack() as stack:
+            # Registered before each part starts, run in reverse: the load stops first.
+            stack.callback(rehearsal._stop_revisions)
+            stack.callback(rehearsal.metrics.stop)
+            rehearsal.metrics.start()
+            stack.callback(rehearsal.router.stop)
+            rehearsal.router.start()
+            rehearsal._adopt_stable()
+            stack.callback(rehearsal.load.stop)
+            rehearsal.load.start()
+            rehearsal.load.wait_for(WARM_REQUESTS)
+            yield rehearsal
+
+    def _adopt_stable(self) -> None:
         api_name, worker_name = self.system.next_names({})
         api = self.system.start_api(api_name)
         stable = Release(api_name, worker_name)
         # The stable release was promoted by an earlier release, as far as the ledger knows.
         ledger = Ledger().record(stable, Outcome.PROMOTED, _stamp(), "serving when the rehearsal began")
         self.stable = self.deployer.adopt(api, worker_name, ledger)
-        self.load.token = self.system.token()
-        self.load.start()
-        self.load.wait_for(WARM_REQUESTS)
 
-    def stop(self) -> None:
-        for stop in (self.load.stop, self.router.stop, self.metrics.stop, self.system.stop):
-            stop()
+    def _stop_revisions(self) -> None:
+        for api in self.deployer.apis.values():
+            self.system.stop_api(api)
 
     def release(
         self, faults: Mapping[str, str], settings: ReleaseSettings, out: Callable[[str], None] = print

@@ -152,6 +152,8 @@ class LocalSystem:
             # Each request is an access log line at INFO: under load, that is most of the output.
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            # Marks the process as this rehearsal's, for whoever looks for strays (ps e, /proc).
+            "LIFTOFF_REHEARSAL_DIR": str(self.root),
             **faults,
         }
 
@@ -161,13 +163,17 @@ class LocalSystem:
         api.wait_ready()
         return api
 
+    def stop_api(self, api: ApiProcess) -> None:
+        api.stop()
+        if api in self.apis:
+            self.apis.remove(api)
+
     def restart_api(self, api: ApiProcess) -> tuple[ApiProcess, float]:
         """Stop `api` and start it again from scratch on the same port; seconds until it is ready.
 
         What a rollback by redeploy costs on this machine: a process start and its readiness.
         """
-        api.stop()
-        self.apis.remove(api)
+        self.stop_api(api)
         started = time.perf_counter()
         fresh = self._spawn(api.name, api.port, api.faults)
         fresh.wait_ready()
