@@ -68,6 +68,7 @@ def rollback(rehearsal: Rehearsal, faults: dict[str, str]) -> dict[str, Any]:
         "drain_seconds": result.moves[-1].drain_seconds,
         "breached": list(result.report.breached),
         "failed_on_stable": result.load.failed.get(result.stable.api, 0),
+        "failed_on_candidate": result.load.failed.get(result.candidate, 0),
     }
 
 
