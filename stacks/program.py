@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pulumi
 
 from app.settings import ENV_VARS, Role
 from components.cloudrun import (
+    RELEASE_MANAGED,
     ApiService,
     ApiServiceArgs,
     Container,
@@ -22,11 +25,13 @@ from components.cloudrun import (
 )
 from components.identity import ServiceAccounts, ServiceAccountsArgs
 from components.image import ContainerImage, ContainerImageArgs, source_tag
+from components.ledger import EMPTY, ReleaseLedger
 from components.monitoring import Monitoring, MonitoringArgs
 from components.secrets import SecretRef, Secrets, SecretsArgs, SecretSpec
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
-from components.traffic import candidate_tags
+from components.traffic import TrafficTarget, candidate_tags
 from components.upstash import UpstashRedis, UpstashRedisArgs
+from stacks.release.plan import ReleasePlan
 from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +57,37 @@ def _secret_env(role: Role, refs: Mapping[str, SecretRef]) -> dict[str, SecretRe
     return {name: ref for name, ref in refs.items() if role in CONTRACT[name].used_by}
 
 
-def build(settings: StackSettings) -> dict[str, Any]:
-    """Declare the whole environment; returns the stack outputs."""
+@dataclass(frozen=True)
+class Traffic:
+    """What this update declares about traffic: None leaves it to releases (see ApiServiceArgs)."""
+
+    api: tuple[TrafficTarget, ...] | None
+    worker: tuple[TrafficTarget, ...] | None
+    traffic_only: bool = False
+
+
+def traffic_of(settings: StackSettings, release: ReleasePlan | None) -> Traffic:
+    """A release step's plan, else a split the stack file pins by hand, else release-managed."""
+    if release is not None:
+        return Traffic(api=release.api, worker=release.worker, traffic_only=release.traffic_only)
+    return Traffic(api=settings.api.traffic, worker=settings.worker.split)
+
+
+def ledger_of(release: ReleasePlan | None) -> ReleaseLedger:
+    """The release ledger: written by a release, kept as recorded by a plain update."""
+    if release is not None:
+        return ReleaseLedger("release-ledger", release.ledger.dumps())
+    return ReleaseLedger("release-ledger", EMPTY, opts=pulumi.ResourceOptions(ignore_changes=["entries"]))
+
+
+def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[str, Any]:
+    """Declare the whole environment; returns the stack outputs.
+
+    `release` is the traffic of one step of a release (stacks/release/plan.py); without it, the
+    traffic stays as the last release left it, unless the stack file pins it.
+    """
     s = settings
+    traffic = traffic_of(s, release)
     labels = s.labels
     accounts = ServiceAccounts(
         "identity",
@@ -176,7 +209,8 @@ def build(settings: StackSettings) -> dict[str, Any]:
             public=s.api.public,
             invokers=s.api.invokers,
             deletion_protection=s.api.deletion_protection,
-            traffic=s.api.traffic,
+            traffic=traffic.api,
+            traffic_only=traffic.traffic_only,
             labels=labels,
             audience=s.api_service_name,
         ),
@@ -189,7 +223,8 @@ def build(settings: StackSettings) -> dict[str, Any]:
             project=s.project,
             container=container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)),
             instances=s.worker.instances,
-            split=s.worker.split,
+            split=traffic.worker,
+            traffic_only=traffic.traffic_only,
             deletion_protection=s.api.deletion_protection,
             labels=labels,
         ),
@@ -226,20 +261,10 @@ def build(settings: StackSettings) -> dict[str, Any]:
             labels=labels,
         ),
     )
-    tags = candidate_tags(s.api.traffic)
+    ledger = ledger_of(release)
     return {
-        "api_url": api.url,
+        **_release_outputs(api, worker, ledger, traffic),
         "api_audience": s.api_service_name,
-        "api_revision": api.revision,
-        "api_candidate_urls": api.url.apply(
-            lambda url: {tag: url.replace("https://", f"https://{tag}---", 1) for tag in tags}
-        ),
-        "api_traffic": [
-            {"revision": t.revision, "percent": t.percent, **({"tag": t.tag} if t.tag else {})}
-            for t in s.api.traffic
-        ],
-        "worker_revision": worker.revision,
-        "worker_split": [{"revision": t.revision, "percent": t.percent} for t in s.worker.split],
         "image_ref": image.ref,
         "migrations_job": migrations.job_name,
         "retention_job": retention.job_name,
@@ -247,4 +272,37 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "database_url": database.transaction_dsn,
         "migrations_database_url": database.session_dsn,
         "redis_url": redis.dsn,
+    }
+
+
+def _targets(targets: tuple[TrafficTarget, ...] | None) -> list[dict[str, Any]] | None:
+    if targets is None:
+        return None
+    return [
+        {"revision": t.revision, "percent": t.percent, **({"tag": t.tag} if t.tag else {})} for t in targets
+    ]
+
+
+def _release_outputs(
+    api: ApiService, worker: WorkerPool, ledger: ReleaseLedger, traffic: Traffic
+) -> dict[str, Any]:
+    """What a release reads back: the revisions this template ships, what serves, and the ledger.
+
+    `api_traffic` and `worker_split` are what this update declares (None: left to releases);
+    `api_serving` and `worker_serving` are what Cloud Run reports as serving, which is what a
+    release must start from, never "the latest created".
+    """
+    tags = candidate_tags(traffic.api or RELEASE_MANAGED)
+    return {
+        "api_url": api.url,
+        "api_revision": api.revision,
+        "api_candidate_urls": api.url.apply(
+            lambda url: {tag: url.replace("https://", f"https://{tag}---", 1) for tag in tags}
+        ),
+        "api_traffic": _targets(traffic.api),
+        "api_serving": api.serving,
+        "worker_revision": worker.revision,
+        "worker_split": _targets(traffic.worker),
+        "worker_serving": worker.serving,
+        "release_ledger": ledger.entries.apply(lambda text: json.loads(text or EMPTY)),
     }
