@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import yaml
@@ -25,6 +25,9 @@ from components.image import source_hash
 from components.jobrun import JobRun
 from components.supabase_api import SupabaseProject
 from stacks.program import IMAGE_SOURCES
+
+if TYPE_CHECKING:
+    from stacks.release.plan import ReleasePlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"
@@ -271,13 +274,17 @@ def render(
     secrets: Mapping[str, str] | None = None,
     program: Callable[[], Mapping[str, Any]] | None = None,
     project: str = PROJECT,
+    release: ReleasePlan | None = None,
 ) -> Rendering:
-    """Run a program (Liftoff's, unless given) for `stack` with this config under the mock engine."""
+    """Run a program (Liftoff's, unless given) for `stack` with this config under the mock engine.
+
+    `release` is the traffic plan of one release step, passed to Liftoff's program.
+    """
     # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _render(stack, config, secrets, program, project)
+        return _render(stack, config, secrets, program, project, release)
     finally:
         loop.close()
         asyncio.set_event_loop(None)
@@ -289,13 +296,14 @@ def _render(
     secrets: Mapping[str, str] | None,
     program: Callable[[], Mapping[str, Any]] | None,
     project: str,
+    release: ReleasePlan | None = None,
 ) -> Rendering:
     if program is None:
         from stacks.program import build
         from stacks.settings import load
 
         def liftoff() -> Mapping[str, Any]:
-            return build(load(stack=stack))
+            return build(load(stack=stack), release)
 
         program = liftoff
 
