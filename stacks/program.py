@@ -80,6 +80,47 @@ def ledger_of(release: ReleasePlan | None) -> ReleaseLedger:
     return ReleaseLedger("release-ledger", EMPTY, opts=pulumi.ResourceOptions(ignore_changes=["entries"]))
 
 
+def _api_service(s: StackSettings, container: Container, traffic: Traffic) -> ApiService:
+    return ApiService(
+        "api",
+        ApiServiceArgs(
+            service_name=s.api_service_name,
+            region=s.region,
+            project=s.project,
+            container=container,
+            min_instances=s.api.min_instances,
+            max_instances=s.api.max_instances,
+            concurrency=s.api.concurrency,
+            timeout_seconds=s.api.timeout_seconds,
+            ingress=s.api.ingress,
+            public=s.api.public,
+            invokers=s.api.invokers,
+            deletion_protection=s.api.deletion_protection,
+            traffic=traffic.api,
+            traffic_only=traffic.traffic_only,
+            labels=s.labels,
+            audience=s.api_service_name,
+        ),
+    )
+
+
+def _worker_pool(s: StackSettings, container: Container, traffic: Traffic) -> WorkerPool:
+    return WorkerPool(
+        "worker",
+        WorkerPoolArgs(
+            pool_name=s.worker_pool_name,
+            region=s.region,
+            project=s.project,
+            container=container,
+            instances=s.worker.instances,
+            split=traffic.worker,
+            traffic_only=traffic.traffic_only,
+            deletion_protection=s.api.deletion_protection,
+            labels=s.labels,
+        ),
+    )
+
+
 def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[str, Any]:
     """Declare the whole environment; returns the stack outputs.
 
@@ -194,40 +235,9 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
             labels=labels,
         ),
     )
-    api = ApiService(
-        "api",
-        ApiServiceArgs(
-            service_name=s.api_service_name,
-            region=s.region,
-            project=s.project,
-            container=container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)),
-            min_instances=s.api.min_instances,
-            max_instances=s.api.max_instances,
-            concurrency=s.api.concurrency,
-            timeout_seconds=s.api.timeout_seconds,
-            ingress=s.api.ingress,
-            public=s.api.public,
-            invokers=s.api.invokers,
-            deletion_protection=s.api.deletion_protection,
-            traffic=traffic.api,
-            traffic_only=traffic.traffic_only,
-            labels=labels,
-            audience=s.api_service_name,
-        ),
-    )
-    worker = WorkerPool(
-        "worker",
-        WorkerPoolArgs(
-            pool_name=s.worker_pool_name,
-            region=s.region,
-            project=s.project,
-            container=container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)),
-            instances=s.worker.instances,
-            split=traffic.worker,
-            traffic_only=traffic.traffic_only,
-            deletion_protection=s.api.deletion_protection,
-            labels=labels,
-        ),
+    api = _api_service(s, container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic)
+    worker = _worker_pool(
+        s, container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
     )
     retention = RetentionJob(
         "retention",

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pulumi
 import pytest
 from pulumi_gcp import cloudrunv2 as run
+from pulumi_gcp import secretmanager
 
 from components.ledger import ReleaseLedger
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.plan import ReleasePlan, settle, ship, step
-from stacks.render import Rendering, stack_config
-from tests.stacks.cloud import JOB_RUN, LEDGER, POOL, SERVICE, Cloud, Engine, Up
+from stacks.render import Rendering, render, stack_config
+from tests.stacks.cloud import JOB_RUN, LEDGER, POOL, SECRET, SERVICE, Cloud, Engine, Up
 from tests.stacks.conftest import render_stack
 
 pytestmark = pytest.mark.unit
@@ -227,3 +229,47 @@ def test_without_targets_the_checkout_would_run_its_migrations(engine):
     # The workloads themselves still only move their traffic.
     assert result.diffs[(SERVICE, "api-service")] == {"traffics"}
     assert result.diffs[(POOL, "worker-pool")] == {"instanceSplits"}
+
+
+# --- The model's engine rules on a small program of its own --------------------------------------
+
+
+def _secrets(names: list[str], label: str, ignore: list[str] | None = None) -> Rendering:
+    def program() -> dict[str, Any]:
+        for name in names:
+            secretmanager.Secret(
+                name,
+                secretmanager.SecretArgs(
+                    secret_id=name,
+                    labels={"v": label},
+                    replication=secretmanager.SecretReplicationArgs(
+                        auto=secretmanager.SecretReplicationAutoArgs()
+                    ),
+                ),
+                opts=pulumi.ResourceOptions(ignore_changes=ignore),
+            )
+        return {}
+
+    return render("prod", {}, {}, program=program)
+
+
+def test_the_model_keeps_ignored_inputs_on_update_only(engine):
+    applied(engine, _secrets(["a"], "1", ignore=["labels"]))
+    assert engine.state[engine.urn(SECRET, "a")].inputs["labels"] == {"v": "1"}, "used as given on create"
+    again = applied(engine, _secrets(["a"], "2", ignore=["labels"]))
+    assert again.changes == []
+    assert engine.state[engine.urn(SECRET, "a")].inputs["labels"] == {"v": "1"}
+    unignored = applied(engine, _secrets(["a"], "2"))
+    assert unignored.diffs == {(SECRET, "a"): {"labels"}}
+
+
+def test_the_model_touches_only_targets(engine):
+    applied(engine, _secrets(["a", "b"], "1"))
+    a, b = engine.urn(SECRET, "a"), engine.urn(SECRET, "b")
+    more = applied(engine, _secrets(["a", "b", "c"], "2"), targets=[a])
+    assert more.changes == [("update", SECRET, "a")]
+    assert engine.state[b].inputs["labels"] == {"v": "1"}
+    assert {r.name for r in engine.state.values()} == {"a", "b"}, "an untargeted resource is not created"
+    fewer = applied(engine, _secrets(["a"], "2"), targets=[a])
+    assert fewer.changes == []
+    assert b in engine.state, "an untargeted resource is not deleted"
