@@ -80,6 +80,110 @@ def ledger_of(release: ReleasePlan | None) -> ReleaseLedger:
     return ReleaseLedger("release-ledger", EMPTY, opts=pulumi.ResourceOptions(ignore_changes=["entries"]))
 
 
+def _database(s: StackSettings) -> SupabaseDatabase:
+    return SupabaseDatabase(
+        "database",
+        SupabaseDatabaseArgs(
+            name=s.prefix,
+            region=s.supabase.region,
+            organization_id=s.supabase.organization_id if s.supabase.mode == "create" else None,
+            project_ref=s.supabase.project_ref if s.supabase.mode == "adopt" else None,
+            db_password=s.secrets.supabase_db_password if s.supabase.mode == "adopt" else None,
+            jwt_secret=s.secrets.supabase_jwt_secret,
+            protect=s.environment == "prod",
+        ),
+    )
+
+
+def _redis(s: StackSettings) -> UpstashRedis:
+    return UpstashRedis(
+        "redis",
+        UpstashRedisArgs(
+            database_name=s.prefix,
+            primary_region=s.redis.primary_region,
+            budget=s.redis.budget,
+            protect=s.environment == "prod",
+        ),
+    )
+
+
+def _secrets(
+    s: StackSettings, accounts: ServiceAccounts, database: SupabaseDatabase, redis: UpstashRedis
+) -> Secrets:
+    """Every secret the app's contract declares, readable by exactly the workloads that use it."""
+    values: dict[str, pulumi.Input[str] | None] = {
+        "DATABASE_URL": database.transaction_dsn,
+        "MIGRATIONS_DATABASE_URL": database.session_dsn,
+        "REDIS_URL": redis.dsn,
+        "SUPABASE_JWT_SECRET": database.jwt_secret,
+        "OPENAI_API_KEY": s.secrets.openai_api_key,
+        "SENTRY_DSN": s.secrets.sentry_dsn,
+    }
+    secret_specs = {
+        name: SecretSpec(value=value, accessors=tuple(sorted(ACCOUNT[r] for r in CONTRACT[name].used_by)))
+        for name, value in values.items()
+        if value is not None
+    }
+    return Secrets(
+        "secrets",
+        SecretsArgs(prefix=s.prefix, secrets=secret_specs, accounts=accounts.emails, labels=s.labels),
+    )
+
+
+def _image(s: StackSettings) -> ContainerImage:
+    return ContainerImage(
+        "image",
+        ContainerImageArgs(
+            project=s.project,
+            region=s.region,
+            repository_id="liftoff",
+            image_name="app",
+            context=str(ROOT),
+            dockerfile=str(ROOT / "app" / "Dockerfile"),
+            tag=s.image_tag or source_tag(ROOT, IMAGE_SOURCES),
+            labels=s.labels,
+        ),
+    )
+
+
+def _retention(s: StackSettings, container: Container, accounts: ServiceAccounts) -> RetentionJob:
+    return RetentionJob(
+        "retention",
+        RetentionJobArgs(
+            job=JobArgs(
+                job_name=s.names.retention,
+                region=s.region,
+                project=s.project,
+                container=container,
+                command=("python", "-m", "app", "cleanup"),
+                timeout_seconds=1800,
+                deletion_protection=s.api.deletion_protection,
+                labels=s.labels,
+            ),
+            schedule=s.retention.schedule,
+            scheduler_account=accounts.emails["scheduler"],
+        ),
+    )
+
+
+def _monitoring(s: StackSettings, api: ApiService) -> Monitoring:
+    return Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            project=s.project,
+            prefix=s.prefix,
+            api_service_name=api.service_name,
+            api_url=api.url,
+            notification_email=s.alerts.email,
+            error_ratio=s.alerts.error_ratio,
+            p95_latency_ms=s.alerts.p95_latency_ms,
+            job_failure_ratio=s.alerts.job_failure_ratio,
+            oldest_queued_seconds=s.alerts.oldest_queued_seconds,
+            labels=s.labels,
+        ),
+    )
+
+
 def _api_service(s: StackSettings, container: Container, traffic: Traffic) -> ApiService:
     return ApiService(
         "api",
@@ -129,67 +233,16 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
     """
     s = settings
     traffic = traffic_of(s, release)
-    labels = s.labels
     accounts = ServiceAccounts(
         "identity",
         ServiceAccountsArgs(
             project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
         ),
     )
-    database = SupabaseDatabase(
-        "database",
-        SupabaseDatabaseArgs(
-            name=s.prefix,
-            region=s.supabase.region,
-            organization_id=s.supabase.organization_id if s.supabase.mode == "create" else None,
-            project_ref=s.supabase.project_ref if s.supabase.mode == "adopt" else None,
-            db_password=s.secrets.supabase_db_password if s.supabase.mode == "adopt" else None,
-            jwt_secret=s.secrets.supabase_jwt_secret,
-            protect=s.environment == "prod",
-        ),
-    )
-    redis = UpstashRedis(
-        "redis",
-        UpstashRedisArgs(
-            database_name=s.prefix,
-            primary_region=s.redis.primary_region,
-            budget=s.redis.budget,
-            protect=s.environment == "prod",
-        ),
-    )
-
-    # Every secret the app's contract declares, readable by exactly the workloads that use it.
-    values: dict[str, pulumi.Input[str] | None] = {
-        "DATABASE_URL": database.transaction_dsn,
-        "MIGRATIONS_DATABASE_URL": database.session_dsn,
-        "REDIS_URL": redis.dsn,
-        "SUPABASE_JWT_SECRET": database.jwt_secret,
-        "OPENAI_API_KEY": s.secrets.openai_api_key,
-        "SENTRY_DSN": s.secrets.sentry_dsn,
-    }
-    secret_specs = {
-        name: SecretSpec(value=value, accessors=tuple(sorted(ACCOUNT[r] for r in CONTRACT[name].used_by)))
-        for name, value in values.items()
-        if value is not None
-    }
-    secrets = Secrets(
-        "secrets",
-        SecretsArgs(prefix=s.prefix, secrets=secret_specs, accounts=accounts.emails, labels=labels),
-    )
-
-    image = ContainerImage(
-        "image",
-        ContainerImageArgs(
-            project=s.project,
-            region=s.region,
-            repository_id="liftoff",
-            image_name="app",
-            context=str(ROOT),
-            dockerfile=str(ROOT / "app" / "Dockerfile"),
-            tag=s.image_tag or source_tag(ROOT, IMAGE_SOURCES),
-            labels=labels,
-        ),
-    )
+    database = _database(s)
+    redis = _redis(s)
+    secrets = _secrets(s, accounts, database, redis)
+    image = _image(s)
 
     plain: dict[str, pulumi.Input[str] | None] = {
         "APP_ENV": s.environment,
@@ -232,45 +285,15 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
                 f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
             ),
             deletion_protection=s.api.deletion_protection,
-            labels=labels,
+            labels=s.labels,
         ),
     )
     api = _api_service(s, container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic)
     worker = _worker_pool(
         s, container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
     )
-    retention = RetentionJob(
-        "retention",
-        RetentionJobArgs(
-            job=JobArgs(
-                job_name=s.names.retention,
-                region=s.region,
-                project=s.project,
-                container=container(Role.WORKER, "1", "512Mi"),
-                command=("python", "-m", "app", "cleanup"),
-                timeout_seconds=1800,
-                deletion_protection=s.api.deletion_protection,
-                labels=labels,
-            ),
-            schedule=s.retention.schedule,
-            scheduler_account=accounts.emails["scheduler"],
-        ),
-    )
-    Monitoring(
-        "monitoring",
-        MonitoringArgs(
-            project=s.project,
-            prefix=s.prefix,
-            api_service_name=api.service_name,
-            api_url=api.url,
-            notification_email=s.alerts.email,
-            error_ratio=s.alerts.error_ratio,
-            p95_latency_ms=s.alerts.p95_latency_ms,
-            job_failure_ratio=s.alerts.job_failure_ratio,
-            oldest_queued_seconds=s.alerts.oldest_queued_seconds,
-            labels=labels,
-        ),
-    )
+    retention = _retention(s, container(Role.WORKER, "1", "512Mi"), accounts)
+    _monitoring(s, api)
     ledger = ledger_of(release)
     return {
         **_release_outputs(api, worker, ledger, traffic),
