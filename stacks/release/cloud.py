@@ -8,6 +8,7 @@ candidate's `/ready` on its tag URL. The `pulumi up`s go through stacks/release/
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
@@ -371,8 +372,20 @@ class StackFile:
 
 
 def stack_settings(stack: str, root: Path = ROOT) -> StackSettings:
-    """The stack's validated settings from Pulumi.<stack>.yaml; ConfigError names every problem."""
-    return load(StackFile(stack, root), stack=stack.rsplit("/", 1)[-1])
+    """The stack's validated settings from Pulumi.<stack>.yaml; ConfigError names every problem.
+
+    Read on an event loop of its own, run until the secret markers' outputs have resolved: outside
+    a Pulumi program there is no engine loop, and nothing may be left pending.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        settings = load(StackFile(stack, root), stack=stack.rsplit("/", 1)[-1])
+        loop.run_until_complete(asyncio.gather(*asyncio.all_tasks(loop)))
+        return settings
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
 
 
 @dataclass(frozen=True)
