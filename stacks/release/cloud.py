@@ -221,7 +221,7 @@ class CloudMonitoringMetrics:
     ) -> list[Mapping[str, Any]]:
         metric, reducer, group_by = kind
         period = max(self.MIN_ALIGNMENT_SECONDS, math.ceil(end - start))
-        params = {
+        query = {
             "filter": self.filter(metric, revision),
             "interval.startTime": rfc3339(start),
             "interval.endTime": rfc3339(end),
@@ -232,17 +232,16 @@ class CloudMonitoringMetrics:
             "view": "FULL",
         }
         path = f"/v3/projects/{self.site.project}/timeSeries"
-        pages: list[Mapping[str, Any]] = []
-        query = dict(params)
+        found: list[Mapping[str, Any]] = []
         while True:
             page = self.monitoring.call("GET", path, params=query) or {}
             # A partial answer must not pass for a quiet revision.
             if page.get("executionErrors"):
                 raise ApiError(f"GET {path}: {metric} for {revision}: {page['executionErrors']}")
-            pages += page.get("timeSeries") or []
+            found += page.get("timeSeries") or []
             token = page.get("nextPageToken")
             if not token:
-                return pages
+                return found
             query["pageToken"] = str(token)
 
 
@@ -305,6 +304,8 @@ class HttpSmoke:
         self.clock = clock
 
     def check(self, release: Release) -> str | None:
+        # A failure to read the service (ApiError) propagates: it says nothing about the candidate,
+        # and a release recorded as failed would never be routed to again.
         target = self.locate()
         if target is None:
             return f"the service has no {CANDIDATE_TAG!r} tag to smoke-test"
@@ -314,9 +315,8 @@ class HttpSmoke:
         try:
             headers = self.headers()
         except Exception as error:  # noqa: BLE001 - any credential failure is a failed smoke test
-            return f"no identity token for audience {self.audience!r} ({type(error).__name__}: {error});" + (
-                f" set {ID_TOKEN_ENV}"
-            )
+            cause = f"{type(error).__name__}: {error}"
+            return f"no identity token for audience {self.audience!r} ({cause}); set {ID_TOKEN_ENV}"
         return self.poll(f"{target.url.rstrip('/')}/ready", headers)
 
     def headers(self) -> dict[str, str]:
