@@ -62,9 +62,10 @@ def inline_program(plan: ReleasePlan) -> Callable[[], None]:
 def traffic_targets(deployment: Mapping[str, Any] | None) -> list[str] | None:
     """The URNs a traffic shift updates, from an exported state; None unless all three exist.
 
-    Untargeted resources keep their recorded state, so the service's template (image, env) stays
-    as it is and no revision is created; the root stack is always targeted, so its outputs (the
-    release_ledger read back by the next run) follow (https://github.com/pulumi/pulumi/pull/12834).
+    Untargeted resources (the image build, the migrations) are not run and give their recorded
+    outputs; the template of the targeted ones is the program's to keep when the plan is
+    traffic_only. The root stack is always targeted, so its outputs (the release_ledger the next
+    run reads back) follow (https://github.com/pulumi/pulumi/pull/12834).
     A targeted update cannot create a resource it does not target
     (https://github.com/pulumi/pulumi/pull/3251), so a stack that lacks one of them (before the
     first release, or before the ledger existed) is updated whole.
