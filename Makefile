@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets clean
+.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets release rollback clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -63,6 +63,16 @@ cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (F
 prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lists them unless APPLY=1).
 	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))
 	$(PY) stacks/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
+
+# Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
+# and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
+release: $(STAMP) ## Release STACK behind its canary gates (RETRY=1: retry a failed revision; APPROVE=1: approve every step).
+	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
+	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(APPROVE),--approve)
+
+rollback: $(STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
+	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
+	$(PY) -m stacks.release rollback --stack $(STACK)
 
 clean: ## Remove .venv and caches (keeps .local/ data).
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -79,6 +79,18 @@ def traffic_targets(deployment: Mapping[str, Any] | None) -> list[str] | None:
     return [urn for kind in TRAFFIC_TYPES for urn in found[kind]]
 
 
+def ledger_entries(deployment: Mapping[str, Any] | None) -> Any:
+    """The ledger as its ReleaseLedger resource holds it in an exported state (None before one exists).
+
+    Read from the resource itself rather than from the stack outputs: whatever a targeted update
+    does to the root stack's outputs, the resource it updated holds what was recorded.
+    """
+    for resource in (deployment or {}).get("resources") or []:
+        if resource.get("type") == LEDGER_TYPE and not resource.get("delete"):
+            return (resource.get("outputs") or {}).get("entries")
+    return None
+
+
 def release_of(outputs: Mapping[str, Any]) -> Release:
     """The release an update shipped, from its api_revision and worker_revision outputs."""
     api, worker = outputs.get("api_revision"), outputs.get("worker_revision")
@@ -111,6 +123,10 @@ class AutomationDeployer:
         targets = traffic_targets(self._guard(lambda: self._selected().export_stack().deployment))
         # Refreshed first: traffic moved by hand (gcloud) must not hide a change the plan makes.
         self._up(plan, targets=targets, refresh=True)
+
+    def ledger(self) -> Any:
+        """The recorded ledger (JSON text), from the stack's state."""
+        return ledger_entries(self._guard(lambda: self._selected().export_stack().deployment))
 
     def outputs(self) -> dict[str, Any]:
         """The stack's current outputs (plain values), {} before its first update."""

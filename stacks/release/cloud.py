@@ -421,7 +421,7 @@ def cloud_ports(
     run = RestClient(run_api, token)
     monitoring = RestClient(monitoring_api, token)
     deployer = AutomationDeployer(stack, root, on_output=on_output)
-    live = CloudRunLive(run, site, deployer.outputs)
+    live = CloudRunLive(run, site, lambda: {LEDGER_OUTPUT: deployer.ledger()})
     smoke = HttpSmoke(
         lambda: live.tagged(CANDIDATE_TAG),
         audience=settings.api_service_name,

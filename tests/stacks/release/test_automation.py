@@ -18,6 +18,7 @@ from stacks.release.automation import (
     SERVICE_TYPE,
     AutomationDeployer,
     declare,
+    ledger_entries,
     release_of,
     traffic_targets,
 )
@@ -66,6 +67,21 @@ def test_a_shift_targets_the_service_the_pool_and_the_ledger():
 @pytest.mark.unit
 def test_the_traffic_types_are_the_programs_own(prod):
     assert [len(prod.of_type(kind)) for kind in (SERVICE_TYPE, POOL_TYPE)] == [1, 1]
+
+
+@pytest.mark.unit
+def test_the_ledger_is_read_from_its_resource_in_the_state():
+    entries = LEDGER.dumps()
+    state = {
+        "resources": [
+            *STATE["resources"][:3],
+            resource(LEDGER_TYPE, "release-ledger", outputs={"entries": entries}),
+            resource(LEDGER_TYPE, "old-ledger", outputs={"entries": "[]"}, delete=True),
+        ]
+    }
+    assert Ledger.from_json(ledger_entries(state)) == LEDGER
+    assert ledger_entries({"resources": STATE["resources"][:3]}) is None
+    assert ledger_entries(None) is None
 
 
 @pytest.mark.unit
