@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets rehearse clean
+.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets release rollback rehearse clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -64,6 +64,18 @@ prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lis
 	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))
 	$(PY) stacks/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
 
+# Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
+# and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
+release: $(STAMP) ## Release STACK behind its canary gates (RETRY=1: retry a failed revision; APPROVE=1: approve every step).
+	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
+	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(APPROVE),--approve)
+
+rollback: $(STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
+	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
+	$(PY) -m stacks.release rollback --stack $(STACK)
+
+# Starts its own Postgres, Redis and API revisions in .local/rehearsal and stops them at the end;
+# with FAULT=1 the expected outcome is a rollback, exit 3 (make reports it as "Error 3").
 rehearse: $(STAMP) ## Rehearse a release on this machine: canary steps, gates, rollback (FAULT=1: a faulty candidate).
 	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault)
 

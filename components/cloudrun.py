@@ -137,6 +137,23 @@ def revision_of(service: str, image_digest: pulumi.Input[str], template: Any) ->
     return resolved.apply(lambda v: revision_name(service, v[1], plain(v[0])))
 
 
+def serving(statuses: Any, latest_ready: str | None) -> dict[str, int]:
+    """Revision name -> percent, from a service's traffic statuses or a pool's split statuses.
+
+    The statuses are what the control plane observes, not what was last declared: after a failed
+    update or a rollback the newest revision may serve nothing. A LATEST entry that names no
+    revision is the latest ready one. Names are given short (a full resource name's last part).
+    """
+    found: dict[str, int] = {}
+    for status in plain(statuses) or []:
+        revision = status.get("revision") or (latest_ready if "LATEST" in str(status.get("type")) else None)
+        percent = int(status.get("percent") or 0)
+        if revision and percent > 0:
+            short = str(revision).rsplit("/", 1)[-1]
+            found[short] = found.get(short, 0) + percent
+    return found
+
+
 @dataclass(frozen=True)
 class ApiServiceArgs:
     """The API: scaling, limits, exposure and traffic of one Cloud Run service."""
@@ -154,7 +171,10 @@ class ApiServiceArgs:
     public: bool = False
     invokers: tuple[str, ...] = ()
     deletion_protection: bool = True
-    traffic: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
+    # None: releases manage the traffic (see RELEASE_MANAGED); a plain update never moves it.
+    traffic: tuple[TrafficTarget, ...] | None = (TrafficTarget(percent=100),)
+    # Only the traffic may change in this update: every other input keeps its recorded value.
+    traffic_only: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     # An ID token audience every URL of the service accepts, tag URLs included: a private API's
     # smoke test of its candidate needs one (https://cloud.google.com/run/docs/configuring/custom-audiences).
@@ -171,7 +191,10 @@ class ApiServiceArgs:
             raise ValueError(f"ingress {self.ingress!r} is not one of {sorted(INGRESS)}")
         if self.public and self.invokers:
             raise ValueError("a public service takes no invoker list")
-        validate(self.traffic, key="traffic", service=self.service_name)
+        if self.traffic is None and self.traffic_only:
+            raise ValueError("traffic_only: a traffic-only update must declare the traffic")
+        if self.traffic is not None:
+            validate(self.traffic, key="traffic", service=self.service_name)
 
 
 def _service_template(args: ApiServiceArgs, revision: pulumi.Input[str] | None) -> run.ServiceTemplateArgs:
@@ -215,6 +238,38 @@ def _service_template(args: ApiServiceArgs, revision: pulumi.Input[str] | None) 
     )
 
 
+def _release_options(
+    base: pulumi.ResourceOptions, args_type: type, moving: str, declared: bool, traffic_only: bool
+) -> pulumi.ResourceOptions:
+    """The workload's options under release management.
+
+    Undeclared traffic (`declared` False) is written once, at creation, and ignored afterwards: a
+    plain update then only adds the new revision, which takes no traffic while releases pin it by
+    name. A traffic-only update ignores every input but `moving`, so whatever the checkout holds
+    (another image, other settings) changes nothing else and creates no revision. The engine keeps
+    the recorded value of each ignored input (https://www.pulumi.com/docs/iac/concepts/options/ignorechanges/);
+    names are the SDK's Python names, which the SDK translates to the engine's through the Args
+    type's metadata (pulumi/runtime/resource.py, _translate_ignore_changes).
+    """
+    if traffic_only:
+        ignored = [name for name in _input_names(args_type) if name != moving]
+    elif not declared:
+        ignored = [moving]
+    else:
+        return base
+    return pulumi.ResourceOptions.merge(base, pulumi.ResourceOptions(ignore_changes=ignored))
+
+
+def _input_names(args_type: type) -> list[str]:
+    """Every input an SDK `*Args` class declares, by its Python name."""
+    return sorted(name for name, value in vars(args_type).items() if isinstance(value, property))
+
+
+# What undeclared traffic is created with: all to the newest revision, which the candidate tag
+# reaches; later releases pin revisions by name (stacks/release/plan.py).
+RELEASE_MANAGED = (TrafficTarget(percent=100, tag="candidate"),)
+
+
 def _service_traffic(targets: tuple[TrafficTarget, ...]) -> list[run.ServiceTrafficArgs]:
     return [
         run.ServiceTrafficArgs(
@@ -235,6 +290,8 @@ class ApiService(pulumi.ComponentResource):
     url: pulumi.Output[str]
     revision: pulumi.Output[str]
     service_name: pulumi.Output[str]
+    # Revision name -> percent of the requests it serves now, as Cloud Run reports it.
+    serving: pulumi.Output[dict[str, int]]
 
     def __init__(self, name: str, args: ApiServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:ApiService", name, None, opts)
@@ -251,9 +308,11 @@ class ApiService(pulumi.ComponentResource):
                 labels=dict(args.labels),
                 custom_audiences=[args.audience] if args.audience else None,
                 template=_service_template(args, self.revision),
-                traffics=_service_traffic(args.traffic),
+                traffics=_service_traffic(args.traffic or RELEASE_MANAGED),
             ),
-            opts=c.options(self),
+            opts=_release_options(
+                c.options(self), run.ServiceArgs, "traffics", args.traffic is not None, args.traffic_only
+            ),
         )
         members: tuple[str, ...] = ("allUsers",) if args.public else args.invokers
         for index, member in enumerate(members):
@@ -270,7 +329,10 @@ class ApiService(pulumi.ComponentResource):
             )
         self.url = service.uri
         self.service_name = service.name
-        self.register_outputs({"url": self.url, "revision": self.revision})
+        self.serving = pulumi.Output.all(service.traffic_statuses, service.latest_ready_revision).apply(
+            lambda v: serving(v[0], v[1])
+        )
+        self.register_outputs({"url": self.url, "revision": self.revision, "serving": self.serving})
 
 
 @dataclass(frozen=True)
@@ -282,16 +344,22 @@ class WorkerPoolArgs:
     project: str
     container: Container
     instances: int = 1
-    split: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
+    # None: releases manage the instance split (see RELEASE_MANAGED); a plain update never moves it.
+    split: tuple[TrafficTarget, ...] | None = (TrafficTarget(percent=100),)
+    # Only the instance split may change in this update: every other input keeps its recorded value.
+    traffic_only: bool = False
     deletion_protection: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.instances <= 100:
             raise ValueError("instances must be from 0 to 100")
-        if any(t.tag for t in self.split):
-            raise ValueError("worker instance splits take no tags")
-        validate(self.split, key="split", service=self.pool_name)
+        if self.split is None and self.traffic_only:
+            raise ValueError("traffic_only: a traffic-only update must declare the split")
+        if self.split is not None:
+            if any(t.tag for t in self.split):
+                raise ValueError("worker instance splits take no tags")
+            validate(self.split, key="split", service=self.pool_name)
 
 
 def _pool_template(args: WorkerPoolArgs, revision: pulumi.Input[str] | None) -> run.WorkerPoolTemplateArgs:
@@ -336,12 +404,14 @@ class WorkerPool(pulumi.ComponentResource):
     """Workers pull their jobs: nothing reaches them, so they expose nothing."""
 
     revision: pulumi.Output[str]
+    # Revision name -> percent of the instances it runs now, as Cloud Run reports it.
+    serving: pulumi.Output[dict[str, int]]
 
     def __init__(self, name: str, args: WorkerPoolArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:WorkerPool", name, None, opts)
         c = args.container
         self.revision = revision_of(args.pool_name, c.image_digest, _pool_template(args, None))
-        run.WorkerPool(
+        pool = run.WorkerPool(
             f"{name}-pool",
             run.WorkerPoolArgs(
                 name=args.pool_name,
@@ -352,12 +422,21 @@ class WorkerPool(pulumi.ComponentResource):
                 scaling=run.WorkerPoolScalingArgs(
                     scaling_mode="MANUAL", manual_instance_count=args.instances
                 ),
-                instance_splits=_pool_split(args.split),
+                instance_splits=_pool_split(args.split or (TrafficTarget(percent=100),)),
                 template=_pool_template(args, self.revision),
             ),
-            opts=c.options(self),
+            opts=_release_options(
+                c.options(self),
+                run.WorkerPoolArgs,
+                "instance_splits",
+                args.split is not None,
+                args.traffic_only,
+            ),
         )
-        self.register_outputs({"revision": self.revision})
+        self.serving = pulumi.Output.all(pool.instance_split_statuses, pool.latest_ready_revision).apply(
+            lambda v: serving(v[0], v[1])
+        )
+        self.register_outputs({"revision": self.revision, "serving": self.serving})
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,8 @@ def render_plan(stack: str, root: Path) -> dict[str, Any]:
                 "type": r.type,
                 "name": r.name,
                 **({"protect": True} if r.protect else {}),
+                # Inputs the engine keeps as recorded (release-managed traffic): not what will serve.
+                **({"ignoreChanges": sorted(r.ignore_changes)} if r.ignore_changes else {}),
                 "inputs": redact(r.inputs, r.secret_paths, root=str(root)),
             }
             for r in rendering.resources

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pulumi
 
 from app.settings import ENV_VARS, Role
 from components.cloudrun import (
+    RELEASE_MANAGED,
     ApiService,
     ApiServiceArgs,
     Container,
@@ -22,11 +25,13 @@ from components.cloudrun import (
 )
 from components.identity import ServiceAccounts, ServiceAccountsArgs
 from components.image import ContainerImage, ContainerImageArgs, source_tag
+from components.ledger import EMPTY, ReleaseLedger
 from components.monitoring import Monitoring, MonitoringArgs
 from components.secrets import SecretRef, Secrets, SecretsArgs, SecretSpec
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
-from components.traffic import candidate_tags
+from components.traffic import TrafficTarget, candidate_tags
 from components.upstash import UpstashRedis, UpstashRedisArgs
+from stacks.release.plan import ReleasePlan
 from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,17 +57,31 @@ def _secret_env(role: Role, refs: Mapping[str, SecretRef]) -> dict[str, SecretRe
     return {name: ref for name, ref in refs.items() if role in CONTRACT[name].used_by}
 
 
-def build(settings: StackSettings) -> dict[str, Any]:
-    """Declare the whole environment; returns the stack outputs."""
-    s = settings
-    labels = s.labels
-    accounts = ServiceAccounts(
-        "identity",
-        ServiceAccountsArgs(
-            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
-        ),
-    )
-    database = SupabaseDatabase(
+@dataclass(frozen=True)
+class Traffic:
+    """What this update declares about traffic: None leaves it to releases (see ApiServiceArgs)."""
+
+    api: tuple[TrafficTarget, ...] | None
+    worker: tuple[TrafficTarget, ...] | None
+    traffic_only: bool = False
+
+
+def traffic_of(settings: StackSettings, release: ReleasePlan | None) -> Traffic:
+    """A release step's plan, else a split the stack file pins by hand, else release-managed."""
+    if release is not None:
+        return Traffic(api=release.api, worker=release.worker, traffic_only=release.traffic_only)
+    return Traffic(api=settings.api.traffic, worker=settings.worker.split)
+
+
+def ledger_of(release: ReleasePlan | None) -> ReleaseLedger:
+    """The release ledger: written by a release, kept as recorded by a plain update."""
+    if release is not None:
+        return ReleaseLedger("release-ledger", release.ledger.dumps())
+    return ReleaseLedger("release-ledger", EMPTY, opts=pulumi.ResourceOptions(ignore_changes=["entries"]))
+
+
+def _database(s: StackSettings) -> SupabaseDatabase:
+    return SupabaseDatabase(
         "database",
         SupabaseDatabaseArgs(
             name=s.prefix,
@@ -74,7 +93,10 @@ def build(settings: StackSettings) -> dict[str, Any]:
             protect=s.environment == "prod",
         ),
     )
-    redis = UpstashRedis(
+
+
+def _redis(s: StackSettings) -> UpstashRedis:
+    return UpstashRedis(
         "redis",
         UpstashRedisArgs(
             database_name=s.prefix,
@@ -84,7 +106,11 @@ def build(settings: StackSettings) -> dict[str, Any]:
         ),
     )
 
-    # Every secret the app's contract declares, readable by exactly the workloads that use it.
+
+def _secrets(
+    s: StackSettings, accounts: ServiceAccounts, database: SupabaseDatabase, redis: UpstashRedis
+) -> Secrets:
+    """Every secret the app's contract declares, readable by exactly the workloads that use it."""
     values: dict[str, pulumi.Input[str] | None] = {
         "DATABASE_URL": database.transaction_dsn,
         "MIGRATIONS_DATABASE_URL": database.session_dsn,
@@ -98,12 +124,14 @@ def build(settings: StackSettings) -> dict[str, Any]:
         for name, value in values.items()
         if value is not None
     }
-    secrets = Secrets(
+    return Secrets(
         "secrets",
-        SecretsArgs(prefix=s.prefix, secrets=secret_specs, accounts=accounts.emails, labels=labels),
+        SecretsArgs(prefix=s.prefix, secrets=secret_specs, accounts=accounts.emails, labels=s.labels),
     )
 
-    image = ContainerImage(
+
+def _image(s: StackSettings) -> ContainerImage:
+    return ContainerImage(
         "image",
         ContainerImageArgs(
             project=s.project,
@@ -113,9 +141,108 @@ def build(settings: StackSettings) -> dict[str, Any]:
             context=str(ROOT),
             dockerfile=str(ROOT / "app" / "Dockerfile"),
             tag=s.image_tag or source_tag(ROOT, IMAGE_SOURCES),
-            labels=labels,
+            labels=s.labels,
         ),
     )
+
+
+def _retention(s: StackSettings, container: Container, accounts: ServiceAccounts) -> RetentionJob:
+    return RetentionJob(
+        "retention",
+        RetentionJobArgs(
+            job=JobArgs(
+                job_name=s.names.retention,
+                region=s.region,
+                project=s.project,
+                container=container,
+                command=("python", "-m", "app", "cleanup"),
+                timeout_seconds=1800,
+                deletion_protection=s.api.deletion_protection,
+                labels=s.labels,
+            ),
+            schedule=s.retention.schedule,
+            scheduler_account=accounts.emails["scheduler"],
+        ),
+    )
+
+
+def _monitoring(s: StackSettings, api: ApiService) -> Monitoring:
+    return Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            project=s.project,
+            prefix=s.prefix,
+            api_service_name=api.service_name,
+            api_url=api.url,
+            notification_email=s.alerts.email,
+            error_ratio=s.alerts.error_ratio,
+            p95_latency_ms=s.alerts.p95_latency_ms,
+            job_failure_ratio=s.alerts.job_failure_ratio,
+            oldest_queued_seconds=s.alerts.oldest_queued_seconds,
+            labels=s.labels,
+        ),
+    )
+
+
+def _api_service(s: StackSettings, container: Container, traffic: Traffic) -> ApiService:
+    return ApiService(
+        "api",
+        ApiServiceArgs(
+            service_name=s.api_service_name,
+            region=s.region,
+            project=s.project,
+            container=container,
+            min_instances=s.api.min_instances,
+            max_instances=s.api.max_instances,
+            concurrency=s.api.concurrency,
+            timeout_seconds=s.api.timeout_seconds,
+            ingress=s.api.ingress,
+            public=s.api.public,
+            invokers=s.api.invokers,
+            deletion_protection=s.api.deletion_protection,
+            traffic=traffic.api,
+            traffic_only=traffic.traffic_only,
+            labels=s.labels,
+            audience=s.api_service_name,
+        ),
+    )
+
+
+def _worker_pool(s: StackSettings, container: Container, traffic: Traffic) -> WorkerPool:
+    return WorkerPool(
+        "worker",
+        WorkerPoolArgs(
+            pool_name=s.worker_pool_name,
+            region=s.region,
+            project=s.project,
+            container=container,
+            instances=s.worker.instances,
+            split=traffic.worker,
+            traffic_only=traffic.traffic_only,
+            deletion_protection=s.api.deletion_protection,
+            labels=s.labels,
+        ),
+    )
+
+
+def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[str, Any]:
+    """Declare the whole environment; returns the stack outputs.
+
+    `release` is the traffic of one step of a release (stacks/release/plan.py); without it, the
+    traffic stays as the last release left it, unless the stack file pins it.
+    """
+    s = settings
+    traffic = traffic_of(s, release)
+    accounts = ServiceAccounts(
+        "identity",
+        ServiceAccountsArgs(
+            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
+        ),
+    )
+    database = _database(s)
+    redis = _redis(s)
+    secrets = _secrets(s, accounts, database, redis)
+    image = _image(s)
 
     plain: dict[str, pulumi.Input[str] | None] = {
         "APP_ENV": s.environment,
@@ -158,88 +285,19 @@ def build(settings: StackSettings) -> dict[str, Any]:
                 f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
             ),
             deletion_protection=s.api.deletion_protection,
-            labels=labels,
+            labels=s.labels,
         ),
     )
-    api = ApiService(
-        "api",
-        ApiServiceArgs(
-            service_name=s.api_service_name,
-            region=s.region,
-            project=s.project,
-            container=container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)),
-            min_instances=s.api.min_instances,
-            max_instances=s.api.max_instances,
-            concurrency=s.api.concurrency,
-            timeout_seconds=s.api.timeout_seconds,
-            ingress=s.api.ingress,
-            public=s.api.public,
-            invokers=s.api.invokers,
-            deletion_protection=s.api.deletion_protection,
-            traffic=s.api.traffic,
-            labels=labels,
-            audience=s.api_service_name,
-        ),
+    api = _api_service(s, container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic)
+    worker = _worker_pool(
+        s, container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
     )
-    worker = WorkerPool(
-        "worker",
-        WorkerPoolArgs(
-            pool_name=s.worker_pool_name,
-            region=s.region,
-            project=s.project,
-            container=container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)),
-            instances=s.worker.instances,
-            split=s.worker.split,
-            deletion_protection=s.api.deletion_protection,
-            labels=labels,
-        ),
-    )
-    retention = RetentionJob(
-        "retention",
-        RetentionJobArgs(
-            job=JobArgs(
-                job_name=s.names.retention,
-                region=s.region,
-                project=s.project,
-                container=container(Role.WORKER, "1", "512Mi"),
-                command=("python", "-m", "app", "cleanup"),
-                timeout_seconds=1800,
-                deletion_protection=s.api.deletion_protection,
-                labels=labels,
-            ),
-            schedule=s.retention.schedule,
-            scheduler_account=accounts.emails["scheduler"],
-        ),
-    )
-    Monitoring(
-        "monitoring",
-        MonitoringArgs(
-            project=s.project,
-            prefix=s.prefix,
-            api_service_name=api.service_name,
-            api_url=api.url,
-            notification_email=s.alerts.email,
-            error_ratio=s.alerts.error_ratio,
-            p95_latency_ms=s.alerts.p95_latency_ms,
-            job_failure_ratio=s.alerts.job_failure_ratio,
-            oldest_queued_seconds=s.alerts.oldest_queued_seconds,
-            labels=labels,
-        ),
-    )
-    tags = candidate_tags(s.api.traffic)
+    retention = _retention(s, container(Role.WORKER, "1", "512Mi"), accounts)
+    _monitoring(s, api)
+    ledger = ledger_of(release)
     return {
-        "api_url": api.url,
+        **_release_outputs(api, worker, ledger, traffic),
         "api_audience": s.api_service_name,
-        "api_revision": api.revision,
-        "api_candidate_urls": api.url.apply(
-            lambda url: {tag: url.replace("https://", f"https://{tag}---", 1) for tag in tags}
-        ),
-        "api_traffic": [
-            {"revision": t.revision, "percent": t.percent, **({"tag": t.tag} if t.tag else {})}
-            for t in s.api.traffic
-        ],
-        "worker_revision": worker.revision,
-        "worker_split": [{"revision": t.revision, "percent": t.percent} for t in s.worker.split],
         "image_ref": image.ref,
         "migrations_job": migrations.job_name,
         "retention_job": retention.job_name,
@@ -247,4 +305,37 @@ def build(settings: StackSettings) -> dict[str, Any]:
         "database_url": database.transaction_dsn,
         "migrations_database_url": database.session_dsn,
         "redis_url": redis.dsn,
+    }
+
+
+def _targets(targets: tuple[TrafficTarget, ...] | None) -> list[dict[str, Any]] | None:
+    if targets is None:
+        return None
+    return [
+        {"revision": t.revision, "percent": t.percent, **({"tag": t.tag} if t.tag else {})} for t in targets
+    ]
+
+
+def _release_outputs(
+    api: ApiService, worker: WorkerPool, ledger: ReleaseLedger, traffic: Traffic
+) -> dict[str, Any]:
+    """What a release reads back: the revisions this template ships, what serves, and the ledger.
+
+    `api_traffic` and `worker_split` are what this update declares (None: left to releases);
+    `api_serving` and `worker_serving` are what Cloud Run reports as serving, which is what a
+    release must start from, never "the latest created".
+    """
+    tags = candidate_tags(traffic.api or RELEASE_MANAGED)
+    return {
+        "api_url": api.url,
+        "api_revision": api.revision,
+        "api_candidate_urls": api.url.apply(
+            lambda url: {tag: url.replace("https://", f"https://{tag}---", 1) for tag in tags}
+        ),
+        "api_traffic": _targets(traffic.api),
+        "api_serving": api.serving,
+        "worker_revision": worker.revision,
+        "worker_split": _targets(traffic.worker),
+        "worker_serving": worker.serving,
+        "release_ledger": ledger.entries.apply(lambda text: json.loads(text or EMPTY)),
     }

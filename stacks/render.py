@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 import yaml
@@ -25,6 +25,9 @@ from components.image import source_hash
 from components.jobrun import JobRun
 from components.supabase_api import SupabaseProject
 from stacks.program import IMAGE_SOURCES
+
+if TYPE_CHECKING:
+    from stacks.release.plan import ReleasePlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"
@@ -55,6 +58,9 @@ class Registered:
     # What the (mock) provider returned: the id and the outputs, computed ones included.
     id: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
+    # Inputs whose recorded values the engine keeps on update (the ignore_changes option, as the
+    # engine receives it: property names such as `traffics`, or paths).
+    ignore_changes: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -120,7 +126,12 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
         digest = "sha256:" + _digest(inputs.get("tags"), source_hash(context, IMAGE_SOURCES))
         return {"digest": digest, "ref": f"{inputs['tags'][0]}@{digest}"}
     if kind == "gcp:cloudrunv2/service:Service":
-        return {"uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app"}
+        return {
+            "uri": f"https://{inputs['name']}-{_digest(inputs['name'])[:10]}-ew.a.run.app",
+            "trafficStatuses": _statuses(inputs, "traffics"),
+        }
+    if kind == "gcp:cloudrunv2/workerPool:WorkerPool":
+        return {"instanceSplitStatuses": _statuses(inputs, "instanceSplits")}
     if kind == "gcp:secretmanager/secretVersion:SecretVersion":
         return {"version": str(int(_digest(inputs.get("secretData"))[:4], 16) % 97 + 1)}
     if kind == JobRun.TYPE:
@@ -154,22 +165,31 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
     return {}
 
 
+def _statuses(inputs: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """What Cloud Run reports as serving right after this update: the declared split, with the
+    latest revision resolved to the template's (the newest one, as this update creates it)."""
+    latest = (inputs.get("template") or {}).get("revision")
+    statuses = []
+    for target in inputs.get(key) or [{"type": "LATEST", "percent": 100}]:
+        is_latest = str(target.get("type", "")).endswith("LATEST")
+        statuses.append({**target, "revision": latest if is_latest else target.get("revision")})
+    return statuses
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Mocks that keep every registration."""
 
     def __init__(self) -> None:
         self.resources: list[Registered] = []
         # Resource options the mocks API does not pass on, keyed by (type, name).
-        self.options: dict[tuple[str, str], tuple[bool, str, str | None, frozenset[str]]] = {}
+        self.options: dict[tuple[str, str], Options] = {}
 
     def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
         inputs, secret_paths = unwrap_secrets(dict(args.inputs))
         # A dynamic resource carries its provider, pickled, as an input: code, not configuration.
         # (Its secret path stays recorded: the engine marks it secret when any input is.)
         inputs.pop(DYNAMIC_PROVIDER, None)
-        protect, urn, parent, dependencies = self.options.get(
-            (args.typ, args.name), (False, "", None, frozenset())
-        )
+        options = self.options.get((args.typ, args.name), Options())
         computed = _computed(args.typ, args.name, inputs)
         outputs = {**inputs, **computed}
         resource_id = str(outputs.pop("id", f"{args.name}-id"))
@@ -180,12 +200,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
                 custom=bool(args.custom),
                 inputs=inputs,
                 secret_paths=frozenset(secret_paths),
-                protect=protect,
-                urn=urn,
-                parent=parent,
-                dependencies=dependencies,
+                protect=options.protect,
+                urn=options.urn,
+                parent=options.parent,
+                dependencies=options.dependencies,
                 id=resource_id,
                 outputs=outputs,
+                ignore_changes=options.ignore_changes,
             )
         )
         state = {**dict(args.inputs), **computed}
@@ -199,18 +220,31 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return {}  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Options:
+    """The resource options of one registration that the mocks API does not pass on."""
+
+    protect: bool = False
+    urn: str = ""
+    parent: str | None = None
+    dependencies: frozenset[str] = frozenset()
+    ignore_changes: frozenset[str] = frozenset()
+
+
 class RecordingMonitor(MockMonitor):
-    """The mock monitor, also noting each registration's protect flag, URN, parent and dependencies."""
+    """The mock monitor, also noting each registration's protect flag, URN, parent, dependencies
+    and ignored changes."""
 
     mocks: RecordingMocks
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (the gRPC method's name)
         urn = self.make_urn(request.parent, request.type, request.name)
-        self.mocks.options[(request.type, request.name)] = (
-            bool(request.protect),
-            urn,
-            request.parent or None,
-            frozenset(request.dependencies),
+        self.mocks.options[(request.type, request.name)] = Options(
+            protect=bool(request.protect),
+            urn=urn,
+            parent=request.parent or None,
+            dependencies=frozenset(request.dependencies),
+            ignore_changes=frozenset(request.ignoreChanges),
         )
         return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
@@ -240,13 +274,17 @@ def render(
     secrets: Mapping[str, str] | None = None,
     program: Callable[[], Mapping[str, Any]] | None = None,
     project: str = PROJECT,
+    release: ReleasePlan | None = None,
 ) -> Rendering:
-    """Run a program (Liftoff's, unless given) for `stack` with this config under the mock engine."""
+    """Run a program (Liftoff's, unless given) for `stack` with this config under the mock engine.
+
+    `release` is the traffic plan of one release step, passed to Liftoff's program.
+    """
     # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        return _render(stack, config, secrets, program, project)
+        return _render(stack, config, secrets, program, project, release)
     finally:
         loop.close()
         asyncio.set_event_loop(None)
@@ -258,13 +296,14 @@ def _render(
     secrets: Mapping[str, str] | None,
     program: Callable[[], Mapping[str, Any]] | None,
     project: str,
+    release: ReleasePlan | None = None,
 ) -> Rendering:
     if program is None:
         from stacks.program import build
         from stacks.settings import load
 
         def liftoff() -> Mapping[str, Any]:
-            return build(load(stack=stack))
+            return build(load(stack=stack), release)
 
         program = liftoff
 

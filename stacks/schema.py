@@ -17,6 +17,7 @@ from typing import Any
 from pulumi._types import _py_properties, is_input_type
 
 from components.jobrun import JobRun
+from components.ledger import ReleaseLedger
 from components.supabase_api import SupabaseProject
 from stacks.render import Registered
 
@@ -29,7 +30,9 @@ PACKAGES = {
 
 # Dynamic resources (pulumi.dynamic, providers in components/) have no SDK: each declares the
 # properties its provider reads. Outputs it declares arrive as None inputs.
-DYNAMIC: dict[str, frozenset[str]] = {cls.TYPE: cls.PROPERTIES for cls in (JobRun, SupabaseProject)}
+DYNAMIC: dict[str, frozenset[str]] = {
+    cls.TYPE: cls.PROPERTIES for cls in (JobRun, ReleaseLedger, SupabaseProject)
+}
 
 
 def args_class(token: str) -> type:

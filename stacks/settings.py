@@ -18,6 +18,8 @@ from components.supabase import REGIONS as SUPABASE_REGIONS
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from components.traffic import TrafficError, TrafficTarget, parse_targets
 from components.upstash import PRIMARY_REGIONS as UPSTASH_REGIONS
+from stacks.release import config as release_config
+from stacks.release.config import ReleaseSettings
 
 NAMESPACE = "liftoff"
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -134,7 +136,8 @@ class ApiSettings:
     timeout_seconds: int
     ingress: str
     deletion_protection: bool
-    traffic: tuple[TrafficTarget, ...]
+    # None: not declared in the stack file, so releases manage it (stacks/release/).
+    traffic: tuple[TrafficTarget, ...] | None
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,8 @@ class WorkerSettings:
     concurrency: int
     cpu: str
     memory: str
-    split: tuple[TrafficTarget, ...]
+    # None: not declared in the stack file, so releases manage it (stacks/release/).
+    split: tuple[TrafficTarget, ...] | None
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,7 @@ class StackSettings:
     alerts: AlertSettings
     secrets: Secrets
     usage: UsageSettings = field(default_factory=lambda: UsageSettings())
+    release: ReleaseSettings = field(default_factory=ReleaseSettings)
 
     @property
     def names(self) -> WorkloadNames:
@@ -323,6 +328,21 @@ def _app_default(field: str) -> int:
     return value
 
 
+def _pinned_targets(
+    reader: _Reader, name: str, service: str, problems: list[str], *, tags_allowed: bool = True
+) -> tuple[TrafficTarget, ...] | None:
+    """A traffic split the stack file pins by hand, or None when it leaves it to releases."""
+    if reader.raw.get(name) is None:
+        return None
+    try:
+        return parse_targets(
+            reader.raw[name], key=f"{reader.key}.{name}", service=service, tags_allowed=tags_allowed
+        )
+    except TrafficError as exc:
+        problems.append(str(exc))
+        return None
+
+
 def load(source: ConfigSource | None = None, *, stack: str | None = None) -> StackSettings:
     """Read and validate the whole configuration; ConfigError lists every problem."""
     source = source or PulumiConfig()
@@ -395,16 +415,7 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
             "traffic",
         }
     )
-    service = f"liftoff-{environment}-api"
-    traffic: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
-    try:
-        traffic = parse_targets(
-            ap.raw.get("traffic", [{"revision": "latest", "percent": 100}]),
-            key=f"{NAMESPACE}:api.traffic",
-            service=service,
-        )
-    except TrafficError as exc:
-        problems.append(str(exc))
+    traffic = _pinned_targets(ap, "traffic", f"liftoff-{environment}-api", problems)
     invokers = ap.raw.get("invokers", [])
     if not isinstance(invokers, list) or not all(isinstance(i, str) for i in invokers):
         problems.append(f"{NAMESPACE}:api.invokers: must be a list of IAM members")
@@ -433,16 +444,7 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
 
     wk = _Reader(problems, f"{NAMESPACE}:worker", source.get(NAMESPACE, "worker"))
     wk.unknown({"instances", "concurrency", "cpu", "memory", "split"})
-    split: tuple[TrafficTarget, ...] = (TrafficTarget(percent=100),)
-    try:
-        split = parse_targets(
-            wk.raw.get("split", [{"revision": "latest", "percent": 100}]),
-            key=f"{NAMESPACE}:worker.split",
-            service=f"liftoff-{environment}-worker",
-            tags_allowed=False,
-        )
-    except TrafficError as exc:
-        problems.append(str(exc))
+    split = _pinned_targets(wk, "split", f"liftoff-{environment}-worker", problems, tags_allowed=False)
     worker = WorkerSettings(
         instances=wk.value("instances", int, 1, _between(0, 100)),
         concurrency=wk.value("concurrency", int, 4, _between(1, 256)),
@@ -515,6 +517,8 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         )
 
     usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
+    release, release_problems = release_config.parse(source.get(NAMESPACE, "release"), cloud=True)
+    problems.extend(release_problems)
 
     if problems:
         raise ConfigError(problems)
@@ -532,6 +536,7 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
         alerts=alerts,
         secrets=secrets,
         usage=usage,
+        release=release,
     )
 
 

@@ -75,14 +75,16 @@ def parse(raw: object, *, cloud: bool = True) -> tuple[ReleaseSettings, list[str
         raw = {}
     if not isinstance(raw, dict):
         return ReleaseSettings(), [f"{KEY}: must be a mapping"]
+    problems: list[str] = []
+    settings = ReleaseSettings()
     try:
         settings = ReleaseSettings.model_validate(raw)
     except ValidationError as error:
-        return ReleaseSettings(), [_problem(dict(e)) for e in error.errors()]
-    problems = []
-    if cloud and settings.soak_seconds < CLOUD_MIN_SOAK_SECONDS:
+        problems = [_problem(dict(e)) for e in error.errors()]
+    soak = raw.get("soakSeconds", settings.soak_seconds)
+    if cloud and isinstance(soak, int) and soak < CLOUD_MIN_SOAK_SECONDS:
         problems.append(
-            f"{KEY}.soakSeconds: {settings.soak_seconds} is shorter than Cloud Monitoring's ingestion"
+            f"{KEY}.soakSeconds: {soak} is shorter than Cloud Monitoring's ingestion"
             f" delay; use at least {CLOUD_MIN_SOAK_SECONDS}"
         )
     return settings, problems

@@ -119,23 +119,40 @@ class Controller:
     def release(self, *, retry: bool = False) -> Report:
         """Ship what the program declares and take it through the steps, or roll it back."""
         self.lines = []
+        self._run: _Run | None = None
         try:
-            run = self._resume(self.live.read()) or self._ship(retry)
-            if run.stable is None:
-                return self._first_deploy(run)
-            self._smoke(run)
-            for index, percent in enumerate(self.settings.steps):
-                if percent < run.start_percent:
-                    continue
-                self._approve(run, index, percent)
-                self._step(run, percent)
-            return self._promote(run)
+            return self._release(retry)
         except Stopped as stop:
             return stop.report
         except Refused as refusal:
             return self._report(EXIT_USAGE, "refused", reason=str(refusal))
         except DeployError as error:
-            return self._report(EXIT_ERROR, "error", reason=f"pulumi up failed: {error}")
+            return self._failed(f"pulumi up failed: {error}")
+        except Exception as error:  # a live read, a token: whatever it is, users come first
+            return self._failed(f"{type(error).__name__}: {error}")
+
+    def _release(self, retry: bool) -> Report:
+        run = self._run = self._resume(self.live.read()) or self._ship(retry)
+        if run.stable is None:
+            return self._first_deploy(run)
+        self._smoke(run)
+        for index, percent in enumerate(self.settings.steps):
+            if percent < run.start_percent:
+                continue
+            self._approve(run, index, percent)
+            self._step(run, percent)
+        return self._promote(run)
+
+    def _failed(self, reason: str) -> Report:
+        """An error: if the candidate may have traffic, everything goes back to stable first."""
+        run = self._run
+        if run is None or run.stable is None or not (run.expected or {}).get(run.candidate.api):
+            return self._report(EXIT_ERROR, "error", reason=reason)
+        try:
+            self._roll_back(run, reason, ("error",), code=EXIT_ERROR)
+        except Stopped as stop:
+            return stop.report
+        raise AssertionError("_roll_back always stops the release")
 
     def _resume(self, live: Live) -> _Run | None:
         """The release a previous run left with traffic on its candidate, if any."""

@@ -27,7 +27,7 @@ def load(name: str) -> dict[Any, Any]:
 
 
 def test_the_workflows_exist():
-    assert {p.name for p in WORKFLOWS} >= {"pr.yml", "deploy.yml", "drift.yml", "release.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"pr.yml", "deploy.yml", "drift.yml", "release.yml", "rollback.yml"}
 
 
 def test_workflows_match_githubs_schema():
@@ -99,16 +99,42 @@ def test_deploy_goes_through_staging_then_approved_prod():
     assert jobs["staging"]["needs"] == "checks"
     assert jobs["prod"]["needs"] == "staging"
     assert jobs["prod"]["with"]["environment"] == "production"
+    # A release holding for approval goes on only in a second job behind the same protection.
+    promote = jobs["prod-promote"]
+    assert promote["needs"] == "prod"
+    assert promote["if"] == "needs.prod.outputs.paused == 'true'"
+    assert promote["with"] == {"stack": "prod", "environment": "production", "approve": True}
     release = load("release.yml")["jobs"]["release"]
     assert release["permissions"] == {"contents": "read", "id-token": "write"}
-    steps = [s.get("name", s.get("uses", "")) for s in release["steps"]]
-    ship = steps.index("Ship the new revision at 0 %, beside the stable one")
-    smoke = steps.index("Smoke-test /ready on the candidate's tag URL")
-    move = steps.index("Move traffic as the stack file declares")
-    assert ship < smoke < move
-    auth = [s for s in release["steps"] if str(s.get("uses", "")).startswith("google-github-actions/auth@")]
+    auth = auth_steps(release)
     assert auth and "workload_identity_provider" in auth[0]["with"]
     assert "credentials_json" not in auth[0]["with"]
+
+
+def test_the_release_runs_the_canary_controller_and_reports_a_pause():
+    workflow = load("release.yml")
+    release = workflow["jobs"]["release"]
+    step = next(s for s in release["steps"] if s.get("id") == "release")
+    assert '.venv/bin/python -m stacks.release release --stack "$STACK"' in step["run"]
+    # Exit 4 (holding for approval) is a pause, not a failure; every other code is the job's.
+    assert '"$status" -eq 4' in step["run"] and 'exit "$status"' in step["run"]
+    assert (
+        workflow["on"]["workflow_call"]["outputs"]["paused"]["value"] == "${{ jobs.release.outputs.paused }}"
+    )
+    assert release["outputs"]["paused"] == "${{ steps.release.outputs.paused }}"
+    assert "${{" not in step["run"]  # values reach the shell through env, never spliced into it
+
+
+def test_rollback_is_a_dispatch_from_main_as_the_deployer():
+    workflow = load("rollback.yml")
+    assert set(workflow["on"]) == {"workflow_dispatch"}
+    assert workflow["on"]["workflow_dispatch"]["inputs"]["stack"]["options"] == ["staging", "prod"]
+    job = workflow["jobs"]["rollback"]
+    assert job["if"] == "github.ref == 'refs/heads/main'"
+    assert job["environment"] == "${{ inputs.stack == 'prod' && 'production' || 'staging' }}"
+    (auth,) = auth_steps(job)
+    assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
+    assert '.venv/bin/python -m stacks.release rollback --stack "$STACK"' in str(job["steps"])
 
 
 def test_drift_runs_nightly_and_files_an_issue():
@@ -126,17 +152,15 @@ def auth_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_the_smoke_test_sends_an_identity_token_for_a_private_api():
     release = load("release.yml")["jobs"]["release"]
-    steps = {s.get("name", s.get("id", "")): s for s in release["steps"]}
     invoker = next(s for s in auth_steps(release) if s.get("with", {}).get("token_format") == "id_token")
     # The service's custom audience: accepted on the candidate's tag URL as on the service URL.
-    assert invoker["with"]["id_token_audience"] == "${{ steps.urls.outputs.audience }}"
+    assert invoker["with"]["id_token_audience"] == "${{ steps.audience.outputs.audience }}"
     assert invoker["with"]["create_credentials_file"] is False  # the deploy's credentials stay as they are
-    smoke = steps["Smoke-test /ready on the candidate's tag URL"]
-    assert smoke["env"]["ID_TOKEN"] == f"${{{{ steps.{invoker['id']}.outputs.id_token }}}}"
-    assert '--header "Authorization: Bearer $ID_TOKEN"' in smoke["run"]
-    assert "${{" not in smoke["run"]  # values reach the shell through env, never spliced into it
+    step = next(s for s in release["steps"] if s.get("id") == "release")
+    # The controller's smoke test (stacks/release/cloud.py) sends it as a bearer token.
+    assert step["env"]["LIFTOFF_ID_TOKEN"] == f"${{{{ steps.{invoker['id']}.outputs.id_token }}}}"
     order = [s.get("id") or s.get("name") for s in release["steps"]]
-    assert order.index("urls") < order.index(invoker["id"]) < order.index(smoke["name"])
+    assert order.index("audience") < order.index(invoker["id"]) < order.index("release")
 
 
 def test_branch_code_runs_only_with_the_read_only_identity():
@@ -147,5 +171,8 @@ def test_branch_code_runs_only_with_the_read_only_identity():
             auth["with"]["workload_identity_provider"] == "${{ vars.GCP_PREVIEW_WORKLOAD_IDENTITY_PROVIDER }}"
         )
     assert "GCP_DEPLOYER" not in (ROOT / ".github" / "workflows" / "pr.yml").read_text()
-    for auth in auth_steps(load("release.yml")["jobs"]["release"]):
+    for auth in [
+        *auth_steps(load("release.yml")["jobs"]["release"]),
+        *auth_steps(load("rollback.yml")["jobs"]["rollback"]),
+    ]:
         assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"

@@ -10,8 +10,8 @@ resources need; anything it does not know is recorded and otherwise accepted.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stacks.render import Registered, Rendering
@@ -20,6 +20,7 @@ SERVICE = "gcp:cloudrunv2/service:Service"
 POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
 JOB = "gcp:cloudrunv2/job:Job"
 JOB_RUN = "pulumi-python:dynamic/liftoff:JobRun"
+LEDGER = "pulumi-python:dynamic/liftoff:ReleaseLedger"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
@@ -79,6 +80,18 @@ RULES = {
         " keeps its old state (or stays absent), so the next `up` tries again.",
         "https://www.pulumi.com/docs/iac/concepts/resources/dynamic-providers/ (create/update"
         " results define the state; an exception fails the step)",
+    ),
+    "ignore-changes": Rule(
+        "On an update, an input listed in ignore_changes keeps the value recorded in the state (or"
+        " stays absent if none was recorded); it is used as given only when the resource is created.",
+        "https://www.pulumi.com/docs/iac/concepts/options/ignorechanges/ ('the engine uses the old"
+        " value of the property ... when diffing and applying an update')",
+    ),
+    "target": Rule(
+        "`pulumi up --target URN` creates, updates or deletes only the targeted resources; every other"
+        " resource keeps its recorded state, and one that does not exist yet is not created.",
+        "https://www.pulumi.com/docs/iac/cli/commands/pulumi_up/ (--target: 'Specify a single resource"
+        " URN to update. Other resources will not be updated.')",
     ),
     "dependency-order": Rule(
         "The engine orders steps only by dependencies (depends_on and inputs); independent steps run"
@@ -160,10 +173,15 @@ def account(kind: str, template: Mapping[str, Any]) -> str:
 
 @dataclass
 class Up:
-    """What one `pulumi up` did: its steps in order, and the error that stopped it, if any."""
+    """What one `pulumi up` did: its steps in order, and the error that stopped it, if any.
+
+    `diffs` names, per updated or replaced resource (type, name), the inputs that changed once
+    ignore_changes is applied.
+    """
 
     steps: list[tuple[str, str, str]] = field(default_factory=list)
     error: CloudError | None = None
+    diffs: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     @property
     def changes(self) -> list[tuple[str, str, str]]:
@@ -180,26 +198,35 @@ class Engine:
         self.cloud = cloud or Cloud()
         self.state: dict[str, Registered] = {}
 
-    def up(self, rendering: Rendering) -> Up:
-        """Apply a rendering; stop at the first refused step, as `pulumi up` does."""
+    def up(self, rendering: Rendering, targets: Collection[str] | None = None) -> Up:
+        """Apply a rendering; stop at the first refused step, as `pulumi up` does.
+
+        `targets` (URNs) is `pulumi up --target`: RULES["target"].
+        """
         result = Up()
         ids = {r.id: r for r in rendering.resources}
         replaced: list[Registered] = []
+
+        def targeted(urn: str) -> bool:
+            return targets is None or urn in targets
+
         try:
-            for resource in schedule(rendering.resources):
-                if not resource.custom:
+            for declared in schedule(rendering.resources):
+                if not declared.custom or not targeted(declared.urn):
                     continue
-                old = self.state.get(resource.urn)
+                old = self.state.get(declared.urn)
+                resource = self._kept(old, declared)
                 op = self._op(old, resource)
                 result.steps.append((op, resource.type, resource.name))
                 if op == "same":
                     continue
+                if old is not None:
+                    result.diffs[(resource.type, resource.name)] = changed_inputs(old, resource)
                 self._apply(op, old, resource, ids)
                 if op == "replace" and old is not None:
                     replaced.append(old)
-            for gone in [
-                r for urn, r in self.state.items() if urn not in {x.urn for x in rendering.resources}
-            ]:
+            declared_urns = {x.urn for x in rendering.resources}
+            for gone in [r for urn, r in self.state.items() if urn not in declared_urns and targeted(urn)]:
                 result.steps.append(("delete", gone.type, gone.name))
                 self._delete(gone, ids)
                 del self.state[gone.urn]
@@ -208,6 +235,21 @@ class Engine:
         except CloudError as error:
             result.error = error
         return result
+
+    @staticmethod
+    def _kept(old: Registered | None, new: Registered) -> Registered:
+        """RULES["ignore-changes"]: on update, ignored inputs keep their recorded values."""
+        if old is None or not new.ignore_changes:
+            return new
+        inputs = dict(new.inputs)
+        for key in new.ignore_changes:
+            if "." in key or "[" in key:
+                raise NotImplementedError(f"{new.name}: the model ignores top-level inputs only, not {key}")
+            if key in old.inputs:
+                inputs[key] = old.inputs[key]
+            else:
+                inputs.pop(key, None)
+        return replace(new, inputs=inputs)
 
     def _op(self, old: Registered | None, new: Registered) -> str:
         if old is None:
@@ -218,6 +260,21 @@ class Engine:
         if any(old.inputs.get(k) != new.inputs.get(k) for k in replace_keys):
             return "replace"
         return "update"
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """The release ledger as the stack's state holds it (components/ledger.py); [] before any."""
+        held = [r for r in self.state.values() if r.type == LEDGER]
+        if not held:
+            return []
+        entries: list[dict[str, Any]] = json.loads(str(held[0].inputs.get("entries") or "[]"))
+        return entries
+
+    def urn(self, kind: str, name: str | None = None) -> str:
+        """The URN of the one resource of `kind` (and `name`) in the state, for --target."""
+        found = [r.urn for r in self.state.values() if r.type == kind and (name is None or r.name == name)]
+        if len(found) != 1:
+            raise LookupError(f"expected one {kind} {name or ''} in the state, found {len(found)}")
+        return found[0]
 
     def _apply(self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]) -> None:
         try:
@@ -253,6 +310,7 @@ class Engine:
             job = str(inputs["job"]).rsplit("/", 1)[-1]
             count = len(self.cloud.executions.get(job, [])) + 1
             self._execute(job, f"{job}-{count:05d}")
+        # LEDGER: a dynamic resource that lives in the state only; nothing happens in the cloud.
 
     def _deploy_workload(self, resource: Registered) -> None:
         kind, inputs = resource.type, resource.inputs
@@ -336,6 +394,12 @@ class JobFailed(CloudError):
         Exception.__init__(self, f"execution {execution} failed")
         self.rule = "dynamic-failure-state"
         self.detail = execution
+
+
+def changed_inputs(old: Registered, new: Registered) -> frozenset[str]:
+    """The top-level inputs whose values differ between two registrations of one resource."""
+    keys = old.inputs.keys() | new.inputs.keys()
+    return frozenset(k for k in keys if old.inputs.get(k) != new.inputs.get(k))
 
 
 def schedule(resources: Iterable[Registered]) -> list[Registered]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from stacks.release.plan import ReleasePlan
 from stacks.render import RecordingMocks, Rendering, render, stack_config
 
 SECRETS = {
@@ -17,10 +18,13 @@ SECRETS = {
 
 
 def render_stack(
-    stack: str, overrides: dict[str, Any] | None = None, secrets: dict[str, str] | None = None
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    secrets: dict[str, str] | None = None,
+    release: ReleasePlan | None = None,
 ) -> Rendering:
     config = {**stack_config(stack), **(overrides or {})}
-    return render(stack, config, SECRETS if secrets is None else secrets)
+    return render(stack, config, SECRETS if secrets is None else secrets, release=release)
 
 
 @pytest.fixture(scope="session")

@@ -301,9 +301,14 @@ def test_exports(prod):
     assert prod.outputs["api_candidate_urls"] == {
         "candidate": prod.outputs["api_url"].replace("https://", "https://candidate---")
     }
-    assert prod.outputs["api_traffic"] == [{"revision": "latest", "percent": 100, "tag": "candidate"}]
+    # The committed stacks leave traffic to releases: nothing declared, what serves is reported.
+    assert prod.outputs["api_traffic"] is None
+    assert prod.outputs["worker_split"] is None
     assert prod.outputs["worker_revision"].startswith("liftoff-prod-worker-")
     assert prod.outputs["api_revision"].startswith("liftoff-prod-api-")
+    assert prod.outputs["api_serving"] == {prod.outputs["api_revision"]: 100}
+    assert prod.outputs["worker_serving"] == {prod.outputs["worker_revision"]: 100}
+    assert prod.outputs["release_ledger"] == []
 
 
 def test_tenant_limits_are_set_per_stack_and_rerun_migrate(prod):

@@ -107,6 +107,36 @@ BAD_CONFIGS = [
         {"liftoff:alerts": {"email": "a@b.co", "errorRatio": 2}},
         "liftoff:alerts.errorRatio: must be between 0 and 1",
     ),
+    (
+        "release-steps-fall",
+        {"liftoff:release": {"steps": [50, 10, 100]}},
+        "liftoff:release.steps: must rise strictly",
+    ),
+    (
+        "release-steps-short-of-100",
+        {"liftoff:release": {"steps": [10, 50]}},
+        "liftoff:release.steps: must end at 100",
+    ),
+    (
+        "release-soak-below-ingestion-delay",
+        {"liftoff:release": {"soakSeconds": 60}},
+        "liftoff:release.soakSeconds: 60 is shorter than Cloud Monitoring's ingestion delay",
+    ),
+    (
+        "release-unknown-key",
+        {"liftoff:release": {"soakSecond": 300}},
+        "liftoff:release.soakSecond: Extra inputs are not permitted",
+    ),
+    (
+        "release-bad-choice",
+        {"liftoff:release": {"onInconclusive": "shrug"}},
+        "liftoff:release.onInconclusive",
+    ),
+    (
+        "release-not-a-mapping",
+        {"liftoff:release": [10, 100]},
+        "liftoff:release: must be a mapping",
+    ),
 ]
 
 
@@ -128,6 +158,32 @@ def test_missing_supabase_token_names_the_key(registrations):
     with pytest.raises(ConfigError, match=r"supabase:accessToken: is required.*--secret supabase:access"):
         render_stack("prod", secrets=secrets)
     assert registrations == []
+
+
+def test_release_problems_come_with_the_others(registrations):
+    bad = {"liftoff:release": {"steps": [10, 50], "soakSeconds": 30}, **worker(memory="lots")}
+    with pytest.raises(ConfigError) as caught:
+        render_stack("prod", bad)
+    keys = {problem.split(":", 2)[1].split(" ")[0] for problem in caught.value.problems}
+    assert {"release.steps", "worker.memory"} <= keys, caught.value.problems
+    assert registrations == []
+
+
+def test_traffic_is_left_to_releases_unless_the_stack_file_pins_it():
+    config = {**stack_config("prod"), "liftoff:alerts": {"email": "oncall@example.com"}}
+    settings = load(DictSource(config, SECRETS), stack="prod")
+    assert settings.api.traffic is None
+    assert settings.worker.split is None
+    assert settings.release.steps == (10, 50, 100)
+    assert settings.release.approval is True
+    pinned = {
+        **config,
+        **api(traffic=[{"revision": "liftoff-prod-api-aa1b3339-7b29574", "percent": 100}]),
+        **worker(split=[{"revision": "latest", "percent": 100}]),
+    }
+    settings = load(DictSource(pinned, SECRETS), stack="prod")
+    assert settings.api.traffic is not None and settings.api.traffic[0].revision.endswith("7b29574")
+    assert settings.worker.split is not None and settings.worker.split[0].is_latest
 
 
 def test_every_problem_is_reported_at_once():

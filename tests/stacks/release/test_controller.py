@@ -243,3 +243,37 @@ def test_a_rollback_by_hand_during_a_release_stops_the_release(world):
     assert report.outcome == "interrupted" and report.breached == ("traffic-moved",)
     assert world.read().api == {A.api: 100}
     assert world.ledger.outcome(B) is Outcome.ROLLED_BACK
+
+
+def test_a_step_that_cannot_be_applied_sends_everything_back(world):
+    """Moving from 10 % to 50 % fails: the candidate still has 10 %, so the release rolls back."""
+    original = world.shift
+    calls = {"n": 0}
+
+    def shift(plan):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise DeployError("the Cloud Run API answered 503")
+        original(plan)
+
+    world.shift = shift
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back"
+    assert world.read().api == {A.api: 100}
+    assert world.ledger.outcome(B) is Outcome.FAILED
+
+
+def test_a_live_read_failing_mid_release_sends_everything_back(world):
+    original = world.read
+    reads = {"n": 0}
+
+    def read():
+        reads["n"] += 1
+        if reads["n"] == 4:  # during the soak at 10 %
+            raise ConnectionError("run.googleapis.com unreachable")
+        return original()
+
+    world.read = read
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back"
+    assert original().api == {A.api: 100}

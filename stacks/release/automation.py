@@ -1,0 +1,170 @@
+"""Every traffic state of a release as a `pulumi up` of the declared program, via the Automation API.
+
+The program runs inline (in this process) on a LocalWorkspace rooted at the project, so the
+update uses Pulumi.yaml and Pulumi.<stack>.yaml (config, secrets provider) exactly as
+`pulumi up` from the command line does. https://www.pulumi.com/docs/using-pulumi/automation-api/
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
+
+import pulumi
+from pulumi import automation as auto
+from pulumi.automation.errors import CommandError, InvalidVersionError
+
+from stacks.release.ledger import Release
+from stacks.release.plan import ReleasePlan
+from stacks.release.ports import DeployError
+from stacks.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "liftoff"
+SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
+POOL_TYPE = "gcp:cloudrunv2/workerPool:WorkerPool"
+LEDGER_TYPE = "pulumi-python:dynamic/liftoff:ReleaseLedger"
+# What a traffic shift may change: the API's traffic, the pool's instance split, the ledger.
+TRAFFIC_TYPES = (SERVICE_TYPE, POOL_TYPE, LEDGER_TYPE)
+# Enough of a failed update's output to see the engine's and the policies' messages.
+MESSAGE_CHARS = 4000
+T = TypeVar("T")
+
+
+class _Build(Protocol):
+    def __call__(self, settings: StackSettings, release: ReleasePlan | None = None) -> Mapping[str, Any]: ...
+
+
+def declare(plan: ReleasePlan) -> Callable[[], Mapping[str, Any]]:
+    """The program with `plan`: settings from the stack's config, returning the stack outputs."""
+
+    def liftoff() -> Mapping[str, Any]:
+        from stacks import program, settings
+
+        build = cast(_Build, program.build)
+        return build(settings.load(), release=plan)
+
+    return liftoff
+
+
+def inline_program(plan: ReleasePlan) -> Callable[[], None]:
+    """The program as the Automation API runs it: outputs are exported, not returned."""
+    declared = declare(plan)
+
+    def liftoff() -> None:
+        for key, value in declared().items():
+            pulumi.export(key, value)
+
+    return liftoff
+
+
+def traffic_targets(deployment: Mapping[str, Any] | None) -> list[str] | None:
+    """The URNs a traffic shift updates, from an exported state; None unless all three exist.
+
+    Untargeted resources (the image build, the migrations) are not run and give their recorded
+    outputs; the template of the targeted ones is the program's to keep when the plan is
+    traffic_only. The root stack is always targeted, so its outputs (the release_ledger the next
+    run reads back) follow (https://github.com/pulumi/pulumi/pull/12834).
+    A targeted update cannot create a resource it does not target
+    (https://github.com/pulumi/pulumi/pull/3251), so a stack that lacks one of them (before the
+    first release, or before the ledger existed) is updated whole.
+    """
+    resources = [r for r in (deployment or {}).get("resources") or [] if not r.get("delete")]
+    found = {
+        kind: sorted(str(r["urn"]) for r in resources if r.get("type") == kind) for kind in TRAFFIC_TYPES
+    }
+    if not all(found.values()):
+        return None
+    return [urn for kind in TRAFFIC_TYPES for urn in found[kind]]
+
+
+def ledger_entries(deployment: Mapping[str, Any] | None) -> Any:
+    """The ledger as its ReleaseLedger resource holds it in an exported state (None before one exists).
+
+    Read from the resource itself rather than from the stack outputs: whatever a targeted update
+    does to the root stack's outputs, the resource it updated holds what was recorded.
+    """
+    for resource in (deployment or {}).get("resources") or []:
+        if resource.get("type") == LEDGER_TYPE and not resource.get("delete"):
+            return (resource.get("outputs") or {}).get("entries")
+    return None
+
+
+def release_of(outputs: Mapping[str, Any]) -> Release:
+    """The release an update shipped, from its api_revision and worker_revision outputs."""
+    api, worker = outputs.get("api_revision"), outputs.get("worker_revision")
+    missing = [name for name, value in (("api_revision", api), ("worker_revision", worker)) if not value]
+    if missing:
+        raise DeployError(f"the update finished but the stack has no {' or '.join(missing)} output")
+    return Release(api=str(api), worker=str(worker))
+
+
+class AutomationDeployer:
+    """`pulumi up` of one stack with a release plan, checked by the policy pack."""
+
+    def __init__(self, stack: str, root: Path = ROOT, *, on_output: Callable[[str], Any] = print) -> None:
+        self.stack = stack
+        self.root = root
+        self.on_output = on_output
+
+    @property
+    def policy_pack(self) -> tuple[str, str]:
+        """The pack and its config for this stack, as .github/workflows/release.yml passes them."""
+        name = self.stack.rsplit("/", 1)[-1]
+        return str(self.root / "policies"), str(self.root / "policies" / f"config.{name}.json")
+
+    def ship(self, plan: ReleasePlan) -> Release:
+        return release_of(self._up(plan, targets=None, refresh=False))
+
+    def shift(self, plan: ReleasePlan) -> None:
+        if not plan.traffic_only:
+            raise ValueError("a shift moves traffic only: its plan must be traffic_only")
+        targets = traffic_targets(self._guard(lambda: self._selected().export_stack().deployment))
+        # Refreshed first: traffic moved by hand (gcloud) must not hide a change the plan makes.
+        self._up(plan, targets=targets, refresh=True)
+
+    def ledger(self) -> Any:
+        """The recorded ledger (JSON text), from the stack's state."""
+        return ledger_entries(self._guard(lambda: self._selected().export_stack().deployment))
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack's current outputs (plain values), {} before its first update."""
+        found = self._guard(lambda: self._selected().outputs())
+        return {key: output.value for key, output in found.items()}
+
+    def _selected(self, plan: ReleasePlan | None = None) -> auto.Stack:
+        if plan is None:
+            return auto.select_stack(self.stack, work_dir=str(self.root))
+        return auto.select_stack(
+            self.stack,
+            project_name=PROJECT,
+            program=inline_program(plan),
+            opts=auto.LocalWorkspaceOptions(work_dir=str(self.root)),
+        )
+
+    def _up(self, plan: ReleasePlan, *, targets: list[str] | None, refresh: bool) -> dict[str, Any]:
+        pack, config = self.policy_pack
+
+        def up() -> auto.UpResult:
+            return self._selected(plan).up(
+                target=targets,
+                policy_packs=[pack],
+                policy_pack_configs=[config],
+                diff=True,
+                refresh=refresh,
+                color="never",
+                on_output=self.on_output,
+            )
+
+        result = self._guard(up)
+        return {key: output.value for key, output in result.outputs.items()}
+
+    def _guard(self, call: Callable[[], T]) -> T:
+        """`call`, with the CLI's and the engine's failures as DeployError."""
+        try:
+            return call()
+        except CommandError as error:
+            raise DeployError(f"pulumi ({self.stack}) failed: {str(error)[-MESSAGE_CHARS:]}") from error
+        except (FileNotFoundError, InvalidVersionError) as error:
+            raise DeployError(f"the Pulumi CLI is missing or too old: {error}") from error

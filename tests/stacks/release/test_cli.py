@@ -1,0 +1,53 @@
+"""`python -m stacks.release`: what it refuses before touching anything, and its small commands."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from stacks.release import __main__ as cli
+from stacks.release.controller import EXIT_USAGE
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_stack_that_pins_traffic_by_hand_is_refused():
+    config = {
+        "liftoff:api": {"traffic": [{"revision": "liftoff-prod-api-aaaaaaaa-1111111", "percent": 100}]},
+        "liftoff:worker": {"split": [{"revision": "latest", "percent": 100}]},
+    }
+    _, problems = cli.preflight("prod", config)
+    assert [p.split(":")[0] + ":" + p.split(":")[1] for p in problems] == [
+        "liftoff:api.traffic",
+        "liftoff:worker.split",
+    ]
+    assert "make rollback" in problems[0]
+
+
+def test_invalid_release_settings_are_named_by_key():
+    settings, problems = cli.preflight("prod", {"liftoff:release": {"steps": [10, 50], "soakSeconds": 60}})
+    assert any(p.startswith("liftoff:release.steps: must end at 100") for p in problems)
+    assert any(p.startswith("liftoff:release.soakSeconds: 60 is shorter") for p in problems)
+    good, none = cli.preflight("prod", {"liftoff:release": {"steps": [25, 100], "approval": True}})
+    assert none == [] and good.steps == (25, 100) and good.approval
+
+
+def test_release_refuses_before_anything_when_config_is_wrong(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "stack_config", lambda stack: {"liftoff:release": {"steps": [100, 10]}})
+    assert cli.main(["release", "--stack", "prod"]) == EXIT_USAGE
+    assert "liftoff:release.steps" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    shutil.which("pulumi") is not None, reason="checks the message shown without the Pulumi CLI"
+)
+def test_release_needs_the_pulumi_cli(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "stack_config", lambda stack: {"liftoff:release": {}})
+    assert cli.main(["rollback", "--stack", "staging"]) == EXIT_USAGE
+    assert "Pulumi CLI is required" in capsys.readouterr().err
+
+
+def test_the_audience_is_the_api_service_name(capsys):
+    assert cli.main(["audience", "--stack", "prod"]) == 0
+    assert capsys.readouterr().out.strip() == "liftoff-prod-api"

@@ -1,0 +1,300 @@
+"""Releases and rollbacks by the real controller, over the real program, on the control-plane model.
+
+Each `pulumi up` the controller asks for renders the program with the step's plan
+(`stacks.program.build(settings, release=plan)`) and is applied to the model of the engine and
+of Cloud Run (tests/stacks/cloud.py), traffic-only steps as targeted updates, the way the
+Automation API deployer runs them. What serves is read back from the model's Cloud Run state,
+and the ledger from the engine's state. After every update the model's traffic is checked
+against the ledger: no revision recorded as failed or rolled back ever serves again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from components.ledger import ReleaseLedger
+from stacks.program import build
+from stacks.release.config import ReleaseSettings
+from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, Controller, Report
+from stacks.release.gates import Window
+from stacks.release.ledger import BAD, Ledger, Outcome, Release
+from stacks.release.plan import ReleasePlan
+from stacks.release.ports import DeployError, Live
+from stacks.render import Rendering, render, stack_config
+from stacks.settings import load
+from tests.stacks.cloud import POOL, SERVICE, Cloud, Engine, Up
+from tests.stacks.conftest import SECRETS
+
+pytestmark = pytest.mark.unit
+
+API = "liftoff-prod-api"
+WORKER = "liftoff-prod-worker"
+SETTINGS = ReleaseSettings(steps=(10, 50, 100), soak_seconds=300, min_requests=100)
+
+
+@dataclass
+class Model:
+    """The ports of the release controller over the control-plane model."""
+
+    engine: Engine = field(default_factory=lambda: Engine(Cloud()))
+    image: str = "v1"
+    bad_images: set[str] = field(default_factory=set)  # image tags whose /ready fails
+    bad_refs: set[str] = field(default_factory=set)  # the same, as the digests workloads run
+    faulty: set[str] = field(default_factory=set)  # their API revisions answer 30 % 5xx
+    ups: list[tuple[str, Up]] = field(default_factory=list)
+    serving_log: list[tuple[dict[str, int], dict[str, int], Ledger]] = field(default_factory=list)
+    time: float = 1_800_000_000.0
+
+    # -- rendering and applying ----------------------------------------------------------------
+
+    def render(self, plan: ReleasePlan | None) -> Rendering:
+        config = {**stack_config("prod"), "liftoff:imageTag": self.image}
+
+        def program() -> dict[str, Any]:
+            return build(load(stack="prod"), release=plan)
+
+        rendering = render("prod", config, SECRETS, program=program)
+        if self.image in self.bad_images:
+            self.bad_refs.add(rendering.outputs["image_ref"])
+        return rendering
+
+    def apply(self, kind: str, rendering: Rendering, targets: list[str] | None = None) -> Up:
+        result = self.engine.up(rendering, targets=targets)
+        self.ups.append((kind, result))
+        live = self.read()
+        self.serving_log.append((dict(live.api), dict(live.worker), live.ledger))
+        if result.error is not None:
+            raise DeployError(str(result.error))
+        return result
+
+    # -- Deployer ------------------------------------------------------------------------------
+
+    def ship(self, plan: ReleasePlan) -> Release:
+        rendering = self.render(plan)
+        self.apply("ship", rendering)
+        return Release(rendering.outputs["api_revision"], rendering.outputs["worker_revision"])
+
+    def shift(self, plan: ReleasePlan) -> None:
+        rendering = self.render(plan)
+        targets = [r.urn for r in rendering.resources if r.type in (SERVICE, POOL, ReleaseLedger.TYPE)]
+        self.apply("shift", rendering, targets)
+
+    def plain_up(self) -> Up:
+        """`pulumi up` by hand, with no release: the program as the stack file declares it."""
+        return self.apply("plain", self.render(None))
+
+    # -- LiveReader ----------------------------------------------------------------------------
+
+    def read(self) -> Live:
+        workloads = self.engine.cloud.workloads
+        ledger = next(
+            (r.outputs.get("entries") for r in self.engine.state.values() if r.type == ReleaseLedger.TYPE),
+            None,
+        )
+        return Live(
+            api=self.engine.cloud.serving(API) if API in workloads else {},
+            worker=self.engine.cloud.serving(WORKER) if WORKER in workloads else {},
+            ledger=Ledger.from_json(ledger),
+        )
+
+    # -- Metrics and Smoke ---------------------------------------------------------------------
+
+    def window(self, revision: str, start: float, end: float) -> Window:
+        share = self.engine.cloud.serving(API).get(revision, 0)
+        requests = int(20 * (end - start) * share / 100)
+        errors = requests * 3 // 10 if revision in self.faulty else 0
+        return Window(requests, errors, 110.0 if requests else None)
+
+    def check(self, candidate: Release) -> str | None:
+        template = self.engine.cloud.workloads[API].templates[candidate.api]
+        image = str(template["containers"][0]["image"])
+        return "GET /ready answered 503" if image in self.bad_refs else None
+
+    # -- Clock ---------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.time += seconds
+
+    # -- what the tests ask ----------------------------------------------------------------------
+
+    def controller(self, settings: ReleaseSettings = SETTINGS) -> Controller:
+        return Controller(
+            settings=settings,
+            live=self,
+            deployer=self,
+            metrics=self,
+            smoke=self,
+            approver=Always(),
+            clock=self,
+            out=lambda line: None,
+        )
+
+    def release(self, image: str, **kwargs: Any) -> Report:
+        self.image = image
+        return self.controller().release(**kwargs)
+
+    def never_served_once_bad(self) -> None:
+        """No update ever left traffic on a revision once the ledger recorded it as bad."""
+        for entry in self.read().ledger.entries:
+            if entry.outcome not in BAD:
+                continue
+            since = next(
+                i for i, (_, _, ledger) in enumerate(self.serving_log) if ledger.outcome(entry.release) in BAD
+            )
+            for api, worker, _ in self.serving_log[since:]:
+                assert entry.release.api not in api, (entry, api)
+                assert entry.release.worker not in worker, (entry, worker)
+
+
+class Always:
+    def approve(self, percent: int) -> bool | None:
+        return True
+
+
+@pytest.fixture
+def model() -> Model:
+    """Prod serving v1, released by the controller (a first deploy)."""
+    m = Model()
+    first = m.release("v1")
+    assert first.exit_code == EXIT_OK, first.text()
+    return m
+
+
+def revisions(model: Model) -> Release:
+    live = model.read()
+    (api,) = live.api
+    (worker,) = live.worker
+    return Release(api, worker)
+
+
+def test_a_healthy_release_steps_the_api_and_the_worker_together(model):
+    v1 = revisions(model)
+    report = model.release("v2")
+    assert report.exit_code == EXIT_OK, report.text()
+    v2 = revisions(model)
+    assert v2.api != v1.api and v2.worker != v1.worker
+    steps = [(api, worker) for api, worker, _ in model.serving_log[-5:]]
+    assert steps[1] == ({v1.api: 90, v2.api: 10}, {v1.worker: 90, v2.worker: 10})
+    assert steps[2] == ({v1.api: 50, v2.api: 50}, {v1.worker: 50, v2.worker: 50})
+    assert model.read().ledger.outcome(v2) is Outcome.PROMOTED
+    # Every step after the ship was traffic-only: no build, no migrations, no new revision.
+    for kind, up in model.ups[-4:]:
+        assert kind == "shift"
+        assert {op for op, _, _ in up.changes} <= {"update"}
+        assert not [c for c in up.changes if c[1] not in (SERVICE, POOL, ReleaseLedger.TYPE)]
+    model.never_served_once_bad()
+
+
+def test_a_release_after_a_failed_smoke_test_steps_from_what_serves(model):
+    v1 = revisions(model)
+    model.bad_images.add("v2")
+    failed = model.release("v2")
+    assert failed.exit_code == EXIT_ROLLED_BACK and failed.breached == ("smoke",)
+    # v2 is the latest created revision, yet it never served.
+    latest = model.engine.cloud.workloads[API].latest
+    assert latest != v1.api and all(latest not in api for api, _, _ in model.serving_log)
+    assert model.read().api == {v1.api: 100}
+    report = model.release("v3")
+    assert report.exit_code == EXIT_OK, report.text()
+    v3 = revisions(model)
+    assert [api for api, _, _ in model.serving_log][-4] == {v1.api: 90, v3.api: 10}
+    assert all(latest not in api for api, _, _ in model.serving_log)
+    model.never_served_once_bad()
+
+
+def test_a_plain_up_after_a_release_moves_no_traffic(model):
+    v1 = revisions(model)
+    model.image = "v2"
+    up = model.plain_up()
+    assert ("update", SERVICE, "api-service") in up.changes  # a new revision, at 0 %
+    assert model.read().api == {v1.api: 100}
+    assert model.read().worker == {v1.worker: 100}
+    assert model.read().ledger.outcome(v1) is Outcome.PROMOTED
+
+
+def test_a_rollback_moves_the_api_and_the_worker_back_together_traffic_only(model):
+    v1 = revisions(model)
+    assert model.release("v2").exit_code == EXIT_OK
+    v2 = revisions(model)
+    model.image = "v3"  # the checkout has moved on: the rollback must not ship it
+    executions = len(model.engine.cloud.executions["liftoff-prod-migrate"])
+    api_revisions = set(model.engine.cloud.workloads[API].revisions)
+    report = model.controller().rollback()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert model.read().api == {v1.api: 100}
+    assert model.read().worker == {v1.worker: 100}
+    kind, up = model.ups[-1]
+    assert kind == "shift"
+    assert sorted(up.changes) == sorted(
+        [
+            ("update", SERVICE, "api-service"),
+            ("update", POOL, "worker-pool"),
+            ("update", ReleaseLedger.TYPE, "release-ledger"),
+        ]
+    )
+    assert len(model.engine.cloud.executions["liftoff-prod-migrate"]) == executions
+    assert set(model.engine.cloud.workloads[API].revisions) == api_revisions
+    assert model.read().ledger.outcome(v2) is Outcome.ROLLED_BACK
+    model.never_served_once_bad()
+
+
+def test_a_release_after_a_rollback_never_returns_to_the_rolled_back_revision(model):
+    v1 = revisions(model)
+    model.release("v2")
+    v2 = revisions(model)
+    model.controller().rollback()
+    # Shipping v2 again is the same revisions (names follow the template): refused.
+    again = model.release("v2")
+    assert again.exit_code == EXIT_USAGE and "--retry" in again.lines[-1]
+    assert model.read().api == {v1.api: 100}
+    # A fix ships beside v1, never beside v2.
+    report = model.release("v3")
+    assert report.exit_code == EXIT_OK, report.text()
+    assert all(v2.api not in api for api, _, _ in model.serving_log[-5:])
+    model.never_served_once_bad()
+
+
+def test_a_breach_rolls_back_the_worker_with_the_api(model):
+    v1 = revisions(model)
+    model.image = "v2"
+    rendered = model.render(None)
+    model.faulty.add(rendered.outputs["api_revision"])
+    report = model.release("v2")
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("error-ratio",)
+    assert model.read().api == {v1.api: 100}
+    assert model.read().worker == {v1.worker: 100}
+    model.never_served_once_bad()
+
+
+def test_a_retried_release_after_a_failed_migration(model):
+    v1 = revisions(model)
+    model.image = "v2"
+    image = model.render(None).outputs["image_ref"]
+    model.engine.cloud.failing_images.add(image)
+    failed = model.release("v2")
+    assert failed.exit_code == EXIT_ERROR
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+    model.engine.cloud.failing_images.clear()  # the database is back
+    report = model.release("v2")
+    assert report.exit_code == EXIT_OK, report.text()
+    assert model.read().ledger.outcome(revisions(model)) is Outcome.PROMOTED
+    runs = model.engine.cloud.executions["liftoff-prod-migrate"]
+    assert [e.succeeded for e in runs[-2:]] == [False, True]
+    model.never_served_once_bad()
+
+
+def test_a_retried_release_after_a_transient_smoke_failure(model):
+    model.bad_images.add("v2")
+    assert model.release("v2").exit_code == EXIT_ROLLED_BACK
+    model.bad_images.clear()  # it was the database restarting
+    model.bad_refs.clear()
+    assert model.release("v2").exit_code == EXIT_USAGE
+    report = model.release("v2", retry=True)
+    assert report.exit_code == EXIT_OK, report.text()
+    assert model.read().ledger.outcome(revisions(model)) is Outcome.PROMOTED
