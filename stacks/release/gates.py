@@ -87,12 +87,15 @@ def evaluate(candidate: Window, stable: Window | None, limits: ReleaseSettings) 
 
 
 def _early_errors(candidate: Window, limits: ReleaseSettings) -> Gate:
-    """5xx already past the budget of the whole window: no later success can bring the ratio back.
+    """The 5xx ratio over at least min_requests: errors already past the limit of the minimum sample.
 
-    Waiting for min_requests would only send more users to a revision that has already failed.
+    Until the candidate has served min_requests, its errors are counted against that many
+    requests, as if every request still to come succeeded: a ratio already over the limit then
+    can only be a breach, and waiting would send more users to the revision. Once min_requests
+    are in, this is the plain error ratio, judged at every check of the step.
     """
-    budget = limits.max_error_ratio * max(limits.min_requests, candidate.requests)
-    return Gate("error-ratio", candidate.errors, budget, passed=candidate.errors <= budget)
+    ratio = candidate.errors / max(limits.min_requests, candidate.requests, 1)
+    return Gate("error-ratio", ratio, limits.max_error_ratio, passed=ratio <= limits.max_error_ratio)
 
 
 def _latency(candidate: Window, limits: ReleaseSettings) -> list[Gate]:
