@@ -66,13 +66,13 @@ prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lis
 
 # Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
 # and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
-release: $(STAMP) ## Release STACK behind its canary gates (RETRY=1: retry a failed revision; APPROVE=1: approve every step).
+release: $(STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see README).
 	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
-	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(APPROVE),--approve)
+	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(RESUME),--resume) $(if $(APPROVE),--approve)
 
 rollback: $(STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
 	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
-	$(PY) -m stacks.release rollback --stack $(STACK)
+	$(PY) -m stacks.release rollback --stack $(STACK) $(if $(FURTHER),--further)
 
 # Starts its own Postgres, Redis and API revisions in .local/rehearsal and stops them at the end;
 # with FAULT=1 the expected outcome is a rollback, exit 3 (make reports it as "Error 3").

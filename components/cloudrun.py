@@ -253,7 +253,11 @@ def _release_options(
     """
     if traffic_only:
         ignored = [name for name in _input_names(args_type) if name != moving]
-    elif not declared:
+        # No depends_on either: what the workload waits for before a new revision (migrations,
+        # secret grants) does not matter to a traffic move, and a checkout that adds such a
+        # prerequisite must not make a targeted rollback depend on a resource it does not run.
+        return pulumi.ResourceOptions(parent=base.parent, ignore_changes=ignored)
+    if not declared:
         ignored = [moving]
     else:
         return base

@@ -12,7 +12,9 @@ failed its smoke test; 4 paused before a step, awaiting approval; 1 anything els
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from stacks.release.config import KEY, ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
-from stacks.render import stack_config
+from stacks.render import ROOT, stack_config
 from stacks.settings import WorkloadNames
 
 if TYPE_CHECKING:
@@ -70,8 +72,22 @@ def preflight(stack: str, config: Mapping[str, Any]) -> tuple[ReleaseSettings, l
     return settings, problems
 
 
+def source_commit() -> str:
+    """The commit this checkout is at: GitHub's GITHUB_SHA in CI, else git's HEAD ("" outside git)."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    found = subprocess.run(  # noqa: S603 (a fixed git command)
+        [git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
 def _controller(ports: CloudPorts, settings: ReleaseSettings, approve: bool) -> Controller:
     return Controller(
+        source=source_commit(),
         settings=settings,
         live=ports.live,
         deployer=ports.deployer,
@@ -82,14 +98,25 @@ def _controller(ports: CloudPorts, settings: ReleaseSettings, approve: bool) -> 
     )
 
 
-def run(command: str, stack: str, settings: ReleaseSettings, *, retry: bool, approve: bool) -> Report:
+def run(
+    command: str,
+    stack: str,
+    settings: ReleaseSettings,
+    *,
+    retry: bool,
+    resume: bool,
+    approve: bool,
+    further: bool,
+) -> Report:
     """The release or the rollback, on the stack's Cloud Run through the Automation API."""
     from stacks.release.cloud import cloud_ports  # the Automation API and Google clients
 
     ports = cloud_ports(stack)
     try:
         controller = _controller(ports, settings, approve)
-        return controller.rollback() if command == "rollback" else controller.release(retry=retry)
+        if command == "rollback":
+            return controller.rollback(further=further)
+        return controller.release(retry=retry, resume=resume)
     finally:
         ports.close()
 
@@ -101,10 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("--stack", required=True, choices=STACKS)
     release.add_argument("--retry", action="store_true", help="retry revisions recorded as failed")
     release.add_argument("--approve", action="store_true", help="approve every remaining step")
+    release.add_argument(
+        "--resume", action="store_true", help="take an unfinished release on (otherwise it is superseded)"
+    )
     rollback = commands.add_parser(
         "rollback", help="100 %% of the API and the worker to the last good release"
     )
     rollback.add_argument("--stack", required=True, choices=STACKS)
+    rollback.add_argument(
+        "--further", action="store_true", help="roll back what serves even after the newest release was"
+    )
     audience = commands.add_parser("audience", help="the audience of ID tokens for the stack's API")
     audience.add_argument("--stack", required=True, choices=STACKS)
     args = parser.parse_args(argv)
@@ -126,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             args.stack,
             settings,
             retry=getattr(args, "retry", False),
+            resume=getattr(args, "resume", False),
             approve=getattr(args, "approve", False),
+            further=getattr(args, "further", False),
         )
     except Exception as error:  # a live read or a credential failing before anything moved
         print(f"error: {args.command} {args.stack} stopped: {error}", file=sys.stderr)

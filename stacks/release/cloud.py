@@ -179,6 +179,10 @@ class CloudMonitoringMetrics:
     # (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.timeSeries/list#aggregation).
     MIN_ALIGNMENT_SECONDS = 60
 
+    # "Sampled every 60 seconds. After sampling, data is not visible for up to 180 seconds."
+    # (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-run, request_count).
+    delay_seconds = 180.0
+
     def __init__(self, monitoring: RestClient, site: Site) -> None:
         self.monitoring = monitoring
         self.site = site

@@ -103,6 +103,7 @@ class Controller:
         approver: Approver,
         clock: Clock,
         out: Callable[[str], None] = print,
+        source: str = "",
     ) -> None:
         self.settings = settings
         self.live = live
@@ -112,16 +113,23 @@ class Controller:
         self.approver = approver
         self.clock = clock
         self.out = out
+        # The commit the program comes from, recorded with each release it ships.
+        self.source = source
         self.lines: list[str] = []
 
     # -- releases ---------------------------------------------------------------------------
 
-    def release(self, *, retry: bool = False) -> Report:
-        """Ship what the program declares and take it through the steps, or roll it back."""
+    def release(self, *, retry: bool = False, resume: bool = False) -> Report:
+        """Ship what the program declares and take it through the steps, or roll it back.
+
+        `resume` takes an unfinished release (paused for approval, or stopped) on from where its
+        traffic stands; without it, an unfinished release is sent back and superseded by what the
+        program ships now.
+        """
         self.lines = []
         self._run: _Run | None = None
         try:
-            return self._release(retry)
+            return self._release(retry, resume)
         except Stopped as stop:
             return stop.report
         except Refused as refusal:
@@ -131,8 +139,16 @@ class Controller:
         except Exception as error:  # a live read, a token: whatever it is, users come first
             return self._failed(f"{type(error).__name__}: {error}")
 
-    def _release(self, retry: bool) -> Report:
-        run = self._run = self._resume(self.live.read()) or self._ship(retry)
+    def _release(self, retry: bool, resume: bool) -> Report:
+        unfinished = self._unfinished(self.live.read())
+        if resume and unfinished is None:
+            raise Refused("nothing to resume: no release holds traffic on its candidate")
+        if not resume and unfinished is not None:
+            self._supersede(unfinished)
+        if resume and unfinished is not None:
+            at, base = unfinished.start_percent, unfinished.base.api
+            self._say(f"resuming {unfinished.candidate.api} at {at} % beside {base}")
+        run = self._run = unfinished if resume and unfinished else self._ship(retry)
         if run.stable is None:
             return self._first_deploy(run)
         self._smoke(run)
@@ -146,7 +162,7 @@ class Controller:
     def _failed(self, reason: str) -> Report:
         """An error: if the candidate may have traffic, everything goes back to stable first."""
         run = self._run
-        if run is None or run.stable is None or not (run.expected or {}).get(run.candidate.api):
+        if run is None or run.stable is None or not self._exposed(run):
             return self._report(EXIT_ERROR, "error", reason=reason)
         try:
             self._roll_back(run, reason, ("error",), code=EXIT_ERROR)
@@ -154,10 +170,22 @@ class Controller:
             return stop.report
         raise AssertionError("_roll_back always stops the release")
 
-    def _resume(self, live: Live) -> _Run | None:
+    def _exposed(self, run: _Run) -> bool:
+        """Whether the candidate may serve: read live (a failed update may have half-applied),
+        else as this run last set it."""
+        stable = run.base
+        try:
+            live = self.live.read()
+        except Exception:  # the read that failed may be what brought us here
+            return bool((run.expected or {}).get(run.candidate.api))
+        api = run.candidate.api != stable.api and live.api.get(run.candidate.api, 0) > 0
+        worker = run.candidate.worker != stable.worker and live.worker.get(run.candidate.worker, 0) > 0
+        return api or worker
+
+    def _unfinished(self, live: Live) -> _Run | None:
         """The release a previous run left with traffic on its candidate, if any."""
         entry = live.ledger.in_progress()
-        if entry is None or live.api.get(entry.release.api, 0) == 0:
+        if entry is None:
             return None
         candidate = entry.release
         others = [r for r, p in live.api.items() if p > 0 and r != candidate.api]
@@ -170,8 +198,11 @@ class Controller:
             stable = live.ledger.last_good(excluding=[candidate])
         if stable is None:
             return None
-        percent = live.api[candidate.api]
-        self._say(f"resuming {candidate.api} at {percent} % beside {stable.api}")
+        # A worker-only release shares its API revision with stable: its share is the worker's.
+        shares = live.api if candidate.api != stable.api else live.worker
+        percent = shares.get(candidate.api if candidate.api != stable.api else candidate.worker, 0)
+        if percent == 0:
+            return None
         return _Run(
             stable,
             candidate,
@@ -180,6 +211,12 @@ class Controller:
             expected=dict(live.api),
             written=live.ledger,
         )
+
+    def _supersede(self, run: _Run) -> None:
+        """An unfinished release goes back to stable before a new one ships."""
+        self._say(f"{run.candidate.api} was left at {run.start_percent} %: sending it back to {run.base.api}")
+        ledger = run.ledger.record(run.candidate, Outcome.SUPERSEDED, self._stamp(), "unfinished")
+        self.deployer.shift(plan.settle(run.base, ledger))
 
     def _ship(self, retry: bool) -> _Run:
         live = self.live.read()
@@ -196,7 +233,7 @@ class Controller:
                 f"{candidate.api} is recorded as {earlier.outcome if earlier else 'failed'}{why}; ship a"
                 " change, or pass --retry to try the same revisions again"
             )
-        ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp())
+        ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp(), commit=self.source)
         expected = {stable.api: 100} if stable else None
         return _Run(stable, candidate, ledger, expected=expected, written=live.ledger)
 
@@ -212,15 +249,19 @@ class Controller:
             )
         stable = self._release_of(serving[0], live)
         if live.ledger.is_bad(stable):
+            if live.ledger.last_good() is None:
+                # A first deploy that failed: nothing good to keep, so the next one starts over.
+                self._say(f"{stable.api} serves but failed its first deploy: shipping as a first deploy")
+                return None
             raise Refused(f"{stable.api} serves but is recorded as failed; run make rollback first")
         return stable
 
     def _release_of(self, api: str, live: Live, exclude: str | None = None) -> Release:
-        """The release an API revision belongs to: from the ledger, else the worker that serves."""
-        entry = live.ledger.entry_for_api(api)
-        if entry is not None:
-            return entry.release
+        """The release an API revision belongs to: the ledger's, matched on the worker that serves."""
         workers = [r for r, p in live.worker.items() if p > 0 and r != exclude]
+        recorded = live.ledger.release_serving(api, workers)
+        if recorded is not None:
+            return recorded
         if len(workers) != 1:
             raise Refused(f"cannot tell which worker revision goes with {api}: {sorted(live.worker)}")
         return Release(api=api, worker=workers[0])
@@ -315,6 +356,8 @@ class Controller:
         """
         start = self.clock.now()
         poll = max(1.0, self.settings.soak_seconds / 5)
+        # A step passes only once its whole soak is readable, not just what has arrived so far.
+        delay = self.metrics.delay_seconds
         while True:
             self.clock.sleep(poll)
             self._guard(run)
@@ -327,11 +370,11 @@ class Controller:
             elapsed = now - start
             if verdict.state is State.BREACH:
                 return verdict
-            if elapsed < self.settings.soak_seconds:
+            if elapsed < self.settings.soak_seconds + delay:
                 continue
             if verdict.state is State.PASS:
                 return verdict
-            if elapsed >= self.settings.wait_limit_seconds:
+            if elapsed >= self.settings.wait_limit_seconds + delay:
                 return self._inconclusive(verdict)
 
     def _inconclusive(self, verdict: Verdict) -> Verdict:
@@ -355,7 +398,7 @@ class Controller:
         run.ledger = run.ledger.record(run.candidate, Outcome.FAILED, self._stamp(), reason)
         try:
             self.deployer.shift(plan.settle(run.base, run.ledger))
-        except DeployError as error:
+        except (DeployError, plan.UnsafePlanError) as error:
             raise Stopped(
                 self._report(
                     EXIT_ERROR,
@@ -373,43 +416,57 @@ class Controller:
 
     # -- rollback by hand ------------------------------------------------------------------
 
-    def rollback(self) -> Report:
-        """All traffic and every worker instance back on the last good release, traffic only."""
+    def rollback(self, *, further: bool = False) -> Report:
+        """All traffic and every worker instance back on the last good release, traffic only.
+
+        `further` rolls back the release that serves even when the newest one was already sent
+        back (by a gate, say): without it that second step back is refused, as it is rarely meant.
+        """
         self.lines = []
         live = self.live.read()
         try:
-            bad, target = self._rollback_target(live)
+            bad, target = self._rollback_target(live, further)
         except Refused as refusal:
             return self._report(EXIT_USAGE, "refused", reason=str(refusal))
         started = self.clock.now()
         ledger = live.ledger.record(bad, Outcome.ROLLED_BACK, self._stamp(), "rolled back by hand")
         try:
             self.deployer.shift(plan.settle(target, ledger))
-        except DeployError as error:
-            return self._report(EXIT_ERROR, "rollback-failed", reason=f"pulumi up failed: {error}")
+        except (DeployError, plan.UnsafePlanError) as error:
+            commit = next((e.commit for e in live.ledger.entries if e.release == target and e.commit), "")
+            hint = (
+                f"; if this checkout declares resources the stack does not have yet, run the rollback"
+                f" from commit {commit}, which shipped {target.api} (the rollback workflow's commit input)"
+                if commit
+                else ""
+            )
+            return self._report(EXIT_ERROR, "rollback-failed", reason=f"rollback failed: {error}{hint}")
         took = self.clock.now() - started
-        self._say(
-            f"rolled back {bad.api} / {bad.worker}: 100 % on {target.api} / {target.worker} in {took:.2f} s"
-        )
+        self._say(f"rolled back {bad.api}: 100 % on {target.api} / {target.worker} in {took:.2f} s")
+        shipped_from = next((e.commit for e in ledger.entries if e.release == target and e.commit), "")
+        if shipped_from:
+            self._say(f"{target.api} was shipped from commit {shipped_from}")
         report = self._report(EXIT_OK, "rolled-back", release=target)
         report.timings["rollback_seconds"] = took
         return report
 
-    def _rollback_target(self, live: Live) -> tuple[Release, Release]:
+    def _rollback_target(self, live: Live, further: bool) -> tuple[Release, Release]:
         """(the release to send away from, the release to send everything to)."""
-        entry = live.ledger.in_progress()
-        if entry is not None and live.api.get(entry.release.api, 0) > 0:
-            others = [r for r, p in live.api.items() if p > 0 and r != entry.release.api]
-            if len(others) == 1:
-                return entry.release, self._release_of(others[0], live, exclude=entry.release.worker)
-            target = live.ledger.last_good(excluding=[entry.release])
-            if target is None:
-                raise Refused("no earlier good release is recorded to roll back to")
-            return entry.release, target
+        unfinished = self._unfinished(live)
+        if unfinished is not None:
+            return unfinished.candidate, unfinished.base
         serving = [r for r, p in live.api.items() if p > 0]
         if len(serving) != 1:
             raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")
         current = self._release_of(serving[0], live)
+        newest = live.ledger.entries[-1] if live.ledger.entries else None
+        sent_back = (Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.SUPERSEDED)
+        if not further and newest is not None and newest.release != current and newest.outcome in sent_back:
+            raise Refused(
+                f"the newest release, {newest.release.api}, is already {newest.outcome.value}"
+                f" ({newest.reason or 'no reason recorded'}) and {current.api} serves; pass --further"
+                " to roll that back too"
+            )
         target = live.ledger.last_good(excluding=[current])
         if target is None:
             raise Refused(f"{current.api} serves and no earlier good release is recorded to roll back to")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -24,6 +24,7 @@ class Outcome(StrEnum):
     PROMOTED = "promoted"  # took all traffic and passed every gate
     FAILED = "failed"  # failed its smoke test or a gate; never took more than a step's share
     ROLLED_BACK = "rolled-back"  # was serving and was sent away from
+    SUPERSEDED = "superseded"  # left unfinished (paused, stopped), sent back by the next release
 
 
 BAD = frozenset({Outcome.FAILED, Outcome.ROLLED_BACK})
@@ -35,6 +36,10 @@ class Release:
 
     api: str
     worker: str
+
+    @property
+    def revisions(self) -> tuple[str, str]:
+        return (self.api, self.worker)
 
     def to_json(self) -> dict[str, str]:
         return {"api": self.api, "worker": self.worker}
@@ -48,9 +53,17 @@ class Entry:
     outcome: Outcome
     at: str  # ISO 8601, UTC
     reason: str = ""
+    # The commit the release's program was shipped from: where a rollback's program can run.
+    commit: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.release.to_json(), "outcome": self.outcome.value, "at": self.at, "reason": self.reason}
+        return {
+            **self.release.to_json(),
+            "outcome": self.outcome.value,
+            "at": self.at,
+            "reason": self.reason,
+            "commit": self.commit,
+        }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Entry:
@@ -59,6 +72,7 @@ class Entry:
             outcome=Outcome(str(raw["outcome"])),
             at=str(raw.get("at", "")),
             reason=str(raw.get("reason", "")),
+            commit=str(raw.get("commit", "")),
         )
 
 
@@ -68,10 +82,14 @@ class Ledger:
 
     entries: tuple[Entry, ...] = ()
 
-    def record(self, release: Release, outcome: Outcome, at: str, reason: str = "") -> Ledger:
-        """The ledger with `release` moved to the end under its new outcome."""
+    def record(
+        self, release: Release, outcome: Outcome, at: str, reason: str = "", commit: str = ""
+    ) -> Ledger:
+        """The ledger with `release` moved to the end under its new outcome (its commit kept)."""
+        earlier = next((e for e in self.entries if e.release == release), None)
+        commit = commit or (earlier.commit if earlier else "")
         kept = [e for e in self.entries if e.release != release]
-        return Ledger((*kept, Entry(release, outcome, at, reason))[-KEEP:])
+        return Ledger((*kept, Entry(release, outcome, at, reason, commit))[-KEEP:])
 
     def outcome(self, release: Release) -> Outcome | None:
         return next((e.outcome for e in self.entries if e.release == release), None)
@@ -79,11 +97,27 @@ class Ledger:
     def entry_for_api(self, revision: str) -> Entry | None:
         return next((e for e in reversed(self.entries) if e.release.api == revision), None)
 
+    def release_serving(self, api: str, workers: Iterable[str]) -> Release | None:
+        """The newest recorded release with this API revision and one of these worker revisions."""
+        running = set(workers)
+        for entry in reversed(self.entries):
+            if entry.release.api == api and entry.release.worker in running:
+                return entry.release
+        return None
+
     def bad_revisions(self) -> frozenset[str]:
-        """Every API and worker revision of a release that failed or was rolled back."""
-        return frozenset(
-            name for e in self.entries if e.outcome in BAD for name in (e.release.api, e.release.worker)
-        )
+        """Every revision of a release that failed or was rolled back, but for those a promoted
+        release also runs: an API-only release shares its worker revision with the stable one,
+        and that revision stays good when the release fails.
+        """
+        bad = {name for e in self.entries if e.outcome in BAD for name in (e.release.api, e.release.worker)}
+        good = {
+            name
+            for e in self.entries
+            if e.outcome is Outcome.PROMOTED
+            for name in (e.release.api, e.release.worker)
+        }
+        return frozenset(bad - good)
 
     def is_bad(self, release: Release) -> bool:
         bad = self.bad_revisions()
@@ -118,6 +152,3 @@ class Ledger:
         if not isinstance(raw, list):
             raise ValueError(f"a release ledger is a list of entries, got {type(raw).__name__}")
         return cls(tuple(Entry.from_json(item) for item in raw))
-
-    def replace_reason(self, release: Release, reason: str) -> Ledger:
-        return Ledger(tuple(replace(e, reason=reason) if e.release == release else e for e in self.entries))

@@ -56,6 +56,10 @@ class DeployError(RuntimeError):
 
 
 class Metrics(Protocol):
+    # How long after a request its metrics can be read: a step passes only once its whole soak
+    # is readable (Cloud Monitoring: up to 180 s; a Prometheus scrape: none).
+    delay_seconds: float
+
     def window(self, revision: str, start: float, end: float) -> Window:
         """What `revision` of the API served between two wall-clock times (seconds since the epoch)."""
         ...

@@ -273,3 +273,16 @@ def test_the_model_touches_only_targets(engine):
     fewer = applied(engine, _secrets(["a"], "2"), targets=[a])
     assert fewer.changes == []
     assert b in engine.state, "an untargeted resource is not deleted"
+
+
+def test_a_traffic_only_update_waits_for_nothing_it_does_not_run():
+    """A checkout that adds a prerequisite (a secret grant) must not tie the rollback to it."""
+    stable = Release(f"{API}-aaaaaaaa-1111111", f"{WORKER}-aaaaaaaa-1111111")
+    ledger = Ledger().record(stable, Outcome.PROMOTED, AT)
+    shipping, moving = prod("v2", release=ship(stable, ledger)), prod("v2", release=settle(stable, ledger))
+    for kind in (SERVICE, POOL):
+        run_urn = shipping.one(JOB_RUN).urn
+        assert run_urn in shipping.one(kind).dependencies  # a new revision waits for migrations
+        assert run_urn not in moving.one(kind).dependencies  # a traffic move does not
+        grants = {r.urn for r in moving.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")}
+        assert not grants & moving.one(kind).dependencies

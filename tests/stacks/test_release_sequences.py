@@ -20,7 +20,7 @@ from stacks.program import build
 from stacks.release.config import ReleaseSettings
 from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, Controller, Report
 from stacks.release.gates import Window
-from stacks.release.ledger import BAD, Ledger, Outcome, Release
+from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
 from stacks.render import Rendering, render, stack_config
@@ -47,11 +47,15 @@ class Model:
     ups: list[tuple[str, Up]] = field(default_factory=list)
     serving_log: list[tuple[dict[str, int], dict[str, int], Ledger]] = field(default_factory=list)
     time: float = 1_800_000_000.0
+    delay_seconds: float = 0.0
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack config sections
 
     # -- rendering and applying ----------------------------------------------------------------
 
     def render(self, plan: ReleasePlan | None) -> Rendering:
-        config = {**stack_config("prod"), "liftoff:imageTag": self.image}
+        config: dict[str, Any] = {**stack_config("prod"), "liftoff:imageTag": self.image}
+        for section, values in self.overrides.items():
+            config[f"liftoff:{section}"] = {**config.get(f"liftoff:{section}", {}), **values}
 
         def program() -> dict[str, Any]:
             return build(load(stack="prod"), release=plan)
@@ -141,15 +145,13 @@ class Model:
 
     def never_served_once_bad(self) -> None:
         """No update ever left traffic on a revision once the ledger recorded it as bad."""
-        for entry in self.read().ledger.entries:
-            if entry.outcome not in BAD:
-                continue
+        final = self.read().ledger
+        for revision in final.bad_revisions():
             since = next(
-                i for i, (_, _, ledger) in enumerate(self.serving_log) if ledger.outcome(entry.release) in BAD
+                i for i, (_, _, ledger) in enumerate(self.serving_log) if revision in ledger.bad_revisions()
             )
             for api, worker, _ in self.serving_log[since:]:
-                assert entry.release.api not in api, (entry, api)
-                assert entry.release.worker not in worker, (entry, worker)
+                assert revision not in api and revision not in worker, (revision, api, worker)
 
 
 class Always:
@@ -298,3 +300,32 @@ def test_a_retried_release_after_a_transient_smoke_failure(model):
     report = model.release("v2", retry=True)
     assert report.exit_code == EXIT_OK, report.text()
     assert model.read().ledger.outcome(revisions(model)) is Outcome.PROMOTED
+
+
+def test_an_api_only_release_breaches_and_rolls_back_onto_the_shared_worker(model):
+    v1 = revisions(model)
+    model.overrides["api"] = {"maxInstances": 30}  # the API's template changes, the worker's does not
+    rendered = model.render(None)
+    assert rendered.outputs["worker_revision"] == v1.worker
+    model.faulty.add(rendered.outputs["api_revision"])
+    report = model.release("v1")
+    assert report.exit_code == EXIT_ROLLED_BACK, report.text()
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+    # The worker shared with v1 stays good: the next release and a rollback can use it.
+    model.overrides["api"] = {"maxInstances": 40}
+    model.faulty.clear()
+    assert model.release("v1").exit_code == EXIT_OK
+    assert model.controller().rollback().exit_code == EXIT_OK
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+    model.never_served_once_bad()
+
+
+def test_a_worker_only_release_steps_the_worker_alone(model):
+    v1 = revisions(model)
+    model.overrides["worker"] = {"concurrency": 16}
+    report = model.release("v1")
+    assert report.exit_code == EXIT_OK, report.text()
+    v2 = revisions(model)
+    assert v2.api == v1.api and v2.worker != v1.worker
+    assert [worker for _, worker, _ in model.serving_log][-4] == {v1.worker: 90, v2.worker: 10}
+    assert all(api == {v1.api: 100} for api, _, _ in model.serving_log[-5:])

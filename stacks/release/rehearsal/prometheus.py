@@ -109,6 +109,9 @@ class Reading:
 class PrometheusMetrics:
     """The Metrics port over each revision's `/metrics`, scraped in the background."""
 
+    # A window ends with a scrape taken when it is asked for: nothing arrives late.
+    delay_seconds = 0.0
+
     def __init__(self, interval: float = SCRAPE_SECONDS) -> None:
         self.interval = interval
         self.readings: list[Reading] = []

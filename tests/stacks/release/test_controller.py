@@ -14,7 +14,7 @@ from stacks.release.controller import (
     Controller,
 )
 from stacks.release.gates import Window
-from stacks.release.ledger import Outcome
+from stacks.release.ledger import Outcome, Release
 from stacks.release.ports import DeployError
 from tests.stacks.release.world import Approvals, World, release
 
@@ -161,7 +161,7 @@ def test_approval_pauses_then_a_later_run_resumes_from_the_live_state(world):
     assert paused.exit_code == EXIT_AWAITING_APPROVAL
     assert world.read().api == {A.api: 90, B.api: 10}
     ships = world.ups.count("ship")
-    resumed = controller(world, settings, Approvals(True, True)).release()
+    resumed = controller(world, settings, Approvals(True, True)).release(resume=True)
     assert resumed.exit_code == EXIT_OK
     assert world.ups.count("ship") == ships  # resumed, not shipped again
     assert world.read().api == {B.api: 100}
@@ -277,3 +277,135 @@ def test_a_live_read_failing_mid_release_sends_everything_back(world):
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back"
     assert original().api == {A.api: 100}
+
+
+def test_an_unfinished_release_is_superseded_by_the_next_one(world):
+    settings = SETTINGS.model_copy(update={"approval": True})
+    controller(world, settings, Approvals(None)).release()
+    assert world.read().api == {A.api: 90, B.api: 10}
+    world.next_release = C
+    world.history.clear()
+    report = controller(world).release()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert world.history[0] == {A.api: 100}  # B sent back before C shipped
+    assert world.history[2] == {A.api: 90, C.api: 10}
+    assert world.ledger.outcome(B) is Outcome.SUPERSEDED
+    # Superseded is not failed: the same revisions may ship again.
+    world.next_release = B
+    assert controller(world).release().exit_code == EXIT_OK
+
+
+def test_resume_with_nothing_unfinished_is_refused(world):
+    report = controller(world).release(resume=True)
+    assert report.exit_code == EXIT_USAGE and "nothing to resume" in report.lines[-1]
+    assert world.ups.count("ship") == 1  # the fixture's first deploy only
+
+
+def test_an_api_only_release_that_breaches_rolls_back_onto_the_shared_worker(world):
+    api_only = Release(release(2).api, A.worker)
+    world.next_release = api_only
+    world.windows[api_only.api] = failing(0.5)
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK, report.text()
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+    assert A.worker not in world.ledger.bad_revisions()
+    # The next release steps from A as usual.
+    world.next_release = C
+    assert controller(world).release().exit_code == EXIT_OK
+
+
+def test_a_promoted_api_only_release_can_be_rolled_back(world):
+    api_only = Release(release(2).api, A.worker)
+    world.next_release = api_only
+    assert controller(world).release().exit_code == EXIT_OK
+    assert controller(world).rollback().exit_code == EXIT_OK
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+
+
+def test_a_worker_only_release_resumes_at_the_workers_share(world):
+    worker_only = Release(A.api, release(2).worker)
+    world.next_release = worker_only
+    settings = SETTINGS.model_copy(update={"approval": True})
+    paused = controller(world, settings, Approvals(None)).release()
+    assert paused.exit_code == EXIT_AWAITING_APPROVAL
+    assert world.read().worker == {A.worker: 90, worker_only.worker: 10}
+    approvals = Approvals(None)
+    again = controller(world, settings, approvals).release(resume=True)
+    # Still at 10 %: the 50 % step waits for its approval.
+    assert again.exit_code == EXIT_AWAITING_APPROVAL and approvals.asked == [50]
+    assert world.read().worker == {A.worker: 90, worker_only.worker: 10}
+
+
+def test_a_failed_first_deploy_does_not_wedge_the_stack():
+    w = World(next_release=A)
+    w.smoke_failures.add(A.api)
+    assert controller(w).release().exit_code == EXIT_ROLLED_BACK
+    w.next_release = B
+    report = controller(w).release()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert w.read().api == {B.api: 100}
+
+
+def test_a_half_applied_first_step_is_rolled_back(world):
+    """The service took its 10 % but the worker pool's update failed (they run in parallel)."""
+    original = world.shift
+
+    def shift(plan):
+        if plan.api[0].percent == 90:  # the first step
+            world.api.apply(plan.api, tags=True)
+            raise DeployError("worker pool: 503")
+        original(plan)
+
+    world.shift = shift
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back", report.text()
+    assert world.read().api == {A.api: 100}
+
+
+def test_a_second_rollback_after_a_gate_already_sent_the_release_back_needs_further(world):
+    controller(world).release()  # B promoted
+    world.next_release = C
+    world.windows[C.api] = failing(0.5)
+    assert controller(world).release().exit_code == EXIT_ROLLED_BACK  # C sent back by a gate
+    refused = controller(world).rollback()
+    assert refused.exit_code == EXIT_USAGE and "--further" in refused.lines[-1]
+    assert world.read().api == {B.api: 100}
+    assert controller(world).rollback(further=True).exit_code == EXIT_OK
+    assert world.read().api == {A.api: 100}
+
+
+def test_a_step_passes_only_once_its_whole_soak_is_readable(world):
+    """Cloud Monitoring shows a request up to 180 s late: the end of each step must be read too."""
+    world.delay_seconds = 180.0
+    stepped: dict[str, float] = {}
+
+    def late_errors(start: float, end: float) -> Window:
+        # Healthy until the last 30 s of the first step's soak, then half the requests fail;
+        # nothing newer than `end - delay` is visible yet.
+        stepped.setdefault("start", start)
+        visible = end - world.delay_seconds
+        bad_from = stepped["start"] + SETTINGS.soak_seconds - 30
+        requests = int(2 * max(0.0, visible - start))
+        errors = int(2 * max(0.0, visible - max(start, bad_from)) * 0.5)
+        return Window(requests, errors, 120.0)
+
+    world.windows[B.api] = late_errors
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("error-ratio",), report.text()
+    assert max(state.get(B.api, 0) for state in world.history) == 10
+
+
+def test_each_release_records_the_commit_it_was_shipped_from():
+    w = World(next_release=A)
+    ctl = controller(w)
+    ctl.source = "1111111111111111111111111111111111111111"
+    ctl.release()
+    w.next_release = B
+    ctl.source = "2222222222222222222222222222222222222222"
+    ctl.release()
+    assert [e.commit for e in w.ledger.entries] == [
+        "1111111111111111111111111111111111111111",
+        "2222222222222222222222222222222222222222",
+    ]
+    report = controller(w).rollback()
+    assert report.lines[-1] == f"{A.api} was shipped from commit 1111111111111111111111111111111111111111"

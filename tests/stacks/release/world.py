@@ -63,6 +63,7 @@ class World:
     smoke_failures: set[str] = field(default_factory=set)
     windows: dict[str, Callable[[float, float], Window]] = field(default_factory=dict)
     time: float = 1_800_000_000.0
+    delay_seconds: float = 0.0
 
     # Deployer
     def ship(self, plan: ReleasePlan) -> Release:
