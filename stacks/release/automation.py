@@ -7,6 +7,8 @@ update uses Pulumi.yaml and Pulumi.<stack>.yaml (config, secrets provider) exact
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
@@ -91,6 +93,26 @@ def ledger_entries(deployment: Mapping[str, Any] | None) -> Any:
     return None
 
 
+def provider_env(environ: Mapping[str, str] | None = None, prefix: str | None = None) -> dict[str, str]:
+    """The engine's environment: dynamic providers run on this interpreter's virtualenv.
+
+    The CLI starts a dynamic provider (JobRun, SupabaseProject, ReleaseLedger) with
+    `pulumi-resource-pulumi-python`, which runs PULUMI_RUNTIME_VIRTUALENV's python, else the first
+    `python3` on PATH. An inline program has no language host to set the former, and a `python3`
+    without this project's packages cannot unpickle the providers (pulumi/pulumi#7960), so both
+    point at the virtualenv running the release (where `make install` put the project on the path).
+    """
+    environ = os.environ if environ is None else environ
+    prefix = sys.prefix if prefix is None else prefix
+    bin_dir = str(Path(prefix) / "bin")
+    path = environ.get("PATH", "")
+    return {
+        "PULUMI_RUNTIME_VIRTUALENV": prefix,
+        "VIRTUAL_ENV": prefix,
+        "PATH": f"{bin_dir}{os.pathsep}{path}" if path else bin_dir,
+    }
+
+
 def release_of(outputs: Mapping[str, Any]) -> Release:
     """The release an update shipped, from its api_revision and worker_revision outputs."""
     api, worker = outputs.get("api_revision"), outputs.get("worker_revision")
@@ -135,13 +157,13 @@ class AutomationDeployer:
 
     def _selected(self, plan: ReleasePlan | None = None) -> auto.Stack:
         if plan is None:
-            return auto.select_stack(self.stack, work_dir=str(self.root))
+            return auto.select_stack(self.stack, work_dir=str(self.root), opts=self._options())
         return auto.select_stack(
-            self.stack,
-            project_name=PROJECT,
-            program=inline_program(plan),
-            opts=auto.LocalWorkspaceOptions(work_dir=str(self.root)),
+            self.stack, project_name=PROJECT, program=inline_program(plan), opts=self._options()
         )
+
+    def _options(self) -> auto.LocalWorkspaceOptions:
+        return auto.LocalWorkspaceOptions(work_dir=str(self.root), env_vars=provider_env())
 
     def _up(self, plan: ReleasePlan, *, targets: list[str] | None, refresh: bool) -> dict[str, Any]:
         pack, config = self.policy_pack

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from stacks.release.automation import (
     AutomationDeployer,
     declare,
     ledger_entries,
+    provider_env,
     release_of,
     traffic_targets,
 )
@@ -205,3 +207,21 @@ def test_the_sandbox_stack_reads_back_through_the_automation_api():
         Ledger.from_json(outputs.get("release_ledger"))
     finally:
         ports.close()
+
+
+@pytest.mark.unit
+def test_dynamic_providers_run_on_the_releases_virtualenv():
+    env = provider_env({"PATH": "/usr/bin:/bin"}, "/work/liftoff/.venv")
+    assert env["PULUMI_RUNTIME_VIRTUALENV"] == "/work/liftoff/.venv"
+    assert env["PATH"] == "/work/liftoff/.venv/bin:/usr/bin:/bin"
+    # This interpreter's own virtualenv is one whose python imports the project's providers.
+    own = provider_env()
+    python = Path(own["PULUMI_RUNTIME_VIRTUALENV"]) / "bin" / "python"
+    found = subprocess.run(
+        [str(python), "-c", "import components.jobrun, components.ledger, components.supabase_api"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
