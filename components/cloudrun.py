@@ -331,6 +331,8 @@ class ApiService(pulumi.ComponentResource):
                 ),
                 opts=pulumi.ResourceOptions(parent=self),
             )
+        # The Cloud Run resource itself: depends_on on this component would not reach it.
+        self.workload = service
         self.url = service.uri
         self.service_name = service.name
         self.serving = pulumi.Output.all(service.traffic_statuses, service.latest_ready_revision).apply(
@@ -437,6 +439,8 @@ class WorkerPool(pulumi.ComponentResource):
                 args.traffic_only,
             ),
         )
+        # The Cloud Run resource itself: depends_on on this component would not reach it.
+        self.workload = pool
         self.serving = pulumi.Output.all(pool.instance_split_statuses, pool.latest_ready_revision).apply(
             lambda v: serving(v[0], v[1])
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,18 @@ def traffic_of(settings: StackSettings, release: ReleasePlan | None) -> Traffic:
     return Traffic(api=settings.api.traffic, worker=settings.worker.split)
 
 
-def ledger_of(release: ReleasePlan | None) -> ReleaseLedger:
-    """The release ledger: written by a release, kept as recorded by a plain update."""
+def ledger_of(release: ReleasePlan | None, after: Sequence[pulumi.Resource] = ()) -> ReleaseLedger:
+    """The release ledger: written by a release, kept as recorded by a plain update.
+
+    It is written after the traffic it records has been applied (`after`: the Cloud Run service
+    and worker pool), so a traffic update that fails leaves the ledger as it was, and the next
+    run sees the release as still in progress, not as sent back.
+    """
     if release is not None:
-        return ReleaseLedger("release-ledger", release.ledger.dumps())
-    return ReleaseLedger("release-ledger", EMPTY, opts=pulumi.ResourceOptions(ignore_changes=["entries"]))
+        written = pulumi.ResourceOptions(depends_on=after)
+        return ReleaseLedger("release-ledger", release.ledger.dumps(), opts=written)
+    kept = pulumi.ResourceOptions(ignore_changes=["entries"], depends_on=after)
+    return ReleaseLedger("release-ledger", EMPTY, opts=kept)
 
 
 def _database(s: StackSettings) -> SupabaseDatabase:
@@ -294,7 +301,7 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
     )
     retention = _retention(s, container(Role.WORKER, "1", "512Mi"), accounts)
     _monitoring(s, api)
-    ledger = ledger_of(release)
+    ledger = ledger_of(release, after=(api.workload, worker.workload))
     return {
         **_release_outputs(api, worker, ledger, traffic),
         "api_audience": s.api_service_name,

@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(WorkloadNames.of(str(config.get("liftoff:environment", args.stack))).api)
         return 0
     settings, problems = preflight(args.stack, config)
+    if args.command == "rollback":
+        # A rollback needs no release settings, and must work whatever the stack file says.
+        problems = []
     if problems:
         print("error: cannot release " + args.stack + ":", *problems, sep="\n  - ", file=sys.stderr)
         return EXIT_USAGE

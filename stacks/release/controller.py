@@ -80,6 +80,15 @@ class _Run:
     # The API's traffic and the ledger as this run last set them; None until it has set any.
     expected: dict[str, int] | None = None
     written: Ledger | None = None
+    # Until when (metrics time) the candidate's requests have been judged; the next window
+    # starts there, so what was not yet readable when a step passed is judged by the next one.
+    judged_to: float | None = None
+    # A person retried revisions the ledger marks bad: this run may give them traffic.
+    retried: bool = False
+
+    @property
+    def allowed(self) -> frozenset[str]:
+        return frozenset(self.candidate.revisions) if self.retried else frozenset()
 
     @property
     def base(self) -> Release:
@@ -157,6 +166,7 @@ class Controller:
                 continue
             self._approve(run, index, percent)
             self._step(run, percent)
+        self._tail(run)
         return self._promote(run)
 
     def _failed(self, reason: str) -> Report:
@@ -190,7 +200,10 @@ class Controller:
         candidate = entry.release
         others = [r for r, p in live.api.items() if p > 0 and r != candidate.api]
         if len(others) > 1:
-            raise Refused(f"traffic is split over {sorted(live.api)}; roll back first (make rollback)")
+            raise Refused(
+                f"traffic is split over {sorted(live.api)}, which no release explains; make rollback"
+                " sends it all to the last good release"
+            )
         stable: Release | None
         if others:
             stable = self._release_of(others[0], live, exclude=candidate.worker)
@@ -198,9 +211,12 @@ class Controller:
             stable = live.ledger.last_good(excluding=[candidate])
         if stable is None:
             return None
-        # A worker-only release shares its API revision with stable: its share is the worker's.
-        shares = live.api if candidate.api != stable.api else live.worker
-        percent = shares.get(candidate.api if candidate.api != stable.api else candidate.worker, 0)
+        # What the candidate changed carries its share: an API-only or worker-only release shares
+        # the other revision with stable. Both are read, as someone may have moved one by hand.
+        percent = max(
+            live.api.get(candidate.api, 0) if candidate.api != stable.api else 0,
+            live.worker.get(candidate.worker, 0) if candidate.worker != stable.worker else 0,
+        )
         if percent == 0:
             return None
         return _Run(
@@ -210,6 +226,7 @@ class Controller:
             start_percent=percent,
             expected=dict(live.api),
             written=live.ledger,
+            retried=live.ledger.is_bad(candidate),
         )
 
     def _supersede(self, run: _Run) -> None:
@@ -233,9 +250,10 @@ class Controller:
                 f"{candidate.api} is recorded as {earlier.outcome if earlier else 'failed'}{why}; ship a"
                 " change, or pass --retry to try the same revisions again"
             )
+        retried = live.ledger.is_bad(candidate)
         ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp(), commit=self.source)
         expected = {stable.api: 100} if stable else None
-        return _Run(stable, candidate, ledger, expected=expected, written=live.ledger)
+        return _Run(stable, candidate, ledger, expected=expected, written=live.ledger, retried=retried)
 
     def _stable(self, live: Live) -> Release | None:
         """The release serving everything now, read live; None before the first deploy."""
@@ -257,11 +275,16 @@ class Controller:
         return stable
 
     def _release_of(self, api: str, live: Live, exclude: str | None = None) -> Release:
-        """The release an API revision belongs to: the ledger's, matched on the worker that serves."""
-        workers = [r for r, p in live.worker.items() if p > 0 and r != exclude]
-        recorded = live.ledger.release_serving(api, workers)
+        """The release an API revision belongs to: the ledger's, matched on a worker that serves.
+
+        `exclude` (the candidate's worker) only narrows the guess when the ledger does not know:
+        an API-only release shares its worker revision with the stable one.
+        """
+        serving = [r for r, p in live.worker.items() if p > 0]
+        recorded = live.ledger.release_serving(api, serving)
         if recorded is not None:
             return recorded
+        workers = [r for r in serving if r != exclude]
         if len(workers) != 1:
             raise Refused(f"cannot tell which worker revision goes with {api}: {sorted(live.worker)}")
         return Release(api=api, worker=workers[0])
@@ -279,7 +302,7 @@ class Controller:
                 reason=f"first deploy failed its smoke test: {failure}",
             )
         run.ledger = run.ledger.record(run.candidate, Outcome.PROMOTED, self._stamp(), "first deploy")
-        self.deployer.shift(plan.settle(run.candidate, run.ledger))
+        self.deployer.shift(plan.settle(run.candidate, run.ledger, run.allowed))
         return self._report(EXIT_OK, "promoted", release=run.candidate)
 
     def _smoke(self, run: _Run) -> None:
@@ -315,7 +338,7 @@ class Controller:
     def _step(self, run: _Run, percent: int) -> None:
         self._guard(run)
         run.ledger = run.ledger.record(run.candidate, Outcome.CANARY, self._stamp())
-        step = plan.step(run.base, run.candidate, percent, run.ledger)
+        step = plan.step(run.base, run.candidate, percent, run.ledger, run.allowed)
         self.deployer.shift(step)
         run.expected, run.written = _api_shares(step, run.candidate), step.ledger
         self._say(f"step {percent} %: {run.candidate.api} takes {percent} % of the traffic")
@@ -355,6 +378,7 @@ class Controller:
         A breach ends the step at once: waiting out the soak would only send more users to it.
         """
         start = self.clock.now()
+        since = run.judged_to if run.judged_to is not None else start
         poll = max(1.0, self.settings.soak_seconds / 5)
         # A step passes only once its whole soak is readable, not just what has arrived so far.
         delay = self.metrics.delay_seconds
@@ -362,20 +386,38 @@ class Controller:
             self.clock.sleep(poll)
             self._guard(run)
             now = self.clock.now()
-            candidate = self.metrics.window(run.candidate.api, start, now)
-            stable: Window | None = None
-            if percent < 100 and run.base.api != run.candidate.api:
-                stable = self.metrics.window(run.base.api, start, now)
-            verdict = evaluate(candidate, stable, self.settings)
+            verdict = self._judge(run, percent, since, now)
             elapsed = now - start
             if verdict.state is State.BREACH:
                 return verdict
             if elapsed < self.settings.soak_seconds + delay:
                 continue
             if verdict.state is State.PASS:
+                run.judged_to = now - delay
                 return verdict
             if elapsed >= self.settings.wait_limit_seconds + delay:
+                run.judged_to = now - delay
                 return self._inconclusive(verdict)
+
+    def _judge(self, run: _Run, percent: int, since: float, now: float) -> Verdict:
+        candidate = self.metrics.window(run.candidate.api, since, now)
+        stable: Window | None = None
+        if percent < 100 and run.base.api != run.candidate.api:
+            stable = self.metrics.window(run.base.api, since, now)
+        return evaluate(candidate, stable, self.settings)
+
+    def _tail(self, run: _Run) -> None:
+        """Judge the last step's final minutes once they are readable, before recording it good."""
+        delay = self.metrics.delay_seconds
+        if delay <= 0 or run.judged_to is None:
+            return
+        since = run.judged_to
+        self.clock.sleep(delay)
+        self._guard(run)
+        verdict = self._judge(run, 100, since, self.clock.now())
+        if verdict.state is State.BREACH:
+            self._verdict_lines(100, verdict)
+            self._roll_back(run, "gates breached in the last minutes at 100 %", verdict.breached)
 
     def _inconclusive(self, verdict: Verdict) -> Verdict:
         seen, needed = verdict.candidate.requests, self.settings.min_requests
@@ -387,7 +429,19 @@ class Controller:
 
     def _promote(self, run: _Run) -> Report:
         run.ledger = run.ledger.record(run.candidate, Outcome.PROMOTED, self._stamp())
-        self.deployer.shift(plan.settle(run.candidate, run.ledger))
+        try:
+            self.deployer.shift(plan.settle(run.candidate, run.ledger, run.allowed))
+        except DeployError as error:
+            # Every gate passed and all traffic is on the candidate already; only the record
+            # failed. Sending users back would punish a good release for a bookkeeping error.
+            raise Stopped(
+                self._report(
+                    EXIT_ERROR,
+                    "unrecorded",
+                    reason=f"{run.candidate.api} passed every gate and serves 100 %, but recording it"
+                    f" failed ({error}); make release RESUME=1 judges the last step again and records it",
+                )
+            ) from error
         return self._report(EXIT_OK, "promoted", release=run.candidate)
 
     def _roll_back(
@@ -452,9 +506,15 @@ class Controller:
 
     def _rollback_target(self, live: Live, further: bool) -> tuple[Release, Release]:
         """(the release to send away from, the release to send everything to)."""
-        unfinished = self._unfinished(live)
+        try:
+            unfinished = self._unfinished(live)
+        except Refused:
+            unfinished = None  # the traffic is split in a way no release explains: repaired below
         if unfinished is not None:
             return unfinished.candidate, unfinished.base
+        repair = self._repair(live)
+        if repair is not None:
+            return repair
         serving = [r for r, p in live.api.items() if p > 0]
         if len(serving) != 1:
             raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")
@@ -471,6 +531,23 @@ class Controller:
         if target is None:
             raise Refused(f"{current.api} serves and no earlier good release is recorded to roll back to")
         return current, target
+
+    def _repair(self, live: Live) -> tuple[Release, Release] | None:
+        """A rollback that did not fully apply: traffic split, or still on a revision recorded bad.
+
+        The newest release is what was being sent back; everything goes to the last good one.
+        """
+        split = sum(p > 0 for p in live.api.values()) > 1 or sum(p > 0 for p in live.worker.values()) > 1
+        bad = live.ledger.bad_revisions()
+        on_bad = any(r in bad for r, p in (*live.api.items(), *live.worker.items()) if p > 0)
+        newest = live.ledger.entries[-1] if live.ledger.entries else None
+        if not (split or on_bad) or newest is None or newest.outcome is Outcome.PROMOTED:
+            return None
+        target = live.ledger.last_good(excluding=[newest.release])
+        if target is None:
+            raise Refused(f"traffic is split over {sorted(live.api)} and no good release is recorded")
+        self._say(f"repairing: the traffic still reaches {newest.release.api}, which was being sent back")
+        return newest.release, target
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -31,6 +31,8 @@ class ReleasePlan:
     worker: tuple[TrafficTarget, ...]
     ledger: Ledger
     traffic_only: bool
+    # Revisions a person chose to retry although the ledger marks them bad (--retry).
+    allowed: frozenset[str] = frozenset()
 
     def pinned(self) -> frozenset[str]:
         """Revisions this plan gives a share above 0 %, by name."""
@@ -38,7 +40,7 @@ class ReleasePlan:
 
     def check(self) -> ReleasePlan:
         """The plan itself, or UnsafePlanError if it gives traffic to a revision the ledger marks bad."""
-        bad = sorted(self.pinned() & self.ledger.bad_revisions())
+        bad = sorted((self.pinned() & self.ledger.bad_revisions()) - self.allowed)
         if bad:
             raise UnsafePlanError(f"refusing to send traffic to {bad}: the ledger records them as failed")
         return self
@@ -69,12 +71,14 @@ def first_deploy(ledger: Ledger, *, traffic_only: bool) -> ReleasePlan:
     ).check()
 
 
-def step(stable: Release, candidate: Release, percent: int, ledger: Ledger) -> ReleasePlan:
+def step(
+    stable: Release, candidate: Release, percent: int, ledger: Ledger, allowed: frozenset[str] = frozenset()
+) -> ReleasePlan:
     """`percent` of the traffic (and of the worker instances) on the candidate, the rest on stable."""
     if not 0 <= percent <= 100:
         raise ValueError(f"a step is a percent from 0 to 100, got {percent}")
     if percent == 100:
-        return settle(candidate, ledger)
+        return settle(candidate, ledger, allowed)
     if stable.api == candidate.api:  # a release that changed only the worker
         api: tuple[TrafficTarget, ...] = (
             TrafficTarget(100, stable.api, STABLE_TAG),
@@ -91,10 +95,10 @@ def step(stable: Release, candidate: Release, percent: int, ledger: Ledger) -> R
     )
     if stable.worker == candidate.worker:  # a release that changed only the API
         worker = (TrafficTarget(100, stable.worker),)
-    return ReleasePlan(api=api, worker=worker, ledger=ledger, traffic_only=True).check()
+    return ReleasePlan(api=api, worker=worker, ledger=ledger, traffic_only=True, allowed=allowed).check()
 
 
-def settle(serving: Release, ledger: Ledger) -> ReleasePlan:
+def settle(serving: Release, ledger: Ledger, allowed: frozenset[str] = frozenset()) -> ReleasePlan:
     """Everything on one release, pinned by name; the latest revision stays reachable on its tag.
 
     This is both the end of a promotion and a rollback.
@@ -104,4 +108,5 @@ def settle(serving: Release, ledger: Ledger) -> ReleasePlan:
         worker=(TrafficTarget(100, serving.worker),),
         ledger=ledger,
         traffic_only=True,
+        allowed=allowed,
     ).check()

@@ -25,6 +25,8 @@ SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
 WORKLOADS = (SERVICE, POOL, JOB)
+# What a refresh reads back of a service and a pool: their traffic, as the control plane has it.
+REFRESHED = {SERVICE: ("traffics", "TRAFFIC_TARGET"), POOL: ("instanceSplits", "INSTANCE_SPLIT")}
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,13 @@ RULES = {
         " resource keeps its recorded state, and one that does not exist yet is not created.",
         "https://www.pulumi.com/docs/iac/cli/commands/pulumi_up/ (--target: 'Specify a single resource"
         " URN to update. Other resources will not be updated.')",
+    ),
+    "refresh": Rule(
+        "`pulumi up --refresh` reads each resource from the provider before diffing, so state that"
+        " no longer matches the cloud (inputs a failed bridged update recorded, a change by hand)"
+        " is corrected first and the update sends what the program declares.",
+        "https://www.pulumi.com/docs/iac/cli/commands/pulumi_up/ (--refresh: 'Refresh the state of"
+        " the stack's resources before this update'); https://www.pulumi.com/docs/iac/cli/commands/pulumi_refresh/",
     ),
     "dependency-order": Rule(
         "The engine orders steps only by dependencies (depends_on and inputs); independent steps run"
@@ -268,6 +277,27 @@ class Engine:
             return []
         entries: list[dict[str, Any]] = json.loads(str(held[0].inputs.get("entries") or "[]"))
         return entries
+
+    def refresh(self, urns: Collection[str]) -> None:
+        """RULES["refresh"]: the traffic of these services and pools as the cloud has it now."""
+        for urn in urns:
+            held = self.state.get(urn)
+            if (
+                held is None
+                or held.type not in (SERVICE, POOL)
+                or held.inputs["name"] not in self.cloud.workloads
+            ):
+                continue
+            key, kind = (
+                ("traffics", "TRAFFIC_TARGET")
+                if held.type == SERVICE
+                else ("instanceSplits", "INSTANCE_SPLIT")
+            )
+            actual = [
+                {"type": f"{kind}_ALLOCATION_TYPE_REVISION", "revision": revision, "percent": percent}
+                for revision, percent in self.cloud.workloads[held.inputs["name"]].traffic.items()
+            ]
+            self.state[urn] = replace(held, inputs={**held.inputs, key: actual})
 
     def urn(self, kind: str, name: str | None = None) -> str:
         """The URN of the one resource of `kind` (and `name`) in the state, for --target."""

@@ -18,14 +18,22 @@ import pytest
 from components.ledger import ReleaseLedger
 from stacks.program import build
 from stacks.release.config import ReleaseSettings
-from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, Controller, Report
+from stacks.release.controller import (
+    EXIT_AWAITING_APPROVAL,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_ROLLED_BACK,
+    EXIT_USAGE,
+    Controller,
+    Report,
+)
 from stacks.release.gates import Window
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
 from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
-from tests.stacks.cloud import POOL, SERVICE, Cloud, Engine, Up
+from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
 
 pytestmark = pytest.mark.unit
@@ -82,8 +90,10 @@ class Model:
         return Release(rendering.outputs["api_revision"], rendering.outputs["worker_revision"])
 
     def shift(self, plan: ReleasePlan) -> None:
+        """A targeted, refreshed update, as the Automation API deployer runs it."""
         rendering = self.render(plan)
         targets = [r.urn for r in rendering.resources if r.type in (SERVICE, POOL, ReleaseLedger.TYPE)]
+        self.engine.refresh(targets)
         self.apply("shift", rendering, targets)
 
     def plain_up(self) -> Up:
@@ -329,3 +339,82 @@ def test_a_worker_only_release_steps_the_worker_alone(model):
     assert v2.api == v1.api and v2.worker != v1.worker
     assert [worker for _, worker, _ in model.serving_log][-4] == {v1.worker: 90, v2.worker: 10}
     assert all(api == {v1.api: 100} for api, _, _ in model.serving_log[-5:])
+
+
+def test_an_unapproved_canary_is_superseded_by_the_next_release(model):
+    v1 = revisions(model)
+    paused = model.controller(SETTINGS.model_copy(update={"approval": True}))
+    paused.approver = Never()
+    model.image = "v2"
+    assert paused.release().exit_code == EXIT_AWAITING_APPROVAL
+    v2_api = next(r for r in model.read().api if r != v1.api)
+    assert model.read().api == {v1.api: 90, v2_api: 10}
+    report = model.release("v3")
+    assert report.exit_code == EXIT_OK, report.text()
+    assert model.read().ledger.entries[-2].outcome is Outcome.SUPERSEDED
+    assert [api for api, _, _ in model.serving_log][-6] == {v1.api: 100}  # v2 sent back first
+    model.never_served_once_bad()
+
+
+def test_a_paused_api_only_canary_rolls_back_on_the_shared_worker(model):
+    v1 = revisions(model)
+    model.overrides["api"] = {"maxInstances": 30}
+    model.image = "v1"
+    paused = model.controller(SETTINGS.model_copy(update={"approval": True}))
+    paused.approver = Never()
+    assert paused.release().exit_code == EXIT_AWAITING_APPROVAL
+    assert model.read().worker == {v1.worker: 100}
+    report = model.controller().rollback()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+
+
+def test_the_ledger_is_written_only_after_the_traffic_it_records(model, monkeypatch):
+    """A rollback whose worker pool update fails leaves the ledger as it was, so the release is
+    still in progress and `make rollback` finishes the job."""
+    v1 = revisions(model)
+    rendered = model.render(None)
+    model.image = "v2"
+    model.faulty.add(model.render(None).outputs["api_revision"])
+    del rendered
+    original = Engine._cloud_step
+    failures = {"left": 0}
+
+    def flaky(self: Engine, op: str, old: Any, new: Any, ids: Any) -> None:
+        if new.type == POOL and failures["left"]:
+            failures["left"] -= 1
+            raise CloudError("traffic-target", "worker pool: the API answered 503")
+        original(self, op, old, new, ids)
+
+    monkeypatch.setattr(Engine, "_cloud_step", flaky)
+    controller = model.controller()
+    controller.deployer = FailingRollback(model, failures)
+    report = controller.release()
+    assert report.outcome == "rollback-failed", report.text()
+    assert model.read().ledger.in_progress() is not None  # not recorded as sent back
+    fixed = model.controller().rollback()
+    assert fixed.exit_code == EXIT_OK, fixed.text()
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+    model.never_served_once_bad()
+
+
+class Never:
+    def approve(self, percent: int) -> bool | None:
+        return None
+
+
+@dataclass
+class FailingRollback:
+    """The model's deployer, arming one worker pool failure for the first rollback (a settle)."""
+
+    model: Model
+    failures: dict[str, int]
+
+    def ship(self, plan: ReleasePlan) -> Release:
+        return self.model.ship(plan)
+
+    def shift(self, plan: ReleasePlan) -> None:
+        if len(plan.api) == 2 and plan.api[0].percent == 100 and not self.failures.get("armed"):
+            self.failures["armed"] = 1
+            self.failures["left"] = 1
+        self.model.shift(plan)

@@ -51,3 +51,18 @@ def test_release_needs_the_pulumi_cli(monkeypatch, capsys):
 def test_the_audience_is_the_api_service_name(capsys):
     assert cli.main(["audience", "--stack", "prod"]) == 0
     assert capsys.readouterr().out.strip() == "liftoff-prod-api"
+
+
+def test_a_rollback_is_not_held_back_by_release_settings_or_pins(monkeypatch, capsys):
+    config = {
+        "liftoff:release": {"steps": [100, 10]},
+        "liftoff:api": {"traffic": [{"revision": "latest", "percent": 100}]},
+    }
+    monkeypatch.setattr(cli, "stack_config", lambda stack: config)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert cli.main(["rollback", "--stack", "prod"]) == EXIT_USAGE
+    # Refused only for want of the CLI, not for the settings.
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: the Pulumi CLI is required (https://www.pulumi.com/docs/install/)"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from components.traffic import TrafficTarget
 from stacks.release.config import ReleaseSettings
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
@@ -409,3 +410,143 @@ def test_each_release_records_the_commit_it_was_shipped_from():
     ]
     report = controller(w).rollback()
     assert report.lines[-1] == f"{A.api} was shipped from commit 1111111111111111111111111111111111111111"
+
+
+def test_requests_not_yet_readable_when_a_step_passes_are_judged_by_the_next(world):
+    """B fails half its requests from 320 s to 460 s into its first step, which passes at about
+    480 s with only 300 s readable: the next step's window starts where that one stopped."""
+    world.delay_seconds = 180.0
+    first_step: dict[str, float] = {}
+
+    def fraction(t: float) -> float:
+        if not first_step and world.share_at(B.api, t) == 10:
+            first_step["at"] = t
+        begun = first_step.get("at")
+        return 0.5 if begun is not None and 320 <= t - begun < 460 else 0.0
+
+    world.error_fraction[B.api] = fraction
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("error-ratio",), report.text()
+    assert world.read().api == {A.api: 100}
+
+
+def test_the_last_steps_final_minutes_are_judged_before_it_is_recorded_good(world):
+    world.delay_seconds = 180.0
+    promoted_at: dict[str, float] = {}
+
+    def fraction(t: float) -> float:
+        if world.share_at(B.api, t) == 100:
+            promoted_at.setdefault("at", t)
+            # Fails only in the minutes a pass at 100 % could not yet read.
+            return 0.5 if t - promoted_at["at"] >= SETTINGS.soak_seconds else 0.0
+        return 0.0
+
+    world.error_fraction[B.api] = fraction
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK, report.text()
+    assert world.read().api == {A.api: 100}
+
+
+def test_a_paused_api_only_release_can_be_rolled_back_resumed_or_superseded(world):
+    api_only = Release(release(2).api, A.worker)
+    settings = SETTINGS.model_copy(update={"approval": True})
+    for finish in ("rollback", "resume", "supersede"):
+        world.next_release = api_only
+        paused = controller(world, settings, Approvals(None)).release(retry=True)
+        assert paused.exit_code == EXIT_AWAITING_APPROVAL, (finish, paused.text())
+        assert world.read().api == {A.api: 90, api_only.api: 10}
+        if finish == "rollback":
+            assert controller(world).rollback().exit_code == EXIT_OK
+            assert world.read().api == {A.api: 100}
+        elif finish == "resume":
+            report = controller(world, settings, Approvals(True, True)).release(resume=True)
+            assert report.exit_code == EXIT_OK, report.text()
+            assert world.read().api == {api_only.api: 100}
+            assert controller(world).rollback().exit_code == EXIT_OK
+        else:
+            world.next_release = C
+            report = controller(world).release()
+            assert report.exit_code == EXIT_OK, report.text()
+            assert world.ledger.outcome(api_only) is Outcome.SUPERSEDED
+            assert world.read().api == {C.api: 100}
+
+
+def test_a_rollback_that_failed_half_way_is_finished_by_make_rollback(world):
+    """The service went back to stable but the worker pool's update failed: the ledger, written
+    after both, still says canary, and `make rollback` sends the rest back."""
+    world.windows[B.api] = failing(0.5)
+    original = world.shift
+    calls = {"n": 0}
+
+    def shift(plan):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the automatic rollback after the breach at 10 %
+            world.api.apply(plan.api, tags=True)
+            raise DeployError("worker pool: 503")
+        original(plan)
+
+    world.shift = shift
+    report = controller(world).release()
+    assert report.outcome == "rollback-failed"
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 90, B.worker: 10}
+    world.shift = original
+    fixed = controller(world).rollback()
+    assert fixed.exit_code == EXIT_OK, fixed.text()
+    assert world.read().worker == {A.worker: 100}
+    assert world.ledger.outcome(B) is Outcome.ROLLED_BACK
+
+
+def test_a_rollback_recorded_but_not_applied_is_repaired(world):
+    """The ledger says B is back, yet its traffic still flows: make rollback repairs, no --further."""
+    settings = SETTINGS.model_copy(update={"approval": True})
+    controller(world, settings, Approvals(None)).release()  # B holds 10 %
+    world.ledger = world.ledger.record(B, Outcome.FAILED, "t", "gates")
+    report = controller(world).rollback()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+
+
+def test_an_api_moved_back_by_hand_mid_canary_still_rolls_the_worker_back(world):
+    controller(world).release()  # B promoted
+    world.next_release = C
+    settings = SETTINGS.model_copy(update={"approval": True})
+    controller(world, settings, Approvals(None)).release()  # C holds 10 %
+    world.api.apply((TrafficTarget(100, B.api),), tags=True)  # the console, by hand
+    report = controller(world).rollback()
+    assert report.exit_code == EXIT_OK, report.text()
+    assert world.read().api == {B.api: 100} and world.read().worker == {B.worker: 100}
+    assert world.ledger.outcome(C) is Outcome.ROLLED_BACK
+    assert world.ledger.outcome(B) is Outcome.PROMOTED
+
+
+def test_a_retried_release_may_reuse_a_worker_revision_that_failed_before(world):
+    failed = Release(release(2).api, release(2).worker)
+    world.next_release = failed
+    world.windows[failed.api] = failing(0.5)
+    assert controller(world).release().exit_code == EXIT_ROLLED_BACK
+    fix = Release(release(3).api, failed.worker)  # the API is fixed, the worker is the same
+    world.next_release = fix
+    assert controller(world).release().exit_code == EXIT_USAGE
+    report = controller(world).release(retry=True)
+    assert report.exit_code == EXIT_OK, report.text()
+    assert world.read().worker == {failed.worker: 100}
+
+
+def test_a_failed_record_of_a_good_release_does_not_roll_it_back(world):
+    original = world.shift
+    calls = {"n": 0}
+
+    def shift(plan):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the record after the 100 % step passed
+            raise DeployError("state backend unavailable")
+        original(plan)
+
+    world.shift = shift
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ERROR and report.outcome == "unrecorded", report.text()
+    assert world.read().api == {B.api: 100}
+    world.shift = original
+    again = controller(world).release(resume=True)
+    assert again.exit_code == EXIT_OK, again.text()
+    assert world.ledger.outcome(B) is Outcome.PROMOTED

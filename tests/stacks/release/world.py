@@ -64,6 +64,10 @@ class World:
     windows: dict[str, Callable[[float, float], Window]] = field(default_factory=dict)
     time: float = 1_800_000_000.0
     delay_seconds: float = 0.0
+    # When each API traffic state began, for windows that follow the traffic over time.
+    timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    # Per revision, the share of its requests that fail at a given time (default: 0.1 %).
+    error_fraction: dict[str, Callable[[float], float]] = field(default_factory=dict)
 
     # Deployer
     def ship(self, plan: ReleasePlan) -> Release:
@@ -90,6 +94,7 @@ class World:
         self.worker.apply(plan.worker, tags=False)
         self.ledger = plan.ledger
         self.history.append(dict(self.api.serving))
+        self.timeline.append((self.time, dict(self.api.serving)))
 
     # LiveReader
     def read(self) -> Live:
@@ -97,12 +102,23 @@ class World:
 
     # Metrics
     def window(self, revision: str, start: float, end: float) -> Window:
-        share = self.api.serving.get(revision, 0)
+        """20 requests a second of the whole traffic, this revision's share of them as the traffic
+        stood at each second, and only what is readable: nothing newer than `end - delay`."""
         if revision in self.windows:
             return self.windows[revision](start, end)
-        # Healthy: 20 requests a second of the whole traffic, 0.1 % errors, p95 120 ms.
-        requests = int(20 * (end - start) * share / 100)
-        return Window(requests, requests // 1000, 120.0 if requests else None)
+        fraction = self.error_fraction.get(revision, _healthy)
+        requests = errors = 0.0
+        t = start
+        while t < end - self.delay_seconds:
+            rate = 20 * self.share_at(revision, t) / 100
+            requests += rate
+            errors += rate * fraction(t)
+            t += 1
+        return Window(int(requests), int(errors), 120.0 if requests else None)
+
+    def share_at(self, revision: str, t: float) -> int:
+        shares = [serving for since, serving in self.timeline if since <= t]
+        return shares[-1].get(revision, 0) if shares else 0
 
     # Smoke
     def check(self, candidate: Release) -> str | None:
@@ -117,6 +133,11 @@ class World:
 
     def served(self, revision: str) -> bool:
         return any(state.get(revision, 0) > 0 for state in self.history)
+
+
+def _healthy(t: float) -> float:
+    """One request in a thousand fails, as it does on a good day."""
+    return 0.001
 
 
 class Approvals:
