@@ -16,7 +16,6 @@ from stacks.release.controller import (
 )
 from stacks.release.gates import Window
 from stacks.release.ledger import Outcome, Release
-from stacks.release.ports import DeployError
 from tests.stacks.release.world import Approvals, World, release
 
 pytestmark = pytest.mark.unit
@@ -212,16 +211,7 @@ def test_an_unchanged_program_has_nothing_to_release(world):
 
 def test_a_rollback_that_cannot_be_applied_says_so_loudly(world):
     world.windows[B.api] = failing(0.5)
-    original = world.shift
-    calls = {"n": 0}
-
-    def shift(plan):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the rollback after the breach at 10 %
-            raise DeployError("quota exceeded")
-        original(plan)
-
-    world.shift = shift
+    world.fail_shift(2, "quota exceeded")  # the rollback after the breach at 10 %
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "rollback-failed"
     assert "make rollback" in report.lines[-1]
@@ -248,16 +238,7 @@ def test_a_rollback_by_hand_during_a_release_stops_the_release(world):
 
 def test_a_step_that_cannot_be_applied_sends_everything_back(world):
     """Moving from 10 % to 50 % fails: the candidate still has 10 %, so the release rolls back."""
-    original = world.shift
-    calls = {"n": 0}
-
-    def shift(plan):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise DeployError("the Cloud Run API answered 503")
-        original(plan)
-
-    world.shift = shift
+    world.fail_shift(2, "the Cloud Run API answered 503")
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back"
     assert world.read().api == {A.api: 100}
@@ -349,15 +330,7 @@ def test_a_failed_first_deploy_does_not_wedge_the_stack():
 
 def test_a_half_applied_first_step_is_rolled_back(world):
     """The service took its 10 % but the worker pool's update failed (they run in parallel)."""
-    original = world.shift
-
-    def shift(plan):
-        if plan.api[0].percent == 90:  # the first step
-            world.api.apply(plan.api, tags=True)
-            raise DeployError("worker pool: 503")
-        original(plan)
-
-    world.shift = shift
+    world.fail_shift(1, "worker pool: 503", api_applied=True)  # the first step
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "rolled-back", report.text()
     assert world.read().api == {A.api: 100}
@@ -475,21 +448,11 @@ def test_a_rollback_that_failed_half_way_is_finished_by_make_rollback(world):
     """The service went back to stable but the worker pool's update failed: the ledger, written
     after both, still says canary, and `make rollback` sends the rest back."""
     world.windows[B.api] = failing(0.5)
-    original = world.shift
-    calls = {"n": 0}
-
-    def shift(plan):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the automatic rollback after the breach at 10 %
-            world.api.apply(plan.api, tags=True)
-            raise DeployError("worker pool: 503")
-        original(plan)
-
-    world.shift = shift
+    # The automatic rollback after the breach at 10 %.
+    world.fail_shift(2, "worker pool: 503", api_applied=True)
     report = controller(world).release()
     assert report.outcome == "rollback-failed"
     assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 90, B.worker: 10}
-    world.shift = original
     fixed = controller(world).rollback()
     assert fixed.exit_code == EXIT_OK, fixed.text()
     assert world.read().worker == {A.worker: 100}
@@ -533,20 +496,10 @@ def test_a_retried_release_may_reuse_a_worker_revision_that_failed_before(world)
 
 
 def test_a_failed_record_of_a_good_release_does_not_roll_it_back(world):
-    original = world.shift
-    calls = {"n": 0}
-
-    def shift(plan):
-        calls["n"] += 1
-        if calls["n"] == 4:  # the record after the 100 % step passed
-            raise DeployError("state backend unavailable")
-        original(plan)
-
-    world.shift = shift
+    world.fail_shift(4, "state backend unavailable")  # the record after the 100 % step passed
     report = controller(world).release()
     assert report.exit_code == EXIT_ERROR and report.outcome == "unrecorded", report.text()
     assert world.read().api == {B.api: 100}
-    world.shift = original
     again = controller(world).release(resume=True)
     assert again.exit_code == EXIT_OK, again.text()
     assert world.ledger.outcome(B) is Outcome.PROMOTED

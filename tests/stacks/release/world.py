@@ -59,7 +59,10 @@ class World:
     history: list[dict[str, int]] = field(default_factory=list)
     ups: list[str] = field(default_factory=list)
     failing_ups: int = 0
-    failing_shifts: int = 0
+    # Shifts that fail, by their number (counted over the world's life): the message, and
+    # whether the service's part applied before the worker pool's failed.
+    shift_failures: dict[int, tuple[str, bool]] = field(default_factory=dict)
+    shifts: int = 0
     smoke_failures: set[str] = field(default_factory=set)
     windows: dict[str, Callable[[float, float], Window]] = field(default_factory=dict)
     time: float = 1_800_000_000.0
@@ -84,10 +87,18 @@ class World:
         if not plan.traffic_only:
             raise AssertionError("a shift must be traffic-only")
         self.ups.append("shift")
-        if self.failing_shifts:
-            self.failing_shifts -= 1
-            raise DeployError("the Cloud Run API answered 503")
+        self.shifts += 1
+        failure = self.shift_failures.pop(self.shifts, None)
+        if failure is not None:
+            message, api_applied = failure
+            if api_applied:
+                self.api.apply(plan.api, tags=True)
+            raise DeployError(message)
         self._apply(plan)
+
+    def fail_shift(self, nth: int, message: str, *, api_applied: bool = False) -> None:
+        """The `nth` shift from now fails with `message` (after the service's part, if told)."""
+        self.shift_failures[self.shifts + nth] = (message, api_applied)
 
     def _apply(self, plan: ReleasePlan) -> None:
         self.api.apply(plan.api, tags=True)
