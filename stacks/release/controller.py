@@ -150,14 +150,17 @@ class Controller:
 
     def _release(self, retry: bool, resume: bool) -> Report:
         unfinished = self._unfinished(self.live.read())
-        if resume and unfinished is None:
-            raise Refused("nothing to resume: no release holds traffic on its candidate")
-        if not resume and unfinished is not None:
-            self._supersede(unfinished)
-        if resume and unfinished is not None:
+        if resume:
+            if unfinished is None:
+                raise Refused("nothing to resume: no release holds traffic on its candidate")
             at, base = unfinished.start_percent, unfinished.base.api
             self._say(f"resuming {unfinished.candidate.api} at {at} % beside {base}")
-        run = self._run = unfinished if resume and unfinished else self._ship(retry)
+            run = unfinished
+        else:
+            if unfinished is not None:
+                self._supersede(unfinished)
+            run = self._ship(retry)
+        self._run = run
         if run.stable is None:
             return self._first_deploy(run)
         self._smoke(run)
@@ -243,14 +246,14 @@ class Controller:
         self._say(f"shipped {candidate.api} / {candidate.worker} at 0 % (tag {plan.CANDIDATE_TAG})")
         if stable is not None and candidate == stable:
             raise Stopped(self._report(EXIT_OK, "unchanged", reason="the program ships what already serves"))
-        earlier = live.ledger.entry_for_api(candidate.api)
-        if live.ledger.is_bad(candidate) and not retry:
+        retried = live.ledger.is_bad(candidate)
+        if retried and not retry:
+            earlier = live.ledger.entry_for_api(candidate.api)
             why = f" ({earlier.reason})" if earlier and earlier.reason else ""
             raise Refused(
                 f"{candidate.api} is recorded as {earlier.outcome if earlier else 'failed'}{why}; ship a"
                 " change, or pass --retry to try the same revisions again"
             )
-        retried = live.ledger.is_bad(candidate)
         ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp(), commit=self.source)
         expected = {stable.api: 100} if stable else None
         return _Run(stable, candidate, ledger, expected=expected, written=live.ledger, retried=retried)
@@ -324,13 +327,14 @@ class Controller:
             self._say(f"approved: {percent} %")
             return
         if answer is None:
-            # Nobody to ask here: stop where we are; the next run resumes from the live state.
+            # Nobody to ask here: stop where we are; a run with --resume takes it on from the live state.
             run.ledger = run.ledger.record(run.candidate, Outcome.CANARY, self._stamp())
             raise Stopped(
                 self._report(
                     EXIT_AWAITING_APPROVAL,
                     "awaiting-approval",
-                    reason=f"holding before {percent} %; run the release again to approve and go on",
+                    reason=f"holding before {percent} %; a run with --resume (make release RESUME=1)"
+                    " approves and goes on",
                 )
             )
         self._roll_back(run, f"approval for {percent} % denied", ("approval",))
@@ -487,7 +491,7 @@ class Controller:
         try:
             self.deployer.shift(plan.settle(target, ledger))
         except (DeployError, plan.UnsafePlanError) as error:
-            commit = next((e.commit for e in live.ledger.entries if e.release == target and e.commit), "")
+            commit = live.ledger.commit_of(target)
             hint = (
                 f"; if this checkout declares resources the stack does not have yet, run the rollback"
                 f" from commit {commit}, which shipped {target.api} (the rollback workflow's commit input)"
@@ -497,7 +501,7 @@ class Controller:
             return self._report(EXIT_ERROR, "rollback-failed", reason=f"rollback failed: {error}{hint}")
         took = self.clock.now() - started
         self._say(f"rolled back {bad.api}: 100 % on {target.api} / {target.worker} in {took:.2f} s")
-        shipped_from = next((e.commit for e in ledger.entries if e.release == target and e.commit), "")
+        shipped_from = ledger.commit_of(target)
         if shipped_from:
             self._say(f"{target.api} was shipped from commit {shipped_from}")
         report = self._report(EXIT_OK, "rolled-back", release=target)
@@ -519,7 +523,7 @@ class Controller:
         if len(serving) != 1:
             raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")
         current = self._release_of(serving[0], live)
-        newest = live.ledger.entries[-1] if live.ledger.entries else None
+        newest = live.ledger.newest
         sent_back = (Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.SUPERSEDED)
         if not further and newest is not None and newest.release != current and newest.outcome in sent_back:
             raise Refused(
@@ -540,7 +544,7 @@ class Controller:
         split = sum(p > 0 for p in live.api.values()) > 1 or sum(p > 0 for p in live.worker.values()) > 1
         bad = live.ledger.bad_revisions()
         on_bad = any(r in bad for r, p in (*live.api.items(), *live.worker.items()) if p > 0)
-        newest = live.ledger.entries[-1] if live.ledger.entries else None
+        newest = live.ledger.newest
         if not (split or on_bad) or newest is None or newest.outcome is Outcome.PROMOTED:
             return None
         target = live.ledger.last_good(excluding=[newest.release])

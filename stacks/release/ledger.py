@@ -123,9 +123,18 @@ class Ledger:
         bad = self.bad_revisions()
         return release.api in bad or release.worker in bad
 
+    @property
+    def newest(self) -> Entry | None:
+        """The release recorded last, whatever its outcome."""
+        return self.entries[-1] if self.entries else None
+
+    def commit_of(self, release: Release) -> str:
+        """The commit `release` was shipped from, "" when not recorded."""
+        return next((e.commit for e in self.entries if e.release == release), "")
+
     def in_progress(self) -> Entry | None:
         """The release that was shipped or in canary when the last run stopped, if any."""
-        last = self.entries[-1] if self.entries else None
+        last = self.newest
         return last if last is not None and last.outcome in (Outcome.SHIPPED, Outcome.CANARY) else None
 
     def last_good(self, excluding: Iterable[Release] = ()) -> Release | None:
