@@ -191,10 +191,17 @@ class ApiServiceArgs:
             raise ValueError(f"ingress {self.ingress!r} is not one of {sorted(INGRESS)}")
         if self.public and self.invokers:
             raise ValueError("a public service takes no invoker list")
-        if self.traffic is None and self.traffic_only:
-            raise ValueError("traffic_only: a traffic-only update must declare the traffic")
-        if self.traffic is not None:
-            validate(self.traffic, key="traffic", service=self.service_name)
+        _check_release_targets(self.traffic, self.traffic_only, key="traffic", service=self.service_name)
+
+
+def _check_release_targets(
+    targets: tuple[TrafficTarget, ...] | None, traffic_only: bool, *, key: str, service: str
+) -> None:
+    """Declared targets follow Cloud Run's rules; undeclared ones (release-managed) cannot be moved."""
+    if targets is None and traffic_only:
+        raise ValueError(f"traffic_only: a traffic-only update must declare the {key}")
+    if targets is not None:
+        validate(targets, key=key, service=service)
 
 
 def _service_template(args: ApiServiceArgs, revision: pulumi.Input[str] | None) -> run.ServiceTemplateArgs:
@@ -360,12 +367,9 @@ class WorkerPoolArgs:
     def __post_init__(self) -> None:
         if not 0 <= self.instances <= 100:
             raise ValueError("instances must be from 0 to 100")
-        if self.split is None and self.traffic_only:
-            raise ValueError("traffic_only: a traffic-only update must declare the split")
-        if self.split is not None:
-            if any(t.tag for t in self.split):
-                raise ValueError("worker instance splits take no tags")
-            validate(self.split, key="split", service=self.pool_name)
+        if self.split is not None and any(t.tag for t in self.split):
+            raise ValueError("worker instance splits take no tags")
+        _check_release_targets(self.split, self.traffic_only, key="split", service=self.pool_name)
 
 
 def _pool_template(args: WorkerPoolArgs, revision: pulumi.Input[str] | None) -> run.WorkerPoolTemplateArgs:
