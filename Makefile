@@ -31,10 +31,11 @@ dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, AP
 test: $(STAMP) ## Run the whole test suite.
 	$(PY) -m pytest
 
-lint: $(STAMP) ## Ruff (lint and format check) and strict mypy.
+lint: $(STAMP) ## Ruff (lint and format check), strict mypy and the dependency rules.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-logo
 
 format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix .
