@@ -9,7 +9,6 @@ SupavisorConfigResponse. Faults (429 with Retry-After, 5xx) are scripted per req
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import string
@@ -17,8 +16,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.http_double import Reply, Request, serve_json
 
 TOKEN = "sbp_0123456789abcdef0123456789abcdef01234567"
 REF = re.compile(r"^[a-z]{20}$")
@@ -219,34 +219,12 @@ def _ref() -> str:
 def serve(api: ManagementApi) -> Iterator[ManagementApi]:
     """Serve `api` over HTTP on a free loopback port for the duration of the block."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            body = json.loads(raw) if raw else None
-            status, headers, payload = api.handle(
-                self.command, self.path, body, self.headers.get("Authorization")
-            )
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(request: Request) -> Reply:
+        status, headers, payload = api.handle(
+            request.method, request.target, request.body, request.headers.get("authorization")
+        )
+        return Reply(status, payload, headers)
 
-        do_GET = do_POST = do_PATCH = do_DELETE = _answer  # noqa: N815 (the stdlib's names)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    api.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serve_json(answer) as served:
+        api.url = served.url
         yield api
-    finally:
-        server.shutdown()
-        server.server_close()

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import dill
@@ -17,6 +14,7 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.jobrun import JobRunError, JobRunProvider
+from tests.http_double import Reply, Request, serve_json
 
 pytestmark = pytest.mark.unit
 
@@ -38,68 +36,49 @@ class RunApi:
     requests: list[tuple[str, str, str]] = field(default_factory=list)
     executions: dict[str, int] = field(default_factory=dict)
 
+    def __call__(self, request: Request) -> Reply:
+        path = request.target
+        self.requests.append((request.method, path, request.headers.get("authorization", "")))
+        if self.refuse_with:
+            return Reply(self.refuse_with, {"error": {"code": self.refuse_with, "message": "denied"}})
+        if self.throttle_first > 0:
+            self.throttle_first -= 1
+            return Reply(429, {"error": {"code": 429}}, {"Retry-After": "1"})
+        if request.method == "POST" and path == f"/v2/{JOB}:run" and self.fail_run_with:
+            return Reply(self.fail_run_with, {"error": {"code": self.fail_run_with}})
+        if request.method == "POST" and path.endswith(":cancel"):
+            self.cancelled.append(path.removeprefix("/v2/").removesuffix(":cancel"))
+            return Reply(200, {"name": "op-cancel"})
+        if request.method == "POST" and path == f"/v2/{JOB}:run":
+            return Reply(200, self._run())
+        if request.method == "GET" and path.removeprefix("/v2/") in self.executions:
+            return Reply(200, self._poll(path.removeprefix("/v2/")))
+        return Reply(404, {"error": {"code": 404, "message": path}})
+
+    def _run(self) -> dict[str, Any]:
+        execution = f"{JOB}/executions/liftoff-prod-migrate-{len(self.executions) + 1:05d}"
+        self.executions[execution] = 0
+        return {
+            "name": "projects/p/locations/europe-west1/operations/op-1",
+            "metadata": {"name": execution},
+            "done": False,
+        }
+
+    def _poll(self, name: str) -> dict[str, Any]:
+        self.executions[name] += 1
+        body: dict[str, Any] = {"name": name, "taskCount": 1, "logUri": "https://logs"}
+        if self.executions[name] >= self.polls_until_done:
+            body["completionTime"] = "2026-11-24T05:00:00Z"
+            body["succeededCount" if self.succeed else "failedCount"] = 1
+        return body
+
 
 @pytest.fixture
 def api() -> Iterator[RunApi]:
     state = RunApi()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            for key, value in {"Content-Type": "application/json", **(headers or {})}.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def _answer(self) -> None:
-            state.requests.append((self.command, self.path, self.headers.get("Authorization", "")))
-            if state.refuse_with:
-                self._send(state.refuse_with, {"error": {"code": state.refuse_with, "message": "denied"}})
-            elif state.throttle_first > 0:
-                state.throttle_first -= 1
-                self._send(429, {"error": {"code": 429}}, {"Retry-After": "1"})
-            elif self.command == "POST" and self.path == f"/v2/{JOB}:run" and state.fail_run_with:
-                self._send(state.fail_run_with, {"error": {"code": state.fail_run_with}})
-            elif self.command == "POST" and self.path.endswith(":cancel"):
-                state.cancelled.append(self.path.removeprefix("/v2/").removesuffix(":cancel"))
-                self._send(200, {"name": "op-cancel"})
-            elif self.command == "POST" and self.path == f"/v2/{JOB}:run":
-                execution = f"{JOB}/executions/liftoff-prod-migrate-{len(state.executions) + 1:05d}"
-                state.executions[execution] = 0
-                self._send(
-                    200,
-                    {
-                        "name": "projects/p/locations/europe-west1/operations/op-1",
-                        "metadata": {"name": execution},
-                        "done": False,
-                    },
-                )
-            elif self.command == "GET" and self.path.removeprefix("/v2/") in state.executions:
-                name = self.path.removeprefix("/v2/")
-                state.executions[name] += 1
-                body: dict[str, Any] = {"name": name, "taskCount": 1, "logUri": "https://logs"}
-                if state.executions[name] >= state.polls_until_done:
-                    body["completionTime"] = "2026-11-24T05:00:00Z"
-                    body["succeededCount" if state.succeed else "failedCount"] = 1
-                self._send(200, body)
-            else:
-                self._send(404, {"error": {"code": 404, "message": self.path}})
-
-        do_GET = _answer  # noqa: N815 (the stdlib's names)
-        do_POST = _answer  # noqa: N815
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_port}"
-    try:
+    with serve_json(state) as served:
+        state.url = served.url
         yield state
-    finally:
-        server.shutdown()
 
 
 def provider(api: RunApi, slept: list[float] | None = None) -> JobRunProvider:

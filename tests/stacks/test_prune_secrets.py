@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from components.rest import RestClient
 from stacks.prune_secrets import Target, Version, prunable, prune, target_of
 from stacks.settings import WorkloadNames
+from tests.http_double import Reply, Request, serve_json
 
 pytestmark = pytest.mark.unit
 
@@ -72,50 +69,28 @@ class Double:
             ],
         }
 
+    def __call__(self, request: Request) -> Reply:
+        if request.method == "POST":
+            name = request.path.removeprefix("/v1/").removesuffix(":destroy")
+            self.destroyed.append(name)
+            return Reply(200, {"name": name, "state": "DESTROYED"})
+        if request.path == f"/v1/{PROJECT}/secrets":
+            wanted = (request.param("filter") or "").removeprefix("name:")
+            names = [{"name": f"{PROJECT}/secrets/{s}"} for s in self.secrets if s.startswith(wanted)]
+            return Reply(200, {"secrets": names})
+        if request.path.startswith(f"/v1/{PROJECT}/secrets/") and request.path.endswith("/versions"):
+            return Reply(200, {"versions": self.secrets[request.path.split("/")[-2]]})
+        pages = self.routes.get(request.path)
+        if pages is None:
+            return Reply(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
+        return Reply(200, pages[1 if request.param("pageToken") == "page-2" else 0])
+
 
 @pytest.fixture
 def double() -> Iterator[tuple[Double, str]]:
     state = Double()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _send(self, status: int, body: Any) -> None:
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            url = urlparse(self.path)
-            query = parse_qs(url.query)
-            if url.path == f"/v1/{PROJECT}/secrets":
-                wanted = query.get("filter", [""])[0].removeprefix("name:")
-                names = [{"name": f"{PROJECT}/secrets/{s}"} for s in state.secrets if s.startswith(wanted)]
-                return self._send(200, {"secrets": names})
-            if url.path.startswith(f"/v1/{PROJECT}/secrets/") and url.path.endswith("/versions"):
-                secret = url.path.split("/")[-2]
-                return self._send(200, {"versions": state.secrets[secret]})
-            pages = state.routes.get(url.path)
-            if pages is None:
-                return self._send(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
-            index = 1 if query.get("pageToken") == ["page-2"] else 0
-            return self._send(200, pages[index])
-
-        def do_POST(self) -> None:  # noqa: N802
-            name = self.path.removeprefix("/v1/").removesuffix(":destroy")
-            state.destroyed.append(name)
-            self._send(200, {"name": name, "state": "DESTROYED"})
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield state, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
+    with serve_json(state) as served:
+        yield state, served.url
 
 
 def run_prune(url: str, apply: bool) -> list[Version]:

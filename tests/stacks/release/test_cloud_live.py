@@ -10,7 +10,7 @@ from components.rest import ApiError, RestClient
 from stacks.release.cloud import CloudRunLive, Site, Tagged, serving, tag_url
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.settings import WorkloadNames
-from tests.stacks.release.conftest import Request, google_error
+from tests.http_double import Reply, Request, google_error
 
 pytestmark = pytest.mark.unit
 
@@ -77,12 +77,12 @@ LEDGER = Ledger().record(
 def cloud_run(resources: dict[str, dict[str, Any]]):
     """services.get and workerPools.get; 404 NOT_FOUND for anything else, as the API answers."""
 
-    def handle(request: Request) -> tuple[int, Any]:
+    def handle(request: Request) -> Reply:
         assert request.method == "GET"
         assert request.headers.get("authorization") == "Bearer token"
         name = request.path.removeprefix("/v2/")
         if name in resources:
-            return 200, resources[name]
+            return Reply(200, resources[name])
         return google_error(404, "NOT_FOUND", f"Resource '{name}' was not found")
 
     return handle

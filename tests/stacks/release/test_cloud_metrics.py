@@ -22,7 +22,7 @@ from components.rest import ApiError, RestClient
 from stacks.release.cloud import CloudMonitoringMetrics, Site
 from stacks.release.gates import Window
 from stacks.settings import WorkloadNames
-from tests.stacks.release.conftest import Request, google_error
+from tests.http_double import Reply, Request, google_error
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +132,7 @@ class Monitoring:
         self.served = served
         self.execution_errors: list[dict[str, Any]] = []
 
-    def __call__(self, request: Request) -> tuple[int, Any]:
+    def __call__(self, request: Request) -> Reply:
         if request.path != f"/v3/projects/{SITE.project}/timeSeries":
             return google_error(404, "NOT_FOUND", request.path)
         try:
@@ -145,7 +145,7 @@ class Monitoring:
             body["nextPageToken"] = str(page + 1)
         if self.execution_errors:
             body["executionErrors"] = self.execution_errors
-        return 200, body
+        return Reply(200, body)
 
     def series(self, request: Request) -> list[dict[str, Any]]:
         terms = parse_filter(request.param("filter") or "")

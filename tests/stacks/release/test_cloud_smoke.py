@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from stacks.release.cloud import ID_TOKEN_ENV, HttpSmoke, Tagged
 from stacks.release.ledger import Release
-from tests.stacks.release.conftest import Request
+from tests.http_double import Reply, Request
 
 pytestmark = pytest.mark.unit
 
@@ -20,13 +18,13 @@ def app(not_ready_for: int, status: int = 503):
     """/ready answering `status` for its first requests, then 200, as a revision warming up."""
     seen: list[Request] = []
 
-    def handle(request: Request) -> tuple[int, Any]:
+    def handle(request: Request) -> Reply:
         seen.append(request)
         if request.path != "/ready":
-            return 404, {"detail": "Not Found"}
+            return Reply(404, {"detail": "Not Found"})
         if len(seen) <= not_ready_for:
-            return status, {"status": "starting"}
-        return 200, {"status": "ready"}
+            return Reply(status, {"status": "starting"})
+        return Reply(200, {"status": "ready"})
 
     return handle
 
