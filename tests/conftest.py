@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from app.local.servers import LocalPostgres, LocalRedis, free_port
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
+from tests.http_double import Reply, Request, serve_json
 
 JWT_SECRET = "test-jwt-secret-of-at-least-thirty-two-bytes"
 ORG_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
@@ -64,7 +63,7 @@ class Jwks:
     url: str
     ec_key: ec.EllipticCurvePrivateKey
     rsa_key: rsa.RSAPrivateKey
-    requests: list[str] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
 
 
 @pytest.fixture(scope="session")
@@ -76,33 +75,13 @@ def jwks() -> Iterator[Jwks]:
         algorithm = jwt.get_algorithm_by_name(alg)
         jwk = json.loads(algorithm.to_jwk(key.public_key()))
         keys.append({**jwk, "kid": kid, "alg": alg, "use": "sig"})
-    body = json.dumps({"keys": keys}).encode()
-    served: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-            served.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve_json(lambda request: Reply(200, {"keys": keys})) as served:
         yield Jwks(
-            url=f"http://127.0.0.1:{server.server_port}/auth/v1/.well-known/jwks.json",
+            url=f"{served.url}/auth/v1/.well-known/jwks.json",
             ec_key=ec_key,
             rsa_key=rsa_key,
-            requests=served,
+            requests=served.requests,
         )
-    finally:
-        server.shutdown()
 
 
 @pytest.fixture

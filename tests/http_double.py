@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds to wait before answering, as a slow upstream does
 
 
 Handler = Callable[[Request], Reply]
@@ -67,14 +69,18 @@ def _http_handler(handle: Handler, served: Served) -> type[BaseHTTPRequestHandle
         def _answer(self) -> None:
             served.requests.append(self._request())
             reply = handle(served.requests[-1])
+            time.sleep(reply.delay)
             body = reply.body
             payload = (body if isinstance(body, str) else json.dumps(body)).encode()
-            self.send_response(reply.status)
-            for key, value in {"Content-Type": "application/json", **reply.headers}.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            try:
+                self.send_response(reply.status)
+                for key, value in {"Content-Type": "application/json", **reply.headers}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up first (a timeout under test): nobody is left to answer
 
         def _request(self) -> Request:
             url = urlparse(self.path)

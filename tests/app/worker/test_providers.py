@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,16 +15,9 @@ import pytest
 from app.worker.providers import LocalProvider, OpenAIProvider, ProviderError
 from tests.app.worker.conftest import fetch, submit, wait_all
 from tests.conftest import Servers
+from tests.http_double import Reply, Request, serve_json
 
 JOB = uuid.UUID("12345678-1234-4678-9234-567812345678")
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
 
 
 @dataclass
@@ -54,36 +44,16 @@ def fake_openai() -> Iterator[FakeOpenAI]:
     script: list[Reply] = []
     seen: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-            reply = (
-                script.pop(0) if script else Reply(body=completion(f"echo: {body['messages'][0]['content']}"))
-            )
-            time.sleep(reply.delay)
-            payload = json.dumps(
-                reply.body if reply.body is not None else {"error": {"message": "scripted"}}
-            ).encode()
-            try:
-                self.send_response(reply.status)
-                for name, value in {"Content-Type": "application/json", **reply.headers}.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+    def answer(request: Request) -> Reply:
+        auth = request.headers.get("authorization")
+        seen.append({"path": request.target, "auth": auth, "body": request.body})
+        if not script:
+            return Reply(200, completion(f"echo: {request.body['messages'][0]['content']}"))
+        reply = script.pop(0)
+        return reply if reply.body is not None else replace(reply, body={"error": {"message": "scripted"}})
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield FakeOpenAI(f"http://127.0.0.1:{server.server_port}/v1", script, seen)
-    finally:
-        server.shutdown()
+    with serve_json(answer) as served:
+        yield FakeOpenAI(f"{served.url}/v1", script, seen)
 
 
 def provider(fake: FakeOpenAI, timeout: float = 5.0) -> OpenAIProvider:
