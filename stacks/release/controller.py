@@ -191,8 +191,8 @@ class Controller:
             live = self.live.read()
         except Exception:  # the read that failed may be what brought us here
             return bool((run.expected or {}).get(run.candidate.api))
-        api = run.candidate.api != stable.api and live.api.get(run.candidate.api, 0) > 0
-        worker = run.candidate.worker != stable.worker and live.worker.get(run.candidate.worker, 0) > 0
+        api = run.candidate.api != stable.api and run.candidate.api in live.serving_api
+        worker = run.candidate.worker != stable.worker and run.candidate.worker in live.serving_worker
         return api or worker
 
     def _unfinished(self, live: Live) -> _Run | None:
@@ -201,7 +201,7 @@ class Controller:
         if entry is None:
             return None
         candidate = entry.release
-        others = [r for r, p in live.api.items() if p > 0 and r != candidate.api]
+        others = [r for r in live.serving_api if r != candidate.api]
         if len(others) > 1:
             raise Refused(
                 f"traffic is split over {sorted(live.api)}, which no release explains; make rollback"
@@ -260,7 +260,7 @@ class Controller:
 
     def _stable(self, live: Live) -> Release | None:
         """The release serving everything now, read live; None before the first deploy."""
-        serving = [r for r, p in live.api.items() if p > 0]
+        serving = live.serving_api
         if not serving:
             return None
         if len(serving) > 1:
@@ -283,7 +283,7 @@ class Controller:
         `exclude` (the candidate's worker) only narrows the guess when the ledger does not know:
         an API-only release shares its worker revision with the stable one.
         """
-        serving = [r for r, p in live.worker.items() if p > 0]
+        serving = live.serving_worker
         recorded = live.ledger.release_serving(api, serving)
         if recorded is not None:
             return recorded
@@ -519,7 +519,7 @@ class Controller:
         repair = self._repair(live)
         if repair is not None:
             return repair
-        serving = [r for r, p in live.api.items() if p > 0]
+        serving = live.serving_api
         if len(serving) != 1:
             raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")
         current = self._release_of(serving[0], live)
@@ -541,9 +541,9 @@ class Controller:
 
         The newest release is what was being sent back; everything goes to the last good one.
         """
-        split = sum(p > 0 for p in live.api.values()) > 1 or sum(p > 0 for p in live.worker.values()) > 1
+        split = len(live.serving_api) > 1 or len(live.serving_worker) > 1
         bad = live.ledger.bad_revisions()
-        on_bad = any(r in bad for r, p in (*live.api.items(), *live.worker.items()) if p > 0)
+        on_bad = any(r in bad for r in (*live.serving_api, *live.serving_worker))
         newest = live.ledger.newest
         if not (split or on_bad) or newest is None or newest.outcome is Outcome.PROMOTED:
             return None

@@ -30,6 +30,17 @@ class Live:
     worker: Mapping[str, int] = field(default_factory=dict)
     ledger: Ledger = field(default_factory=Ledger)
 
+    # A reader may still hand back a 0 % entry (a tag holds it): serving means a share above 0.
+    @property
+    def serving_api(self) -> list[str]:
+        """The API revisions with a share of the traffic."""
+        return [revision for revision, percent in self.api.items() if percent > 0]
+
+    @property
+    def serving_worker(self) -> list[str]:
+        """The worker revisions with a share of the instances."""
+        return [revision for revision, percent in self.worker.items() if percent > 0]
+
 
 class LiveReader(Protocol):
     def read(self) -> Live:
