@@ -360,11 +360,11 @@ def test_plan_diff_shows_the_cost_per_stack():
     assert "per billing account" in result.stdout
 
 
-def test_the_readme_lists_every_usage_key_with_its_default():
-    readme = (ROOT / "README.md").read_text()
+def test_the_operations_guide_lists_every_usage_key_with_its_default():
+    guide = (ROOT / "docs" / "operations.md").read_text()
     documented = {
         key: int(default.replace(",", ""))
-        for key, default in re.findall(r"^\| `(\w+)` \| ([0-9,]+) \|", readme, re.M)
+        for key, default in re.findall(r"^\| `(\w+)` \| ([0-9,]+) \|", guide, re.M)
     }
     defaults = UsageSettings()
     assert documented == {key: getattr(defaults, name) for key, (name, _, _) in USAGE_KEYS.items()}
