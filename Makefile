@@ -67,7 +67,7 @@ prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lis
 
 # Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
 # and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
-release: $(STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see README).
+release: $(STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see docs/deploy.md).
 	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
 	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(RESUME),--resume) $(if $(APPROVE),--approve)
 
