@@ -372,8 +372,9 @@ class Worker:
     async def _sweep_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                await self._recover_expired()
+                requeued = await self._recover_expired()
                 await self._claim()
+                await self._wake(requeued)
                 await self._gauge_queue()
             except DB_ERRORS as exc:
                 log.warning("sweep_failed", error=repr(exc))
@@ -383,8 +384,8 @@ class Worker:
                 pass
             self._poke.clear()
 
-    async def _recover_expired(self) -> None:
-        """Take back the jobs of workers whose leases ran out, and signal those queued again."""
+    async def _recover_expired(self) -> list[UUID]:
+        """Take back the jobs of workers whose leases ran out; the ids of those queued again."""
         async with self.db.connect() as conn:
             recovered = await store.recover_expired(
                 conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
@@ -394,7 +395,7 @@ class Worker:
             if status == "failed":
                 self.metrics.dead_lettered.inc()
             log.warning("lease_recovered", job_id=str(job_id), status=status)
-        await self._wake([job_id for job_id, status in recovered if status == "queued"])
+        return [job_id for job_id, status in recovered if status == "queued"]
 
     async def _gauge_queue(self) -> None:
         async with self.db.connect() as conn:
