@@ -91,12 +91,8 @@ def _stop_with_parent() -> None:
             return
 
 
-def main() -> int:
-    try:
-        config = LocalConfig.from_env()
-    except LocalConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _port_problem(config: LocalConfig) -> str | None:
+    """Why the configured ports cannot be used, if they cannot."""
     ports = {
         "API": ("LIFTOFF_API_PORT", config.api_port),
         "worker": ("LIFTOFF_WORKER_PORT", config.worker_port),
@@ -104,22 +100,19 @@ def main() -> int:
         "Redis": ("LIFTOFF_REDIS_PORT", config.redis_port),
     }
     if len({port for _, port in ports.values()}) != len(ports):
-        print("error: the API, worker, Postgres and Redis ports must differ", file=sys.stderr)
-        return 2
+        return "the API, worker, Postgres and Redis ports must differ"
     for what, (variable, port) in ports.items():
         if not port_is_free(port):
-            print(
-                f"error: port {port} on {LOOPBACK} ({what}) is already in use."
-                f" Stop whatever holds it, or choose another with {variable}=<port> make dev",
-                file=sys.stderr,
+            return (
+                f"port {port} on {LOOPBACK} ({what}) is already in use."
+                f" Stop whatever holds it, or choose another with {variable}=<port> make dev"
             )
-            return 2
+    return None
 
-    private_dir(config.root)
-    private_dir(config.redis_dir)
-    secret = config.ensure_jwt_secret()
-    app_env = config.app_env(secret)
-    tokens = {
+
+def _dev_tokens(secret: str) -> dict[str, str]:
+    """A dev token for each demo tenant, signed with the local JWT secret."""
+    return {
         name: mint_dev_token(
             secret,
             user_id=user_id,
@@ -128,44 +121,44 @@ def main() -> int:
         )
         for name, (_, org_id, user_id) in TENANTS.items()
     }
-    _write_env(config, app_env, tokens)
 
-    env = {**os.environ, **app_env, "PYTHONUNBUFFERED": "1"}
+
+def _server(kind: str, data_dir: Path, port: int) -> str:
+    return _command("-m", "app.local.servers", kind, "--data-dir", str(data_dir), "--port", str(port))
+
+
+def _supervise(config: LocalConfig, env: dict[str, str]) -> Manager:
+    """The four processes of the local system under one honcho manager."""
     manager = Manager()
     cwd = str(Path.cwd())
-    manager.add_process(
-        "postgres",
-        _command(
-            "-m",
-            "app.local.servers",
-            "postgres",
-            "--data-dir",
-            str(config.pg_dir),
-            "--port",
-            str(config.pg_port),
-        ),
-        env=env,
-        cwd=cwd,
-    )
-    manager.add_process(
-        "redis",
-        _command(
-            "-m",
-            "app.local.servers",
-            "redis",
-            "--data-dir",
-            str(config.redis_dir),
-            "--port",
-            str(config.redis_port),
-        ),
-        env=env,
-        cwd=cwd,
-    )
+    manager.add_process("postgres", _server("postgres", config.pg_dir, config.pg_port), env=env, cwd=cwd)
+    manager.add_process("redis", _server("redis", config.redis_dir, config.redis_port), env=env, cwd=cwd)
     manager.add_process("api", _command("-m", "app.local.bootstrap"), env=env, cwd=cwd)
     # The worker waits for the API's bootstrap (migrations) by waiting for the API itself.
     worker_env = {**env, "PORT": str(config.worker_port)}
     manager.add_process("worker", _command("-m", "app.local.bootstrap", "--worker"), env=worker_env, cwd=cwd)
+    return manager
 
+
+def main() -> int:
+    try:
+        config = LocalConfig.from_env()
+    except LocalConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    problem = _port_problem(config)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+    private_dir(config.root)
+    private_dir(config.redis_dir)
+    secret = config.ensure_jwt_secret()
+    app_env = config.app_env(secret)
+    tokens = _dev_tokens(secret)
+    _write_env(config, app_env, tokens)
+
+    manager = _supervise(config, {**os.environ, **app_env, "PYTHONUNBUFFERED": "1"})
     threading.Thread(target=_announce_when_ready, args=(config, tokens["demo"]), daemon=True).start()
     threading.Thread(target=_stop_with_parent, daemon=True).start()
     manager.loop()

@@ -17,13 +17,16 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from http.server import HTTPServer
+from typing import Any, Literal, NamedTuple
 from uuid import UUID, uuid4
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.typing import FilteringBoundLogger
 
 from app.core.db import engine_for
 from app.core.queue import QUEUE_KEY, signal_ready
@@ -78,6 +81,24 @@ class _Backoff:
         self.current = self.first
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed attempt's exception says about the next attempt."""
+
+    retryable: bool
+    retry_after: float | None = None
+    # Not a ProviderError: a bug or an unforeseen condition, logged with its traceback.
+    crashed: bool = False
+
+
+def classify(exc: Exception) -> Failure:
+    """A provider's error says itself whether to retry, and when. Anything else is retried:
+    most unknown failures are transient, and the attempt cap bounds the rest."""
+    if isinstance(exc, ProviderError):
+        return Failure(retryable=exc.retryable, retry_after=exc.retry_after)
+    return Failure(retryable=True, crashed=True)
+
+
 def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
     """Seconds before the next attempt: the provider's Retry-After if it gave one, else
     exponential backoff with equal jitter (half fixed, half random)."""
@@ -85,6 +106,118 @@ def retry_delay(attempt: int, base: float, cap: float, retry_after: float | None
         return min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
     ceiling: float = min(cap, base * 2.0 ** (attempt - 1))
     return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How an attempt ended, before it is written. No outcome: the lease was lost, and the
+    attempt belongs to whoever recovers it."""
+
+    outcome: Outcome | None
+    result: Any = None
+    error: str | None = None
+    retry_in: float = 0.0
+
+
+# The outcome of an attempt its worker stopped, by the reason it was stopped.
+_STOPPED: dict[StopReason, Ending] = {
+    "cancel": Ending(Outcome.CANCELLED, error="cancelled by request"),
+    "shutdown": Ending(Outcome.RELEASED),
+    "lost": Ending(None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An outcome waiting for its group write, and when waiting stops making sense."""
+
+    entry: store.Finish
+    deadline: float
+    written: asyncio.Future[bool]
+
+
+class FinishWriter:
+    """Writes finished attempts in batches: whatever ended while the last write was in flight
+    goes in the next statement, so a busy worker spends one round trip on many jobs."""
+
+    BATCH = 500
+
+    def __init__(self, db: AsyncEngine, *, worker: str, provider: str) -> None:
+        self.db, self.worker, self.provider = db, worker, provider
+        self._pending: list[_Pending] = []
+        self._ready = asyncio.Event()
+
+    async def write(self, entry: store.Finish, deadline: float) -> bool:
+        """Queue `entry` for the next group write; True once written, False if the lease was
+        lost or the database stayed out of reach until `deadline`."""
+        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(entry, deadline, written))
+        self._ready.set()
+        return await written
+
+    async def run(self) -> None:
+        backoff = _Backoff(first=0.1, cap=2.0)
+        while True:
+            batch = await self._next_batch()
+            if not batch:
+                continue
+            try:
+                async with self.db.connect() as conn:
+                    written = await store.finish(
+                        conn, [p.entry for p in batch], worker=self.worker, provider=self.provider
+                    )
+            except DB_ERRORS as exc:
+                await self._retry_later(batch, exc, backoff.next())
+                continue
+            backoff.reset()
+            for pending in batch:
+                if not pending.written.done():
+                    pending.written.set_result(pending.entry.job.id in written)
+
+    async def _next_batch(self) -> list[_Pending]:
+        await self._ready.wait()
+        self._ready.clear()
+        batch, self._pending = self._pending[: self.BATCH], self._pending[self.BATCH :]
+        if self._pending:
+            self._ready.set()
+        return batch
+
+    async def _retry_later(self, batch: list[_Pending], exc: Exception, delay: float) -> None:
+        """Through a database outage, keep each outcome for as long as its deadline allows."""
+        now = time.monotonic()
+        keep = []
+        for pending in batch:
+            if now + delay > pending.deadline:
+                # The lease will run out and another worker will run the job again.
+                log.error("finish_abandoned", job_id=str(pending.entry.job.id), error=repr(exc))
+                pending.written.set_result(False)
+            else:
+                keep.append(pending)
+        if keep:
+            log.warning("finish_retrying", jobs=len(keep), error=repr(exc))
+            await asyncio.sleep(delay)
+            self._pending[:0] = keep
+            self._ready.set()
+
+
+class Background(NamedTuple):
+    """The worker's loops. Draining stops them in two waves: intake first, upkeep last."""
+
+    fetch: asyncio.Task[None]
+    sweep: asyncio.Task[None]
+    heartbeat: asyncio.Task[None]
+    tick: asyncio.Task[None]
+    finish: asyncio.Task[None]
+
+    @property
+    def intake(self) -> tuple[asyncio.Task[None], ...]:
+        """The loops that take new work."""
+        return (self.fetch, self.sweep)
+
+    @property
+    def upkeep(self) -> tuple[asyncio.Task[None], ...]:
+        """The loops the running jobs still need: leases, metrics, outcome writes."""
+        return (self.heartbeat, self.tick, self.finish)
 
 
 class Worker:
@@ -123,9 +256,9 @@ class Worker:
         self._poke = asyncio.Event()
         self._stopping = asyncio.Event()
         self._shutdown_deadline: float | None = None
+        self._stats_logged = float("-inf")
         self.released: list[UUID] = []
-        self._finishing: list[tuple[store.Finish, float, asyncio.Future[bool]]] = []
-        self._finish_ready = asyncio.Event()
+        self._writer = FinishWriter(self.db, worker=self.id, provider=self.provider.name)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,14 +269,11 @@ class Worker:
             self._stopping.set()
 
     async def run(self, *, install_signals: bool = True, serve_http: bool = True) -> None:
-        loop = asyncio.get_running_loop()
         if install_signals:
+            loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        server = None
-        if serve_http:
-            server = serve(self.metrics, self.settings.host, self.settings.port)
-            threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        server = self._serve_metrics() if serve_http else None
         log.info(
             "worker_started",
             worker=self.id,
@@ -151,39 +281,39 @@ class Worker:
             provider=self.provider.name,
             port=self.settings.port if serve_http else None,
         )
-        background = [
-            asyncio.create_task(self._fetch_loop(), name="fetch"),
-            asyncio.create_task(self._sweep_loop(), name="sweep"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(self._tick_loop(), name="tick"),
-            asyncio.create_task(self._finish_loop(), name="finish"),
-        ]
+        background = Background(
+            fetch=asyncio.create_task(self._fetch_loop(), name="fetch"),
+            sweep=asyncio.create_task(self._sweep_loop(), name="sweep"),
+            heartbeat=asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            tick=asyncio.create_task(self._tick_loop(), name="tick"),
+            finish=asyncio.create_task(self._writer.run(), name="finish"),
+        )
         try:
             await self._stopping.wait()
         finally:
             await self._drain(background)
-            if server is not None:
-                server.shutdown()
-                server.server_close()
-            await self.provider.aclose()
-            await self.redis.aclose()
-            await self.engine.dispose()
+            await self._close(server)
             log.info("worker_stopped", worker=self.id, released=len(self.released))
 
-    async def _drain(self, background: list[asyncio.Task[None]]) -> None:
+    def _serve_metrics(self) -> HTTPServer:
+        server = serve(self.metrics, self.settings.host, self.settings.port)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server
+
+    async def _close(self, server: HTTPServer | None) -> None:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        await self.provider.aclose()
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+    async def _drain(self, background: Background) -> None:
         self._shutdown_deadline = time.monotonic() + self.settings.worker_shutdown_grace_seconds
-        fetch, sweep, heartbeat, tick, finisher = background
-        for task in (fetch, sweep):
+        for task in background.intake:
             task.cancel()
-        jobs = [rj.task for rj in (*self.running.values(), *self._writing.values()) if rj.task is not None]
-        if jobs:
-            _, pending = await asyncio.wait(jobs, timeout=self.settings.worker_shutdown_grace_seconds)
-            for rj in list(self.running.values()):
-                rj.stop("shutdown")
-            # Releases are single statements; give them a moment, not the full lease.
-            if pending:
-                await asyncio.wait(pending, timeout=1.5)
-        for task in (heartbeat, tick, finisher):
+        await self._let_jobs_finish()
+        for task in background.upkeep:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         if self.released:
@@ -192,6 +322,18 @@ class Worker:
                 await asyncio.wait_for(signal_ready(self.redis, self.released), timeout=1.0)
             except TimeoutError:
                 log.warning("release_signal_timed_out", jobs=len(self.released))
+
+    async def _let_jobs_finish(self) -> None:
+        """Give running jobs the grace period, then stop the rest, which release their jobs."""
+        jobs = [rj.task for rj in (*self.running.values(), *self._writing.values()) if rj.task is not None]
+        if not jobs:
+            return
+        _, pending = await asyncio.wait(jobs, timeout=self.settings.worker_shutdown_grace_seconds)
+        for rj in list(self.running.values()):
+            rj.stop("shutdown")
+        # Releases are single statements; give them a moment, not the full lease.
+        if pending:
+            await asyncio.wait(pending, timeout=1.5)
 
     # -- claiming ----------------------------------------------------------------------------
 
@@ -228,28 +370,12 @@ class Worker:
                 await asyncio.sleep(backoff.next())
 
     async def _sweep_loop(self) -> None:
-        last_stats = float("-inf")
         while not self._stopping.is_set():
             try:
-                async with self.db.connect() as conn:
-                    recovered = await store.recover_expired(
-                        conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
-                    )
-                for job_id, status in recovered:
-                    self.metrics.recovered.inc()
-                    if status == "failed":
-                        self.metrics.dead_lettered.inc()
-                    log.warning("lease_recovered", job_id=str(job_id), status=status)
+                requeued = await self._recover_expired()
                 await self._claim()
-                await self._wake([job_id for job_id, status in recovered if status == "queued"])
-                async with self.db.connect() as conn:
-                    depth, oldest = await store.queue_stats(conn)
-                self.metrics.queue_depth.set(depth)
-                self.metrics.oldest_age.set(oldest)
-                if time.monotonic() - last_stats >= QUEUE_STATS_LOG_SECONDS:
-                    # The cloud's queue-age alert reads these lines (a log-based metric).
-                    log.info("queue_stats", depth=depth, oldest_age_seconds=round(oldest, 1))
-                    last_stats = time.monotonic()
+                await self._wake(requeued)
+                await self._gauge_queue()
             except DB_ERRORS as exc:
                 log.warning("sweep_failed", error=repr(exc))
             try:
@@ -257,6 +383,29 @@ class Worker:
             except TimeoutError:
                 pass
             self._poke.clear()
+
+    async def _recover_expired(self) -> list[UUID]:
+        """Take back the jobs of workers whose leases ran out; the ids of those queued again."""
+        async with self.db.connect() as conn:
+            recovered = await store.recover_expired(
+                conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
+            )
+        for job_id, status in recovered:
+            self.metrics.recovered.inc()
+            if status == "failed":
+                self.metrics.dead_lettered.inc()
+            log.warning("lease_recovered", job_id=str(job_id), status=status)
+        return [job_id for job_id, status in recovered if status == "queued"]
+
+    async def _gauge_queue(self) -> None:
+        async with self.db.connect() as conn:
+            depth, oldest = await store.queue_stats(conn)
+        self.metrics.queue_depth.set(depth)
+        self.metrics.oldest_age.set(oldest)
+        if time.monotonic() - self._stats_logged >= QUEUE_STATS_LOG_SECONDS:
+            # The cloud's queue-age alert reads these lines (a log-based metric).
+            log.info("queue_stats", depth=depth, oldest_age_seconds=round(oldest, 1))
+            self._stats_logged = time.monotonic()
 
     async def _wake(self, job_ids: list[UUID]) -> None:
         """Signal jobs handed back to the queue, as the API does for new ones: idle workers,
@@ -315,59 +464,80 @@ class Worker:
         job = rj.job
         bound = log.bind(job_id=str(job.id), attempt=job.attempt)
         bound.debug("job_started")
-        outcome: Outcome | None
-        result: Any = None
-        error: str | None = None
-        retry_in = 0.0
         try:
-            ctx = JobContext(job_id=job.id, attempt=job.attempt, provider=self.provider)
-            result = await generate(ctx, prompt=job.prompt, model=job.model, params=job.params)
-            outcome = Outcome.SUCCEEDED
+            ending = await self._attempt(rj, bound)
         except asyncio.CancelledError:
-            if rj.stop_reason is None:
-                self.running.pop(job.id, None)
-                self._free_slot()
-                raise
-            outcome = {"cancel": Outcome.CANCELLED, "shutdown": Outcome.RELEASED, "lost": None}[
-                rj.stop_reason
-            ]
-            error = "cancelled by request" if outcome is Outcome.CANCELLED else None
-        except Exception as exc:
-            # Unknown failures are retried: most are transient, and the attempt cap bounds the rest.
-            retryable = exc.retryable if isinstance(exc, ProviderError) else True
-            if not isinstance(exc, ProviderError):
-                bound.exception("job_crashed")
-            error = str(exc) or type(exc).__name__
-            self.metrics.failed.labels(retryable=str(retryable).lower()).inc()
-            if retryable and job.attempt < self.settings.worker_max_attempts:
-                retry_after = exc.retry_after if isinstance(exc, ProviderError) else None
-                retry_in = retry_delay(
-                    job.attempt,
-                    self.settings.worker_retry_base_seconds,
-                    self.settings.worker_retry_max_seconds,
-                    retry_after,
-                )
-                outcome = Outcome.RETRY
-            else:
-                outcome = Outcome.FAILED
+            # Not a stop of ours (the event loop is closing): there is nothing to write.
+            self.running.pop(job.id, None)
+            self._free_slot()
+            raise
         elapsed = time.monotonic() - rj.started
-        rj.finishing = True
-        # No longer running: the slot is free while the outcome is written, so the next claim
-        # overlaps this write. The lease stays held (and heartbeated) until the write lands.
-        self.running.pop(job.id, None)
-        self._writing[job.id] = rj
-        self._free_slot()
+        self._hand_over(rj)
         try:
-            if outcome is not None:
-                written = await self._finish(job, outcome, result=result, error=error, retry_in=retry_in)
-                if written:
-                    self._count(outcome, job, retry_in, elapsed)
-                bound.info("job_finished", outcome=outcome.value, written=written, seconds=round(elapsed, 3))
-            else:
-                bound.warning("job_abandoned", reason="lease lost")
+            await self._record(job, ending, elapsed, bound)
         finally:
             self._writing.pop(job.id, None)
             self._free_slot()
+
+    async def _attempt(self, rj: RunningJob, bound: FilteringBoundLogger) -> Ending:
+        """Run the job once; how it ended."""
+        job = rj.job
+        try:
+            ctx = JobContext(job_id=job.id, attempt=job.attempt, provider=self.provider)
+            result = await generate(ctx, prompt=job.prompt, model=job.model, params=job.params)
+        except asyncio.CancelledError:
+            if rj.stop_reason is None:
+                raise
+            return _STOPPED[rj.stop_reason]
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.crashed:
+                bound.exception("job_crashed")
+            return self._failed(job, exc, failure)
+        return Ending(Outcome.SUCCEEDED, result=result)
+
+    def _failed(self, job: ClaimedJob, exc: Exception, failure: Failure) -> Ending:
+        """Retry later while attempts remain and another may succeed; else the job has failed."""
+        self.metrics.failed.labels(retryable=str(failure.retryable).lower()).inc()
+        error = str(exc) or type(exc).__name__
+        if not failure.retryable or job.attempt >= self.settings.worker_max_attempts:
+            return Ending(Outcome.FAILED, error=error)
+        retry_in = retry_delay(
+            job.attempt,
+            self.settings.worker_retry_base_seconds,
+            self.settings.worker_retry_max_seconds,
+            failure.retry_after,
+        )
+        return Ending(Outcome.RETRY, error=error, retry_in=retry_in)
+
+    def _hand_over(self, rj: RunningJob) -> None:
+        """No longer running: the slot is free while the outcome is written, so the next claim
+        overlaps this write. The lease stays held (and heartbeated) until the write lands."""
+        rj.finishing = True
+        self.running.pop(rj.job.id, None)
+        self._writing[rj.job.id] = rj
+        self._free_slot()
+
+    async def _record(
+        self, job: ClaimedJob, ending: Ending, elapsed: float, bound: FilteringBoundLogger
+    ) -> None:
+        if ending.outcome is None:
+            bound.warning("job_abandoned", reason="lease lost")
+            return
+        entry = store.Finish(
+            job, ending.outcome, result=ending.result, error=ending.error, retry_in=ending.retry_in
+        )
+        written = await self._writer.write(entry, self._write_deadline())
+        if written:
+            self._count(ending.outcome, job, ending.retry_in, elapsed)
+        bound.info("job_finished", outcome=ending.outcome.value, written=written, seconds=round(elapsed, 3))
+
+    def _write_deadline(self) -> float:
+        # Through a database outage, retry for as long as the lease could last (less, at shutdown).
+        deadline = time.monotonic() + self.lease
+        if self._shutdown_deadline is not None:
+            deadline = min(deadline, self._shutdown_deadline + 1.5)
+        return deadline
 
     def _write_backlog(self) -> bool:
         # Outcomes waiting for the database hold back new claims: a slow database slows intake.
@@ -393,59 +563,6 @@ class Worker:
         elif outcome is Outcome.RELEASED:
             self.metrics.released.inc()
             self.released.append(job.id)
-
-    async def _finish(
-        self, job: ClaimedJob, outcome: Outcome, *, result: Any, error: str | None, retry_in: float
-    ) -> bool:
-        """Queue the outcome for the next group write; True once written, False if the lease was lost."""
-        # Through a database outage, retry for as long as the lease could last (less, at shutdown).
-        deadline = time.monotonic() + self.lease
-        if self._shutdown_deadline is not None:
-            deadline = min(deadline, self._shutdown_deadline + 1.5)
-        written: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        entry = store.Finish(job, outcome, result=result, error=error, retry_in=retry_in)
-        self._finishing.append((entry, deadline, written))
-        self._finish_ready.set()
-        return await written
-
-    async def _finish_loop(self) -> None:
-        """Write finished attempts in batches: whatever ended while the last write was in flight
-        goes in the next statement, so a busy worker spends one round trip on many jobs."""
-        backoff = _Backoff(first=0.1, cap=2.0)
-        while True:
-            await self._finish_ready.wait()
-            self._finish_ready.clear()
-            batch, self._finishing = self._finishing[:500], self._finishing[500:]
-            if self._finishing:
-                self._finish_ready.set()
-            if not batch:
-                continue
-            try:
-                async with self.db.connect() as conn:
-                    written = await store.finish(
-                        conn, [entry for entry, _, _ in batch], worker=self.id, provider=self.provider.name
-                    )
-            except DB_ERRORS as exc:
-                now = time.monotonic()
-                delay = backoff.next()
-                keep = []
-                for entry, deadline, future in batch:
-                    if now + delay > deadline:
-                        # The lease will run out and another worker will run the job again.
-                        log.error("finish_abandoned", job_id=str(entry.job.id), error=repr(exc))
-                        future.set_result(False)
-                    else:
-                        keep.append((entry, deadline, future))
-                if keep:
-                    log.warning("finish_retrying", jobs=len(keep), error=repr(exc))
-                    await asyncio.sleep(delay)
-                    self._finishing[:0] = keep
-                    self._finish_ready.set()
-                continue
-            backoff.reset()
-            for entry, _, future in batch:
-                if not future.done():
-                    future.set_result(entry.job.id in written)
 
 
 def run_worker(settings: Settings) -> None:

@@ -33,6 +33,14 @@ def _timestamps() -> list[sa.Column[Any]]:
 
 
 def upgrade() -> None:
+    _claim_function()
+    _organizations()
+    _generations()
+    _generation_logs()
+    _row_level_security()
+
+
+def _claim_function() -> None:
     op.execute("CREATE SCHEMA IF NOT EXISTS liftoff")
     op.execute("GRANT USAGE ON SCHEMA liftoff TO anon, authenticated, service_role")
     # A malformed claim yields NULL (no rows), never an error that would fail the request.
@@ -49,6 +57,8 @@ def upgrade() -> None:
         """
     )
 
+
+def _organizations() -> None:
     op.create_table(
         "organizations",
         sa.Column("id", sa.Uuid, primary_key=True),
@@ -68,6 +78,9 @@ def upgrade() -> None:
         *_timestamps(),
     )
     op.create_index("organization_members_user_idx", "organization_members", ["user_id"])
+
+
+def _generations() -> None:
     op.create_table(
         "generations",
         sa.Column("id", sa.Uuid, primary_key=True, server_default=sa.text("gen_random_uuid()")),
@@ -115,6 +128,9 @@ def upgrade() -> None:
         ["created_at"],
         postgresql_where=sa.text("ai_status = 'queued'"),
     )
+
+
+def _generation_logs() -> None:
     op.create_table(
         "generation_logs",
         sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
@@ -137,6 +153,8 @@ def upgrade() -> None:
     op.create_index("generation_logs_generation_idx", "generation_logs", ["generation_id", "attempt"])
     op.create_index("generation_logs_created_idx", "generation_logs", ["created_at"])
 
+
+def _row_level_security() -> None:
     for table in TABLES:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"GRANT ALL ON {table} TO service_role")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.worker.runner import retry_delay
+from app.worker.providers import ProviderError
+from app.worker.runner import Failure, classify, retry_delay
 
 
 @pytest.mark.unit
@@ -15,3 +16,17 @@ def test_retry_delay():
             assert ceiling / 2 <= retry_delay(attempt, 0.5, 10.0) <= ceiling
     assert retry_delay(1, 0.5, 10.0, retry_after=42.0) == 42.0
     assert retry_delay(1, 0.5, 10.0, retry_after=-1.0) == 0.0
+
+
+@pytest.mark.unit
+def test_classify_follows_the_provider_error():
+    assert classify(ProviderError("429", retryable=True, retry_after=3.0)) == Failure(
+        retryable=True, retry_after=3.0
+    )
+    assert classify(ProviderError("400", retryable=False)) == Failure(retryable=False)
+
+
+@pytest.mark.unit
+def test_classify_retries_any_other_exception_as_a_crash():
+    for exc in (RuntimeError("boom"), KeyError("x"), TimeoutError()):
+        assert classify(exc) == Failure(retryable=True, retry_after=None, crashed=True)
