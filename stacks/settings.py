@@ -353,7 +353,7 @@ class ApiSettings(Section):
     traffic: tuple[TrafficTarget, ...] | None = Field(
         None,
         description="A split pinned by hand, as a list of `{revision, percent, tag}`; unset, releases"
-        " move the traffic (docs: stacks/release/).",
+        " (`make release`) move the traffic.",
     )
 
     @model_validator(mode="before")
@@ -403,7 +403,7 @@ class WorkerSettings(Section):
     split: tuple[TrafficTarget, ...] | None = Field(
         None,
         description="An instance split pinned by hand, as a list of `{revision, percent}`; unset,"
-        " releases move it.",
+        " releases (`make release`) move it.",
     )
 
     @field_validator("split", mode="plain")
@@ -633,10 +633,10 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     source = source or PulumiConfig()
     problems: list[str] = []
     raw_keys = _top_level(source, stack or pulumi.get_stack())
-    keys = validate(StackKeys, raw_keys, "", Place(), problems)
+    keys = _validate(StackKeys, raw_keys, "", Place(), problems)
     place = Place(str(raw_keys[f"{NAMESPACE}:environment"]), raw_keys["gcp:region"])
     sections: dict[str, Any] = {
-        name: validate(model, source.get(NAMESPACE, name), f"{NAMESPACE}:{name}", place, problems)
+        name: _validate(model, source.get(NAMESPACE, name), f"{NAMESPACE}:{name}", place, problems)
         for name, model in SECTIONS.items()
         if name != "usage"
     }
@@ -668,7 +668,7 @@ def _top_level(source: ConfigSource, stack: str) -> dict[str, Any]:
     }
 
 
-def validate(model: type[M], raw: Any, key: str, place: Place, problems: list[str]) -> M | None:
+def _validate(model: type[M], raw: Any, key: str, place: Place, problems: list[str]) -> M | None:
     """`raw` as a `model`, or None with each problem appended, named by its key under `key`."""
     try:
         return model.model_validate({} if raw is None else raw, context=place)
@@ -728,7 +728,7 @@ def _raw_value(source: ConfigSource, section: str, key: str) -> Any:
 def usage_settings(raw: Any, problems: list[str] | None = None) -> UsageSettings:
     """`liftoff:usage` validated; problems are appended to `problems`, or raised as ConfigError."""
     found: list[str] = []
-    usage = validate(UsageSettings, raw, f"{NAMESPACE}:usage", Place(), found)
+    usage = _validate(UsageSettings, raw, f"{NAMESPACE}:usage", Place(), found)
     if problems is not None:
         problems.extend(found)
     elif found:
