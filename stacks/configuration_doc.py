@@ -26,7 +26,7 @@ from app.settings import ENV_VARS, EnvVar, Settings
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from stacks.release.config import KEY as RELEASE_KEY
 from stacks.release.config import ReleaseSettings
-from stacks.settings import NAMESPACE, SECTIONS, Secrets, StackKeys
+from stacks.settings import NAMESPACE, SECTIONS, Secrets, StackKeys, UsageSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
@@ -88,6 +88,7 @@ def _stack_keys() -> Iterator[tuple[str, FieldInfo]]:
     """(key, field) for every stack key: the top-level ones, then each section's, then the release's."""
     yield from ((str(info.alias), info) for info in StackKeys.model_fields.values())
     models: dict[str, type[BaseModel]] = {f"{NAMESPACE}:{name}": model for name, model in SECTIONS.items()}
+    models[f"{NAMESPACE}:usage"] = UsageSettings
     models[RELEASE_KEY] = ReleaseSettings
     for prefix, model in models.items():
         for name, info in model.model_fields.items():

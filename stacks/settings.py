@@ -615,7 +615,7 @@ class StackSettings:
         return {"app": "liftoff", "env": self.environment}
 
 
-# `liftoff:<key>` -> the section it holds; the settings contract that docs/configuration.md lists.
+# `liftoff:<key>` -> the section the program reads from it (usage and release are read on their own).
 SECTIONS: dict[str, type[Section]] = {
     "supabase": SupabaseSettings,
     "redis": RedisSettings,
@@ -624,7 +624,6 @@ SECTIONS: dict[str, type[Section]] = {
     "app": AppSettings,
     "retention": RetentionSettings,
     "alerts": AlertSettings,
-    "usage": UsageSettings,
 }
 
 
@@ -638,7 +637,6 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     sections: dict[str, Any] = {
         name: _validate(model, source.get(NAMESPACE, name), f"{NAMESPACE}:{name}", place, problems)
         for name, model in SECTIONS.items()
-        if name != "usage"
     }
     secrets = Secrets.read(source)
     problems.extend(_secret_problems(source, secrets))
