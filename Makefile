@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format token plan plan-diff cost lock prune-secrets release rollback rehearse clean
+.PHONY: help install dev test lint format docs token plan plan-diff cost lock prune-secrets release rollback rehearse clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ lint: $(STAMP) ## Ruff (lint and format check), strict mypy and the dependency r
 format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+docs: $(STAMP) ## Regenerate docs/configuration.md from the settings contract (a test checks it).
+	$(PY) -m stacks.configuration_doc
 
 token: $(STAMP) ## Mint a dev JWT for the local system (TENANT=demo|other).
 	$(PY) -m app.local.token --tenant $(or $(TENANT),demo)

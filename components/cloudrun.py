@@ -6,7 +6,6 @@ as Secret Manager references, never as plain values.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -16,14 +15,25 @@ import pulumi_gcp as gcp
 from pulumi_gcp import cloudrunv2 as run
 
 from components.jobrun import JobRun, JobRunProvider
+from components.rules import (
+    CloudRunIngress,
+    Concurrency,
+    Cpu,
+    Cron,
+    JobTimeoutSeconds,
+    MaxInstances,
+    Memory,
+    MinInstances,
+    PoolInstances,
+    RequestTimeoutSeconds,
+    check,
+    instances_in_order,
+    public_takes_no_invokers,
+    refuse,
+)
 from components.secrets import SecretRef
 from components.traffic import TrafficTarget, revision_name, validate
 
-CPU = re.compile(r"^(?:[1-8]|[1-9][0-9]{2,3}m)$")
-MEMORY = re.compile(r"^[1-9][0-9]*(?:Mi|Gi)$")
-INGRESS = frozenset(
-    {"INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"}
-)
 CONTAINER_PORT = 8080
 
 
@@ -46,10 +56,7 @@ class Container:
     after: tuple[pulumi.Resource, ...] = ()
 
     def __post_init__(self) -> None:
-        if not CPU.match(self.cpu):
-            raise ValueError(f"cpu {self.cpu!r} is not a Cloud Run CPU value (1-8, or millicores like 500m)")
-        if not MEMORY.match(self.memory):
-            raise ValueError(f"memory {self.memory!r} is not a size like 512Mi or 2Gi")
+        check(self, cpu=Cpu, memory=Memory)
         both = set(self.env) & set(self.secret_env)
         if both:
             raise ValueError(f"variables both plain and secret: {sorted(both)}")
@@ -181,16 +188,16 @@ class ApiServiceArgs:
     audience: str | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_instances <= self.max_instances or self.max_instances < 1:
-            raise ValueError("instances: need 0 <= min <= max and max >= 1")
-        if not 1 <= self.concurrency <= 1000:
-            raise ValueError("concurrency must be from 1 to 1000")
-        if not 1 <= self.timeout_seconds <= 3600:
-            raise ValueError("timeout_seconds must be from 1 to 3600")
-        if self.ingress not in INGRESS:
-            raise ValueError(f"ingress {self.ingress!r} is not one of {sorted(INGRESS)}")
-        if self.public and self.invokers:
-            raise ValueError("a public service takes no invoker list")
+        check(
+            self,
+            min_instances=MinInstances,
+            max_instances=MaxInstances,
+            concurrency=Concurrency,
+            timeout_seconds=RequestTimeoutSeconds,
+            ingress=CloudRunIngress,
+        )
+        refuse("min_instances", instances_in_order(self.min_instances, self.max_instances))
+        refuse("invokers", public_takes_no_invokers(self.public, self.invokers))
         _check_release_targets(self.traffic, self.traffic_only, key="traffic", service=self.service_name)
 
 
@@ -365,8 +372,7 @@ class WorkerPoolArgs:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.instances <= 100:
-            raise ValueError("instances must be from 0 to 100")
+        check(self, instances=PoolInstances)
         if self.split is not None and any(t.tag for t in self.split):
             raise ValueError("worker instance splits take no tags")
         _check_release_targets(self.split, self.traffic_only, key="split", service=self.pool_name)
@@ -470,8 +476,7 @@ class JobArgs:
     def __post_init__(self) -> None:
         if not self.command:
             raise ValueError("a job needs a command")
-        if not 1 <= self.timeout_seconds <= 86_400:
-            raise ValueError("timeout_seconds must be from 1 to 86400")
+        check(self, timeout_seconds=JobTimeoutSeconds)
 
 
 def _job(name: str, args: JobArgs, parent: pulumi.Resource) -> run.Job:
@@ -557,8 +562,7 @@ class RetentionJobArgs:
     scheduler_account: pulumi.Input[str] = ""
 
     def __post_init__(self) -> None:
-        if len(self.schedule.split()) != 5:
-            raise ValueError(f"schedule {self.schedule!r} is not a 5-field cron expression")
+        check(self, schedule=Cron)
 
 
 class RetentionJob(pulumi.ComponentResource):

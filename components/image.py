@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,8 @@ import pulumi
 import pulumi_docker_build as docker_build
 import pulumi_gcp as gcp
 
-TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+from components.rules import ImageTag, check
+
 # Build leftovers that never belong to an image's inputs.
 IGNORED = ("__pycache__", ".pyc", ".pyo")
 
@@ -63,8 +63,7 @@ class ContainerImageArgs:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not TAG.match(self.tag):
-            raise ValueError(f"image tag {self.tag!r} is not a valid Docker tag")
+        check(self, tag=ImageTag)
         if self.keep_recent < 5:
             raise ValueError("keep_recent must be at least 5, or rollbacks lose their images")
 

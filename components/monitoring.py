@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
 from pulumi_gcp import logging, monitoring
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+from components.rules import Email, LatencyMs, QueueAgeSeconds, Ratio, check
+
 # The worker's log lines come from a Cloud Run worker pool. A log-based metric maps to every
 # monitored resource type its entries come from, and in PromQL such a metric must name one with
 # the `monitored_resource` label (https://cloud.google.com/monitoring/promql/promql-mapping, "The
@@ -35,12 +35,14 @@ class MonitoringArgs:
     labels: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not EMAIL.match(self.notification_email):
-            raise ValueError(f"notification_email {self.notification_email!r} is not an email address")
-        if not 0 < self.error_ratio < 1 or not 0 < self.job_failure_ratio < 1:
-            raise ValueError("ratios must be between 0 and 1")
-        if self.p95_latency_ms <= 0 or self.oldest_queued_seconds <= 0:
-            raise ValueError("thresholds must be positive")
+        check(
+            self,
+            notification_email=Email,
+            error_ratio=Ratio,
+            p95_latency_ms=LatencyMs,
+            job_failure_ratio=Ratio,
+            oldest_queued_seconds=QueueAgeSeconds,
+        )
 
 
 class Monitoring(pulumi.ComponentResource):

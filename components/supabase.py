@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pulumi
 import pulumi_random as random
 
+from components.rules import SupabaseRegion, check
 from components.supabase_api import REGIONS, ProjectInputs, SupabaseProject, SupabaseProjectProvider
 
 __all__ = ["REGIONS", "SupabaseDatabase", "SupabaseDatabaseArgs"]
@@ -32,8 +33,7 @@ class SupabaseDatabaseArgs:
     def __post_init__(self) -> None:
         if (self.organization_id is None) == (self.project_ref is None):
             raise ValueError("give exactly one of organization_id (create) or project_ref (adopt)")
-        if self.region not in REGIONS:
-            raise ValueError(f"region {self.region!r} is not a Supabase region: {sorted(REGIONS)}")
+        check(self, region=SupabaseRegion)
         if self.project_ref is not None and self.db_password is None:
             raise ValueError("adopting a project needs its db_password")
 

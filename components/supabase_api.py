@@ -33,34 +33,14 @@ import pulumi.dynamic as dynamic
 from pulumi.runtime import rpc
 
 from components.rest import ApiError, NotFoundError, RestClient
+from components.rules import SUPABASE_REGIONS
 
 API_URL = "https://api.supabase.com"
 TOKEN_CONFIG_KEY = "supabase:accessToken"  # noqa: S105 (a config key, not a token)
 # The Supabase CLI's and the Terraform provider's variable, honoured as a fallback.
 TOKEN_ENV = "SUPABASE_ACCESS_TOKEN"  # noqa: S105 (a variable's name, not a token)
-# V1CreateProjectBody.region_selection (type "specific").code's enum.
-REGIONS = frozenset(
-    {
-        "us-east-1",
-        "us-east-2",
-        "us-west-1",
-        "us-west-2",
-        "ap-east-1",
-        "ap-southeast-1",
-        "ap-northeast-1",
-        "ap-northeast-2",
-        "ap-southeast-2",
-        "eu-west-1",
-        "eu-west-2",
-        "eu-west-3",
-        "eu-north-1",
-        "eu-central-1",
-        "eu-central-2",
-        "ca-central-1",
-        "ap-south-1",
-        "sa-east-1",
-    }
-)
+# V1CreateProjectBody.region_selection (type "specific").code's enum, kept in components/rules.py.
+REGIONS = SUPABASE_REGIONS
 HEALTHY = "ACTIVE_HEALTHY"
 # V1ProjectResponse.status values a new project never leaves on its own.
 FAILED = frozenset({"INIT_FAILED", "REMOVED", "GOING_DOWN", "INACTIVE", "PAUSING", "PAUSE_FAILED"})

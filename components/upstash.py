@@ -8,25 +8,7 @@ from urllib.parse import quote
 import pulumi
 import upstash_pulumi as upstash
 
-# Upstash's primary regions for global databases.
-PRIMARY_REGIONS = frozenset(
-    {
-        "us-east-1",
-        "us-east-2",
-        "us-west-1",
-        "us-west-2",
-        "ca-central-1",
-        "eu-central-1",
-        "eu-west-1",
-        "eu-west-2",
-        "sa-east-1",
-        "ap-south-1",
-        "ap-northeast-1",
-        "ap-southeast-1",
-        "ap-southeast-2",
-        "af-south-1",
-    }
-)
+from components.rules import UpstashBudget, UpstashRegion, check
 
 
 @dataclass(frozen=True)
@@ -41,11 +23,12 @@ class UpstashRedisArgs:
     protect: bool = True
 
     def __post_init__(self) -> None:
-        for region in (self.primary_region, *self.read_regions):
-            if region not in PRIMARY_REGIONS:
-                raise ValueError(f"{region!r} is not an Upstash region: {sorted(PRIMARY_REGIONS)}")
-        if self.budget < 1:
-            raise ValueError("budget must be at least 1 (USD per month)")
+        check(
+            self,
+            primary_region=UpstashRegion,
+            read_regions=tuple[UpstashRegion, ...],
+            budget=UpstashBudget,
+        )
 
 
 class UpstashRedis(pulumi.ComponentResource):

@@ -1,30 +1,65 @@
 """The stack's configuration, read once into one typed object, or every problem named by its key.
 
+Each `liftoff:<section>` object is a pydantic model: camelCase keys, no unknown key, and the
+rules of components/rules.py, the same ones the components check their arguments with.
 Nothing here registers a resource: an invalid stack fails before anything is created.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
 import pulumi
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app.settings import Settings as AppContract
-from components.cloudrun import CPU, MEMORY
-from components.supabase import REGIONS as SUPABASE_REGIONS
+from components.rules import (
+    INGRESS,
+    Between,
+    Concurrency,
+    Cpu,
+    Cron,
+    Email,
+    ImageTag,
+    LatencyMs,
+    Matches,
+    MaxInstances,
+    Memory,
+    MinInstances,
+    PoolInstances,
+    QueueAgeSeconds,
+    Ratio,
+    RequestTimeoutSeconds,
+    SupabaseRegion,
+    UpstashBudget,
+    UpstashRegion,
+    explain,
+    instances_in_order,
+    one_of,
+    public_takes_no_invokers,
+)
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from components.traffic import TrafficError, TrafficTarget, parse_targets
-from components.upstash import PRIMARY_REGIONS as UPSTASH_REGIONS
 from stacks.release import config as release_config
 from stacks.release.config import ReleaseSettings
 
 NAMESPACE = "liftoff"
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # Regions where Cloud Run services, jobs and worker pools all run.
 CLOUD_RUN_REGIONS = frozenset(
     {
@@ -71,13 +106,9 @@ NEAREST_AWS_REGION = {
     "us-west1": "us-west-1",
     "us-west2": "us-west-1",
 }
-INGRESS = {
-    "all": "INGRESS_TRAFFIC_ALL",
-    "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
-    "internal-and-load-balancer": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
-}
+DEFAULT_AWS_REGION = "us-east-1"
 Environment = Literal["staging", "prod"]
-T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ConfigError(ValueError):
@@ -111,78 +142,347 @@ class PulumiConfig:
 
 
 @dataclass(frozen=True)
-class SupabaseSettings:
-    mode: Literal["create", "adopt"]
-    region: str
-    organization_id: str | None
-    project_ref: str | None
+class Place:
+    """What some defaults and rules depend on: the environment, and the region the stack runs in."""
+
+    environment: str = "staging"
+    region: object = None
+
+    @property
+    def prod(self) -> bool:
+        return self.environment == "prod"
+
+    @property
+    def nearest(self) -> str:
+        """The Supabase and Upstash region nearest the stack's Cloud Run region."""
+        region = self.region if isinstance(self.region, str) else ""
+        return NEAREST_AWS_REGION.get(region, DEFAULT_AWS_REGION)
 
 
-@dataclass(frozen=True)
-class RedisSettings:
-    primary_region: str
-    budget: int
+def _place(info: ValidationInfo) -> Place:
+    return info.context if isinstance(info.context, Place) else Place()
 
 
-@dataclass(frozen=True)
-class ApiSettings:
-    public: bool
-    invokers: tuple[str, ...]
-    min_instances: int
-    max_instances: int
-    concurrency: int
-    cpu: str
-    memory: str
-    timeout_seconds: int
-    ingress: str
-    deletion_protection: bool
+def _with_defaults(data: Any, **defaults: Any) -> Any:
+    """An object's keys over defaults that depend on the place; anything else as it is."""
+    return {**defaults, **data} if isinstance(data, Mapping) else data
+
+
+def _derived(description: str, default: str) -> Any:
+    """A key whose default depends on the place (filled in before validation), as `default` says."""
+    return Field(description=description, json_schema_extra={"default": default})
+
+
+def _keyed(found: list[str]) -> PydanticCustomError:
+    """Problems that start with their key inside the section (`traffic[0].tag: ...`), all at once."""
+    return PydanticCustomError("keyed", "{message}", {"message": "; ".join(found), "problems": found})
+
+
+def _refuse(problem: str | None) -> None:
+    """Fail the field being validated with `problem`, if there is one."""
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _problems(problems: Mapping[str, str | None]) -> None:
+    """Raise every cross-key problem of a section at once, each named by its key in the section."""
+    found = [f"{key}: {problem}" for key, problem in problems.items() if problem is not None]
+    if found:
+        raise _keyed(found)
+
+
+def _app_default(name: str) -> int:
+    """The app's own default for one of its settings: the stack's default is the app's."""
+    value = AppContract.model_fields[name].default
+    if not isinstance(value, int):
+        raise TypeError(f"app setting {name} has no whole-number default")
+    return value
+
+
+def _app_bounds(name: str) -> Between:
+    """The app's own bounds for one of its settings: the stack accepts what the app accepts."""
+    metadata = AppContract.model_fields[name].metadata
+    low = next(int(m.ge) for m in metadata if hasattr(m, "ge"))
+    high = next(int(m.le) for m in metadata if hasattr(m, "le"))
+    return Between(low, high)
+
+
+def _iam_members(value: Any) -> Any:
+    if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
+        raise ValueError("must be a list of IAM members")
+    return tuple(value)
+
+
+def _cloud_run_region(value: Any) -> Any:
+    if not isinstance(value, str) or value not in CLOUD_RUN_REGIONS:
+        raise ValueError(f"{value!r} is not a Cloud Run region: {', '.join(sorted(CLOUD_RUN_REGIONS))}")
+    return value
+
+
+def _environment(value: Any) -> Any:
+    if value not in ("staging", "prod"):
+        raise ValueError(f"{value!r} must be staging or prod")
+    return value
+
+
+def _traffic(raw: Any, key: str, service: str, *, tags_allowed: bool) -> tuple[TrafficTarget, ...] | None:
+    """A split the stack file pins by hand, or None when it leaves it to releases."""
+    if raw is None:
+        return None
+    try:
+        return parse_targets(raw, key=key, service=service, tags_allowed=tags_allowed)
+    except TrafficError as error:
+        raise _keyed([str(error)]) from None
+
+
+class StackKeys(BaseModel):
+    """The stack's top-level keys: where it runs, in which environment, with which image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    project: Annotated[
+        str,
+        BeforeValidator(Matches(PROJECT_ID, "a GCP project id (set it: pulumi config set gcp:project ID)")),
+    ] = Field(alias="gcp:project", description="The GCP project the stack deploys to.")
+    region: Annotated[str, BeforeValidator(_cloud_run_region)] = Field(
+        alias="gcp:region",
+        description="The Cloud Run region; Supabase and Upstash default to the nearest AWS region.",
+        json_schema_extra={"constraint": "a Cloud Run region (" + ", ".join(sorted(CLOUD_RUN_REGIONS)) + ")"},
+    )
+    environment: Annotated[Environment, BeforeValidator(_environment)] = Field(
+        alias=f"{NAMESPACE}:environment",
+        description="`staging` or `prod`; prod gets the stricter defaults noted below.",
+        json_schema_extra={"default": "the stack's name"},
+    )
+    # Unset, the tag is derived from the image's sources (stacks/program.py): a tag that changes
+    # with every commit would rebuild the image and show a diff in every preview.
+    image_tag: ImageTag | None = Field(
+        None,
+        alias=f"{NAMESPACE}:imageTag",
+        description="The image's tag; unset, it is derived from the image's sources.",
+    )
+
+
+class Section(BaseModel):
+    """One `liftoff:<section>` object: camelCase keys, nothing unknown, no type coerced."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class SupabaseSettings(Section):
+    """`liftoff:supabase`: the Supabase project, created in an organization or adopted."""
+
+    # Keys that used to mean something, each with why it is gone; none is read.
+    RETIRED: ClassVar[dict[str, str]] = {
+        # The Management API ignores a plan in project creation: the organization's plan applies.
+        "plan": "Supabase sets the plan per organization, not per project; remove this key",
+        # The pooler host is read from the project's own pooler configuration.
+        "pooler_host": "the pooler host now comes from the Management API; remove this key",
+    }
+
+    mode: Annotated[Literal["create", "adopt"], BeforeValidator(one_of({"create", "adopt"}))] = Field(
+        "create", description="`create` a project in `organizationId`, or `adopt` the one at `projectRef`."
+    )
+    region: SupabaseRegion = _derived("The region of a created project.", "nearest to `gcp:region`")
+    organization_id: str | None = Field(
+        None, validate_default=True, description="The organization's slug; required when mode is `create`."
+    )
+    project_ref: str | None = Field(
+        None, validate_default=True, description="The adopted project's ref; required when mode is `adopt`."
+    )
+    plan: Any = Field(None, exclude=True)
+    pooler_host: Any = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nearest_region(cls, data: Any, info: ValidationInfo) -> Any:
+        return _with_defaults(data, region=_place(info).nearest)
+
+    @field_validator("plan", "pooler_host")
+    @classmethod
+    def _retired(cls, value: Any, info: ValidationInfo) -> Any:
+        raise ValueError(cls.RETIRED[str(info.field_name)])
+
+    @field_validator("organization_id", "project_ref")
+    @classmethod
+    def _mode_has_its_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        mode = {"organization_id": "create", "project_ref": "adopt"}[str(info.field_name)]
+        if info.data.get("mode") == mode and not value:
+            raise ValueError(f"is required when mode is {mode}")
+        return value
+
+
+class RedisSettings(Section):
+    """`liftoff:redis`: the Upstash database behind the queue's wake-up signal."""
+
+    primary_region: UpstashRegion = _derived(
+        "Where the global database's primary runs.", "nearest to `gcp:region`"
+    )
+    budget: UpstashBudget = Field(20, description="Monthly spend in USD at which Upstash stops serving.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nearest_region(cls, data: Any, info: ValidationInfo) -> Any:
+        return _with_defaults(data, primaryRegion=_place(info).nearest)
+
+
+class ApiSettings(Section):
+    """`liftoff:api`: the API's Cloud Run service."""
+
+    public: bool = Field(
+        False, description="Anyone may call the API (`allUsers`); otherwise only `invokers`."
+    )
+    invokers: Annotated[tuple[str, ...], BeforeValidator(_iam_members)] = Field(
+        (), description="IAM members that may call a private API, such as `group:team@example.com`."
+    )
+    min_instances: MinInstances = _derived("Instances kept warm.", "`1` in prod, `0` in staging")
+    max_instances: MaxInstances = Field(10, description="Most instances the service scales out to.")
+    concurrency: Concurrency = Field(80, description="Requests one instance serves at once.")
+    cpu: Cpu = Field("1", description="CPU limit of one instance.")
+    memory: Memory = Field("512Mi", description="Memory limit of one instance.")
+    timeout_seconds: RequestTimeoutSeconds = Field(300, description="Longest a request may take.")
+    ingress: Annotated[str, AfterValidator(one_of(INGRESS)), AfterValidator(INGRESS.__getitem__)] = Field(
+        "all", validate_default=True, description="Where requests may come from."
+    )
+    deletion_protection: bool = _derived(
+        "Cloud Run refuses to delete the service; must be true in prod.", "`true` in prod, `false` in staging"
+    )
     # None: not declared in the stack file, so releases manage it (stacks/release/).
-    traffic: tuple[TrafficTarget, ...] | None
+    traffic: tuple[TrafficTarget, ...] | None = Field(
+        None,
+        description="A split pinned by hand, as a list of `{revision, percent, tag}`; unset, releases"
+        " (`make release`) move the traffic.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        prod = _place(info).prod
+        return _with_defaults(data, minInstances=1 if prod else 0, deletionProtection=prod)
+
+    @field_validator("traffic", mode="plain")
+    @classmethod
+    def _pinned(cls, raw: Any, info: ValidationInfo) -> tuple[TrafficTarget, ...] | None:
+        service = WorkloadNames.of(_place(info).environment).api
+        return _traffic(raw, "traffic", service, tags_allowed=True)
+
+    @field_validator("invokers")
+    @classmethod
+    def _private_only(cls, invokers: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        _refuse(public_takes_no_invokers(info.data.get("public", False), invokers))
+        return invokers
+
+    @field_validator("max_instances")
+    @classmethod
+    def _min_not_above(cls, maximum: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_instances")
+        if minimum is not None:
+            _problems({"minInstances": instances_in_order(minimum, maximum, "maxInstances")})
+        return maximum
+
+    @field_validator("deletion_protection")
+    @classmethod
+    def _protected_in_prod(cls, protected: bool, info: ValidationInfo) -> bool:
+        _refuse("must be true in prod" if _place(info).prod and not protected else None)
+        return protected
 
 
-@dataclass(frozen=True)
-class WorkerSettings:
-    instances: int
-    concurrency: int
-    cpu: str
-    memory: str
+class WorkerSettings(Section):
+    """`liftoff:worker`: the worker's Cloud Run worker pool."""
+
+    instances: PoolInstances = Field(1, description="Worker instances (a fixed count).")
+    concurrency: Annotated[int, AfterValidator(_app_bounds("worker_concurrency"))] = Field(
+        _app_default("worker_concurrency"),
+        description="Jobs one instance runs at once (`WORKER_CONCURRENCY`).",
+    )
+    cpu: Cpu = Field("1", description="CPU limit of one instance.")
+    memory: Memory = Field("512Mi", description="Memory limit of one instance.")
     # None: not declared in the stack file, so releases manage it (stacks/release/).
-    split: tuple[TrafficTarget, ...] | None
+    split: tuple[TrafficTarget, ...] | None = Field(
+        None,
+        description="An instance split pinned by hand, as a list of `{revision, percent}`; unset,"
+        " releases (`make release`) move it.",
+    )
+
+    @field_validator("split", mode="plain")
+    @classmethod
+    def _pinned(cls, raw: Any, info: ValidationInfo) -> tuple[TrafficTarget, ...] | None:
+        service = WorkloadNames.of(_place(info).environment).worker
+        return _traffic(raw, "split", service, tags_allowed=False)
 
 
-@dataclass(frozen=True)
-class AppSettings:
-    ai_provider: Literal["local", "openai"]
-    default_model: str
-    log_level: str
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+# The app's own limit is unbounded; a stack's is a number an organization could plausibly need.
+TENANT_LIMIT = Between(1, 1_000_000)
+
+
+class AppSettings(Section):
+    """`liftoff:app`: the app's settings that differ per stack."""
+
+    ai_provider: Annotated[Literal["local", "openai"], BeforeValidator(one_of({"local", "openai"}))] = Field(
+        "openai", description="Generation provider (`AI_PROVIDER`); `openai` needs `liftoff:openaiApiKey`."
+    )
+    default_model: str = Field("gpt-4o-mini", description="Model used when a request names none.")
+    log_level: Annotated[LogLevel, BeforeValidator(one_of({"DEBUG", "INFO", "WARNING", "ERROR"}))] = Field(
+        "INFO", description="Minimum log severity."
+    )
     # Per-tenant limits that protect AI spend (the app's TENANT_* settings; migrate applies them).
-    tenant_max_active_jobs: int
-    tenant_max_submissions_per_minute: int
+    tenant_max_active_jobs: Annotated[int, AfterValidator(TENANT_LIMIT)] = Field(
+        _app_default("tenant_max_active_jobs"),
+        description="Jobs an organization may have queued or running at once.",
+    )
+    tenant_max_submissions_per_minute: Annotated[int, AfterValidator(TENANT_LIMIT)] = Field(
+        _app_default("tenant_max_submissions_per_minute"),
+        description="Jobs an organization may submit in any 60 seconds.",
+    )
 
 
-@dataclass(frozen=True)
-class RetentionSettings:
-    days: int
-    schedule: str
+class RetentionSettings(Section):
+    """`liftoff:retention`: the scheduled cleanup of old generation logs."""
+
+    days: Annotated[int, AfterValidator(_app_bounds("retention_days"))] = Field(
+        _app_default("retention_days"), description="Age in days after which generation logs are deleted."
+    )
+    schedule: Cron = Field("17 3 * * *", description="When the cleanup runs (Cloud Scheduler, UTC).")
 
 
-@dataclass(frozen=True)
-class AlertSettings:
-    email: str
-    error_ratio: float
-    p95_latency_ms: int
-    job_failure_ratio: float
-    oldest_queued_seconds: int
+class AlertSettings(Section):
+    """`liftoff:alerts`: who is paged, and at which thresholds."""
+
+    email: Email = Field(description="Where alerts are sent.")
+    error_ratio: Ratio = Field(0.05, description="Share of API requests answered 5xx that pages.")
+    p95_latency_ms: LatencyMs = Field(2000, description="API p95 latency in milliseconds that pages.")
+    job_failure_ratio: Ratio = Field(0.10, description="Share of failed jobs that pages.")
+    oldest_queued_seconds: QueueAgeSeconds = Field(
+        300, description="Age in seconds of the oldest queued job that pages."
+    )
+
+
+def _secret(key: str, description: str) -> Any:
+    return field(metadata={"key": key, "description": description})
 
 
 @dataclass(frozen=True)
 class Secrets:
     """Secret stack config; values stay Pulumi secrets end to end."""
 
-    openai_api_key: pulumi.Output[str] | None
-    sentry_dsn: pulumi.Output[str] | None
-    supabase_jwt_secret: pulumi.Output[str] | None
-    supabase_db_password: pulumi.Output[str] | None
+    openai_api_key: pulumi.Output[str] | None = _secret(
+        "openaiApiKey", "The OpenAI API key; required when `app.aiProvider` is `openai`."
+    )
+    sentry_dsn: pulumi.Output[str] | None = _secret("sentryDsn", "Turns on Sentry error reporting.")
+    supabase_jwt_secret: pulumi.Output[str] | None = _secret(
+        "supabaseJwtSecret", "The Supabase project's JWT secret, for HS256 tokens."
+    )
+    supabase_db_password: pulumi.Output[str] | None = _secret(
+        "supabaseDbPassword",
+        "The adopted project's database password; required when `supabase.mode` is `adopt`.",
+    )
+
+    @classmethod
+    def read(cls, source: ConfigSource) -> Secrets:
+        return cls(**{f.name: source.get_secret(NAMESPACE, f.metadata["key"]) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -212,6 +512,69 @@ class WorkloadNames:
         return f"{self.prefix}-cleanup"
 
 
+# --- Usage assumptions (`liftoff:usage`): what the cost estimate (stacks/cost.py) prices. ---
+# They register nothing; they live here so that a typo fails `pulumi up` and `make cost` alike.
+
+SUPABASE_PLANS = frozenset({"free", "pro"})
+
+
+class UsageSettings(Section):
+    """How much a stack is used in a month; README, "What it costs", explains each default."""
+
+    requests_per_month: Annotated[int, AfterValidator(Between(0, 100_000_000_000))] = Field(
+        1_000_000, description="API requests."
+    )
+    mean_request_ms: Annotated[int, AfterValidator(Between(1, 3_600_000))] = Field(
+        200, description="Mean time an instance spends on a request, in milliseconds."
+    )
+    api_instance_starts_per_month: Annotated[int, AfterValidator(Between(0, 10_000_000))] = Field(
+        1_000, description="API instance starts (cold starts and scale-outs)."
+    )
+    jobs_per_month: Annotated[int, AfterValidator(Between(0, 10_000_000_000))] = Field(
+        100_000, description="Jobs run."
+    )
+    releases_per_month: Annotated[int, AfterValidator(Between(0, 10_000))] = Field(
+        30, description="Releases (each builds an image and runs the migrations)."
+    )
+    migration_seconds: Annotated[int, AfterValidator(Between(0, 86_400))] = Field(
+        60, description="Length of one migrations run."
+    )
+    retention_seconds: Annotated[int, AfterValidator(Between(0, 86_400))] = Field(
+        120, description="Length of one cleanup run."
+    )
+    image_mb: Annotated[int, AfterValidator(Between(1, 100_000))] = Field(
+        250, description="Size of the image in Artifact Registry."
+    )
+    image_mb_per_release: Annotated[int, AfterValidator(Between(0, 100_000))] = Field(
+        30, description="Layers a release adds to the registry."
+    )
+    redis_mb: Annotated[int, AfterValidator(Between(0, 100_000_000))] = Field(
+        100, description="Data moved through Redis."
+    )
+    database_gb: Annotated[int, AfterValidator(Between(0, 100_000))] = Field(
+        1, description="Size of the Postgres database."
+    )
+    # The Supabase organization's plan: billed per organization, so not a property of the project.
+    supabase_plan: Annotated[str, AfterValidator(one_of(SUPABASE_PLANS))] = Field(
+        "pro", description="The Supabase organization's plan."
+    )
+
+
+def _bounds(model: type[BaseModel]) -> dict[str, tuple[str, int, int]]:
+    """Each whole-number key of `model`: its field and its bounds, from the field's rule."""
+    found = {}
+    for name, info in model.model_fields.items():
+        rules = [m.func for m in info.metadata if isinstance(m, AfterValidator)]
+        for rule in rules:
+            if isinstance(rule, Between) and info.alias:
+                found[info.alias] = (name, rule.low, rule.high)
+    return found
+
+
+# key in the stack file -> (field, smallest, largest)
+USAGE_KEYS: dict[str, tuple[str, int, int]] = _bounds(UsageSettings)
+
+
 @dataclass(frozen=True)
 class StackSettings:
     """Everything the program needs, validated."""
@@ -228,7 +591,7 @@ class StackSettings:
     retention: RetentionSettings
     alerts: AlertSettings
     secrets: Secrets
-    usage: UsageSettings = field(default_factory=lambda: UsageSettings())
+    usage: UsageSettings = field(default_factory=UsageSettings)
     release: ReleaseSettings = field(default_factory=ReleaseSettings)
 
     @property
@@ -252,256 +615,92 @@ class StackSettings:
         return {"app": "liftoff", "env": self.environment}
 
 
-class _Reader:
-    """Typed access to one config object, recording problems instead of stopping at the first."""
-
-    def __init__(self, problems: list[str], key: str, raw: Any) -> None:
-        self.problems = problems
-        self.key = key
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            problems.append(f"{key}: must be an object, got {type(raw).__name__}")
-            raw = {}
-        self.raw: Mapping[str, Any] = raw
-
-    def unknown(self, known: set[str]) -> None:
-        for extra in sorted(set(self.raw) - known):
-            self.problems.append(f"{self.key}.{extra}: unknown key (known: {', '.join(sorted(known))})")
-
-    def value(
-        self,
-        name: str,
-        kind: type[T],
-        default: T | None = None,
-        check: Callable[[T], str | None] | None = None,
-    ) -> T:
-        where = f"{self.key}.{name}"
-        value = self.raw.get(name, default)
-        if value is None:
-            self.problems.append(f"{where}: is required")
-            return default  # type: ignore[return-value]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-            self.problems.append(f"{where}: must be {kind.__name__}, got {value!r}")
-            return default  # type: ignore[return-value]
-        if check is not None and (problem := check(value)) is not None:
-            self.problems.append(f"{where}: {problem}")
-        return value
-
-    def number(self, name: str, default: float, check: Callable[[float], str | None]) -> float:
-        """A float, written in YAML as either 0.5 or 1."""
-        value = self.raw.get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.problems.append(f"{self.key}.{name}: must be a number, got {value!r}")
-            return default
-        if (problem := check(float(value))) is not None:
-            self.problems.append(f"{self.key}.{name}: {problem}")
-        return float(value)
-
-    def optional(self, name: str, kind: type[T]) -> T | None:
-        if self.raw.get(name) is None:
-            return None
-        return self.value(name, kind)
-
-
-def _between(low: int, high: int) -> Callable[[int], str | None]:
-    return lambda v: None if low <= v <= high else f"must be from {low} to {high}, got {v}"
-
-
-def _ratio(v: float) -> str | None:
-    return None if 0 < v < 1 else f"must be between 0 and 1, got {v}"
-
-
-def _one_of(options: frozenset[str] | set[str] | Mapping[str, Any]) -> Callable[[str], str | None]:
-    return lambda v: None if v in options else f"{v!r} is not one of: {', '.join(sorted(options))}"
-
-
-def _pattern(regex: re.Pattern[str], what: str) -> Callable[[str], str | None]:
-    return lambda v: None if regex.match(v) else f"{v!r} is not {what}"
-
-
-def _app_default(field: str) -> int:
-    """The app's own default for one of its settings: the stack's default is the app's."""
-    value = AppContract.model_fields[field].default
-    if not isinstance(value, int):
-        raise TypeError(f"app setting {field} has no whole-number default")
-    return value
-
-
-def _pinned_targets(
-    reader: _Reader, name: str, service: str, problems: list[str], *, tags_allowed: bool = True
-) -> tuple[TrafficTarget, ...] | None:
-    """A traffic split the stack file pins by hand, or None when it leaves it to releases."""
-    if reader.raw.get(name) is None:
-        return None
-    try:
-        return parse_targets(
-            reader.raw[name], key=f"{reader.key}.{name}", service=service, tags_allowed=tags_allowed
-        )
-    except TrafficError as exc:
-        problems.append(str(exc))
-        return None
+# `liftoff:<key>` -> the section the program reads from it (usage and release are read on their own).
+SECTIONS: dict[str, type[Section]] = {
+    "supabase": SupabaseSettings,
+    "redis": RedisSettings,
+    "api": ApiSettings,
+    "worker": WorkerSettings,
+    "app": AppSettings,
+    "retention": RetentionSettings,
+    "alerts": AlertSettings,
+}
 
 
 def load(source: ConfigSource | None = None, *, stack: str | None = None) -> StackSettings:
     """Read and validate the whole configuration; ConfigError lists every problem."""
     source = source or PulumiConfig()
-    stack = stack or pulumi.get_stack()
     problems: list[str] = []
-
-    gcp_project = source.get("gcp", "project")
-    if not isinstance(gcp_project, str) or not PROJECT_ID.match(gcp_project):
-        problems.append(
-            f"gcp:project: {gcp_project!r} is not a GCP project id (set it: pulumi config set gcp:project ID)"
-        )
-    region = source.get("gcp", "region")
-    if region not in CLOUD_RUN_REGIONS:
-        problems.append(
-            f"gcp:region: {region!r} is not a Cloud Run region: {', '.join(sorted(CLOUD_RUN_REGIONS))}"
-        )
-    nearest = NEAREST_AWS_REGION.get(region, "us-east-1") if isinstance(region, str) else "us-east-1"
-
-    environment = source.get(NAMESPACE, "environment") or stack
-    if environment not in ("staging", "prod"):
-        problems.append(f"{NAMESPACE}:environment: {environment!r} must be staging or prod")
-    prod = environment == "prod"
-    # Unset, the tag is derived from the image's sources (stacks/program.py): a tag that changes
-    # with every commit would rebuild the image and show a diff in every preview.
-    image_tag = source.get(NAMESPACE, "imageTag")
-    if image_tag is not None and (not isinstance(image_tag, str) or not IMAGE_TAG.match(image_tag)):
-        problems.append(f"{NAMESPACE}:imageTag: {image_tag!r} is not a Docker tag")
-
-    sb = _Reader(problems, f"{NAMESPACE}:supabase", source.get(NAMESPACE, "supabase"))
-    retired = {
-        # The Management API ignores a plan in project creation: the organization's plan applies.
-        "plan": "Supabase sets the plan per organization, not per project; remove this key",
-        # The pooler host is read from the project's own pooler configuration.
-        "poolerHost": "the pooler host now comes from the Management API; remove this key",
+    raw_keys = _top_level(source, stack or pulumi.get_stack())
+    keys = _validate(StackKeys, raw_keys, "", Place(), problems)
+    place = Place(str(raw_keys[f"{NAMESPACE}:environment"]), raw_keys["gcp:region"])
+    sections: dict[str, Any] = {
+        name: _validate(model, source.get(NAMESPACE, name), f"{NAMESPACE}:{name}", place, problems)
+        for name, model in SECTIONS.items()
     }
-    problems.extend(f"{sb.key}.{key}: {why}" for key, why in retired.items() if key in sb.raw)
-    sb.unknown({"mode", "region", "organizationId", "projectRef", *retired})
-    mode = sb.value("mode", str, "create", _one_of({"create", "adopt"}))
-    supabase = SupabaseSettings(
-        mode="adopt" if mode == "adopt" else "create",
-        region=sb.value("region", str, nearest, _one_of(SUPABASE_REGIONS)),
-        organization_id=sb.optional("organizationId", str),
-        project_ref=sb.optional("projectRef", str),
-    )
-    if supabase.mode == "create" and not supabase.organization_id:
-        problems.append(f"{NAMESPACE}:supabase.organizationId: is required when mode is create")
-    if supabase.mode == "adopt" and not supabase.project_ref:
-        problems.append(f"{NAMESPACE}:supabase.projectRef: is required when mode is adopt")
-
-    rd = _Reader(problems, f"{NAMESPACE}:redis", source.get(NAMESPACE, "redis"))
-    rd.unknown({"primaryRegion", "budget"})
-    redis = RedisSettings(
-        primary_region=rd.value("primaryRegion", str, nearest, _one_of(UPSTASH_REGIONS)),
-        budget=rd.value("budget", int, 20, _between(1, 10_000)),
+    secrets = Secrets.read(source)
+    problems.extend(_secret_problems(source, secrets))
+    usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
+    release, release_problems = release_config.parse(source.get(NAMESPACE, "release"), cloud=True)
+    problems.extend(release_problems)
+    if problems or keys is None:
+        raise ConfigError(problems)
+    return StackSettings(
+        project=keys.project,
+        region=keys.region,
+        environment=keys.environment,
+        image_tag=keys.image_tag,
+        secrets=secrets,
+        usage=usage,
+        release=release,
+        **sections,
     )
 
-    ap = _Reader(problems, f"{NAMESPACE}:api", source.get(NAMESPACE, "api"))
-    ap.unknown(
-        {
-            "public",
-            "invokers",
-            "minInstances",
-            "maxInstances",
-            "concurrency",
-            "cpu",
-            "memory",
-            "timeoutSeconds",
-            "ingress",
-            "deletionProtection",
-            "traffic",
-        }
-    )
-    traffic = _pinned_targets(ap, "traffic", f"liftoff-{environment}-api", problems)
-    invokers = ap.raw.get("invokers", [])
-    if not isinstance(invokers, list) or not all(isinstance(i, str) for i in invokers):
-        problems.append(f"{NAMESPACE}:api.invokers: must be a list of IAM members")
-        invokers = []
-    api = ApiSettings(
-        public=ap.value("public", bool, False),
-        invokers=tuple(invokers),
-        min_instances=ap.value("minInstances", int, 1 if prod else 0, _between(0, 1000)),
-        max_instances=ap.value("maxInstances", int, 10, _between(1, 1000)),
-        concurrency=ap.value("concurrency", int, 80, _between(1, 1000)),
-        cpu=ap.value("cpu", str, "1", _pattern(CPU, "a CPU value (1-8, or millicores like 500m)")),
-        memory=ap.value("memory", str, "512Mi", _pattern(MEMORY, "a memory size like 512Mi or 2Gi")),
-        timeout_seconds=ap.value("timeoutSeconds", int, 300, _between(1, 3600)),
-        ingress=INGRESS.get(ap.value("ingress", str, "all", _one_of(INGRESS)), "INGRESS_TRAFFIC_ALL"),
-        deletion_protection=ap.value("deletionProtection", bool, prod),
-        traffic=traffic,
-    )
-    if api.min_instances > api.max_instances:
-        problems.append(
-            f"{NAMESPACE}:api.minInstances: {api.min_instances} is above maxInstances {api.max_instances}"
-        )
-    if api.public and api.invokers:
-        problems.append(f"{NAMESPACE}:api.invokers: a public API takes no invoker list")
-    if prod and not api.deletion_protection:
-        problems.append(f"{NAMESPACE}:api.deletionProtection: must be true in prod")
 
-    wk = _Reader(problems, f"{NAMESPACE}:worker", source.get(NAMESPACE, "worker"))
-    wk.unknown({"instances", "concurrency", "cpu", "memory", "split"})
-    split = _pinned_targets(wk, "split", f"liftoff-{environment}-worker", problems, tags_allowed=False)
-    worker = WorkerSettings(
-        instances=wk.value("instances", int, 1, _between(0, 100)),
-        concurrency=wk.value("concurrency", int, 4, _between(1, 256)),
-        cpu=wk.value("cpu", str, "1", _pattern(CPU, "a CPU value (1-8, or millicores like 500m)")),
-        memory=wk.value("memory", str, "512Mi", _pattern(MEMORY, "a memory size like 512Mi or 2Gi")),
-        split=split,
-    )
+def _top_level(source: ConfigSource, stack: str) -> dict[str, Any]:
+    return {
+        "gcp:project": source.get("gcp", "project"),
+        "gcp:region": source.get("gcp", "region"),
+        f"{NAMESPACE}:environment": source.get(NAMESPACE, "environment") or stack,
+        f"{NAMESPACE}:imageTag": source.get(NAMESPACE, "imageTag"),
+    }
 
-    ar = _Reader(problems, f"{NAMESPACE}:app", source.get(NAMESPACE, "app"))
-    ar.unknown(
-        {"aiProvider", "defaultModel", "logLevel", "tenantMaxActiveJobs", "tenantMaxSubmissionsPerMinute"}
-    )
-    provider = ar.value("aiProvider", str, "openai", _one_of({"local", "openai"}))
-    app = AppSettings(
-        ai_provider="local" if provider == "local" else "openai",
-        default_model=ar.value("defaultModel", str, "gpt-4o-mini"),
-        log_level=ar.value("logLevel", str, "INFO", _one_of({"DEBUG", "INFO", "WARNING", "ERROR"})),
-        tenant_max_active_jobs=ar.value(
-            "tenantMaxActiveJobs", int, _app_default("tenant_max_active_jobs"), _between(1, 1_000_000)
-        ),
-        tenant_max_submissions_per_minute=ar.value(
-            "tenantMaxSubmissionsPerMinute",
-            int,
-            _app_default("tenant_max_submissions_per_minute"),
-            _between(1, 1_000_000),
-        ),
-    )
 
-    rt = _Reader(problems, f"{NAMESPACE}:retention", source.get(NAMESPACE, "retention"))
-    rt.unknown({"days", "schedule"})
-    retention = RetentionSettings(
-        days=rt.value("days", int, 30, _between(1, 3650)),
-        schedule=rt.value(
-            "schedule",
-            str,
-            "17 3 * * *",
-            lambda s: None if len(s.split()) == 5 else "must be a 5-field cron expression",
-        ),
-    )
+def _validate(model: type[M], raw: Any, key: str, place: Place, problems: list[str]) -> M | None:
+    """`raw` as a `model`, or None with each problem appended, named by its key under `key`."""
+    try:
+        return model.model_validate({} if raw is None else raw, context=place)
+    except ValidationError as error:
+        problems.extend(problem for e in error.errors() for problem in _named(model, key, e))
+        return None
 
-    al = _Reader(problems, f"{NAMESPACE}:alerts", source.get(NAMESPACE, "alerts"))
-    al.unknown({"email", "errorRatio", "p95LatencyMs", "jobFailureRatio", "oldestQueuedSeconds"})
-    alerts = AlertSettings(
-        email=al.value("email", str, None, _pattern(EMAIL, "an email address")),
-        error_ratio=al.number("errorRatio", 0.05, _ratio),
-        p95_latency_ms=al.value("p95LatencyMs", int, 2000, _between(1, 600_000)),
-        job_failure_ratio=al.number("jobFailureRatio", 0.10, _ratio),
-        oldest_queued_seconds=al.value("oldestQueuedSeconds", int, 300, _between(1, 86_400)),
-    )
 
-    secrets = Secrets(
-        openai_api_key=source.get_secret(NAMESPACE, "openaiApiKey"),
-        sentry_dsn=source.get_secret(NAMESPACE, "sentryDsn"),
-        supabase_jwt_secret=source.get_secret(NAMESPACE, "supabaseJwtSecret"),
-        supabase_db_password=source.get_secret(NAMESPACE, "supabaseDbPassword"),
-    )
-    if app.ai_provider == "openai" and secrets.openai_api_key is None:
+def _named(model: type[BaseModel], key: str, error: ErrorDetails) -> list[str]:
+    """One pydantic error as `liftoff:api.minInstances: what is wrong`, or several for a section's."""
+    if error["type"] == "keyed":
+        return [_join(key, problem) for problem in (error.get("ctx") or {})["problems"]]
+    message = explain(error)
+    if error["type"] == "extra_forbidden":
+        known = sorted(str(f.alias or name) for name, f in model.model_fields.items() if not f.exclude)
+        message += f" (known: {', '.join(known)})"
+    path = ".".join(_alias(model, part) for part in error["loc"] if not isinstance(part, int))
+    return [f"{_join(key, path)}: {message}"]
+
+
+def _alias(model: type[BaseModel], part: str | int) -> str:
+    """A key as the stack file spells it: a default's error is located by the field's own name."""
+    info = model.model_fields.get(str(part))
+    return info.alias if info is not None and info.alias else str(part)
+
+
+def _join(key: str, path: str) -> str:
+    return ".".join(part for part in (key, path) if part)
+
+
+def _secret_problems(source: ConfigSource, secrets: Secrets) -> list[str]:
+    """The secrets that the rest of the configuration needs, and that are not set."""
+    problems = []
+    if _raw_value(source, "app", "aiProvider") != "local" and secrets.openai_api_key is None:
         problems.append(
             f"{NAMESPACE}:openaiApiKey: is required when app.aiProvider is openai"
             f" (pulumi config set --secret {NAMESPACE}:openaiApiKey sk-...)"
@@ -511,90 +710,25 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
             f"{SUPABASE_TOKEN}: is required: the Supabase Management API token"
             f" (pulumi config set --secret {SUPABASE_TOKEN} sbp_...)"
         )
-    if supabase.mode == "adopt" and secrets.supabase_db_password is None:
+    if _raw_value(source, "supabase", "mode") == "adopt" and secrets.supabase_db_password is None:
         problems.append(
             f"{NAMESPACE}:supabaseDbPassword: is required when supabase.mode is adopt (set it --secret)"
         )
-
-    usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
-    release, release_problems = release_config.parse(source.get(NAMESPACE, "release"), cloud=True)
-    problems.extend(release_problems)
-
-    if problems:
-        raise ConfigError(problems)
-    return StackSettings(
-        project=gcp_project,
-        region=region,
-        environment="prod" if prod else "staging",
-        image_tag=image_tag,
-        supabase=supabase,
-        redis=redis,
-        api=api,
-        worker=worker,
-        app=app,
-        retention=retention,
-        alerts=alerts,
-        secrets=secrets,
-        usage=usage,
-        release=release,
-    )
+    return problems
 
 
-# --- Usage assumptions (`liftoff:usage`): what the cost estimate (stacks/cost.py) prices. ---
-# They register nothing; they live here so that a typo fails `pulumi up` and `make cost` alike.
-
-
-@dataclass(frozen=True)
-class UsageSettings:
-    """How much a stack is used in a month; README, "What it costs", explains each default."""
-
-    requests_per_month: int = 1_000_000
-    mean_request_ms: int = 200
-    api_instance_starts_per_month: int = 1_000
-    jobs_per_month: int = 100_000
-    releases_per_month: int = 30
-    migration_seconds: int = 60
-    retention_seconds: int = 120
-    image_mb: int = 250
-    image_mb_per_release: int = 30
-    redis_mb: int = 100
-    database_gb: int = 1
-    # The Supabase organization's plan: billed per organization, so not a property of the project.
-    supabase_plan: str = "pro"
-
-
-SUPABASE_PLANS = frozenset({"free", "pro"})
-# key in the stack file -> (field, smallest, largest)
-USAGE_KEYS: dict[str, tuple[str, int, int]] = {
-    "requestsPerMonth": ("requests_per_month", 0, 100_000_000_000),
-    "meanRequestMs": ("mean_request_ms", 1, 3_600_000),
-    "apiInstanceStartsPerMonth": ("api_instance_starts_per_month", 0, 10_000_000),
-    "jobsPerMonth": ("jobs_per_month", 0, 10_000_000_000),
-    "releasesPerMonth": ("releases_per_month", 0, 10_000),
-    "migrationSeconds": ("migration_seconds", 0, 86_400),
-    "retentionSeconds": ("retention_seconds", 0, 86_400),
-    "imageMb": ("image_mb", 1, 100_000),
-    "imageMbPerRelease": ("image_mb_per_release", 0, 100_000),
-    "redisMb": ("redis_mb", 0, 100_000_000),
-    "databaseGb": ("database_gb", 0, 100_000),
-}
+def _raw_value(source: ConfigSource, section: str, key: str) -> Any:
+    """A key of a section as the stack file has it, valid or not: what a secret depends on."""
+    raw = source.get(NAMESPACE, section)
+    return raw.get(key) if isinstance(raw, Mapping) else None
 
 
 def usage_settings(raw: Any, problems: list[str] | None = None) -> UsageSettings:
     """`liftoff:usage` validated; problems are appended to `problems`, or raised as ConfigError."""
     found: list[str] = []
-    reader = _Reader(found, f"{NAMESPACE}:usage", raw)
-    reader.unknown({*USAGE_KEYS, "supabasePlan"})
-    defaults = UsageSettings()
-    values: dict[str, Any] = {
-        name: reader.value(key, int, getattr(defaults, name), _between(low, high))
-        for key, (name, low, high) in USAGE_KEYS.items()
-    }
-    values["supabase_plan"] = reader.value(
-        "supabasePlan", str, defaults.supabase_plan, _one_of(SUPABASE_PLANS)
-    )
+    usage = _validate(UsageSettings, raw, f"{NAMESPACE}:usage", Place(), found)
     if problems is not None:
         problems.extend(found)
     elif found:
         raise ConfigError(found)
-    return UsageSettings(**values) if not found else defaults
+    return usage or UsageSettings()

@@ -25,24 +25,47 @@ class ReleaseSettings(BaseModel):
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True
     )
 
-    # The candidate's share at each step, rising, ending at 100.
-    steps: tuple[Percent, ...] = Field((10, 50, 100), strict=False)
-    # How long each step runs before its gates are read.
-    soak_seconds: int = Field(300, ge=1, le=3600)
-    # How long a step may wait for min_requests before its result counts as inconclusive.
-    max_soak_seconds: int | None = Field(None, ge=1, le=14400)
-    # Gates are only judged once the candidate has served this many requests in the step.
-    min_requests: int = Field(100, ge=0)
-    # Absolute limits on the candidate: 5xx ratio and p95 latency.
-    max_error_ratio: float = Field(0.02, ge=0.0, le=1.0)
-    max_p95_latency_ms: int = Field(1500, ge=1)
-    # Limits relative to the stable revision over the same window, when it served min_requests.
-    max_error_ratio_increase: float = Field(0.01, ge=0.0, le=1.0)
-    max_latency_ratio: float = Field(1.5, ge=1.0)
-    # Ask a person before each step after the first.
-    approval: bool = False
-    # What a step that never saw min_requests does: roll back (safe) or go on.
-    on_inconclusive: Literal["rollback", "promote"] = "rollback"
+    steps: tuple[Percent, ...] = Field(
+        (10, 50, 100), strict=False, description="The candidate's share at each step, rising, ending at 100."
+    )
+    soak_seconds: int = Field(
+        300,
+        ge=1,
+        le=3600,
+        description="How long each step runs before its gates are read; in the cloud at least"
+        f" {CLOUD_MIN_SOAK_SECONDS} (Cloud Monitoring's ingestion delay).",
+    )
+    max_soak_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=14400,
+        description="How long a step may wait for `minRequests` before it counts as inconclusive;"
+        " unset: three soaks.",
+    )
+    min_requests: int = Field(
+        100, ge=0, description="Requests the candidate must serve in a step before its gates are judged."
+    )
+    max_error_ratio: float = Field(0.02, ge=0.0, le=1.0, description="Highest 5xx ratio of the candidate.")
+    max_p95_latency_ms: int = Field(
+        1500, ge=1, description="Highest p95 latency of the candidate, in milliseconds."
+    )
+    max_error_ratio_increase: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Most the candidate's 5xx ratio may exceed the stable revision's over the same window"
+        " (judged when the stable revision served `minRequests`).",
+    )
+    max_latency_ratio: float = Field(
+        1.5,
+        ge=1.0,
+        description="Most the candidate's p95 latency may be, as a multiple of the stable revision's"
+        " over the same window (judged when the stable revision served `minRequests`).",
+    )
+    approval: bool = Field(False, description="Ask a person before each step after the first.")
+    on_inconclusive: Literal["rollback", "promote"] = Field(
+        "rollback", description="What a step that never saw `minRequests` does: roll back (safe) or go on."
+    )
 
     @field_validator("steps")
     @classmethod

@@ -221,3 +221,33 @@ def test_defaults_are_secure():
     assert settings.supabase.region == "us-east-1"
     staging = load(DictSource(config, SECRETS), stack="staging")
     assert staging.api.deletion_protection is False
+
+
+def test_a_section_reports_its_cross_key_problems_with_its_field_problems(registrations):
+    bad = api(
+        minInstances=5, maxInstances=2, public=True, invokers=["user:a@example.com"], deletionProtection=False
+    )
+    bad["liftoff:api"]["memory"] = "lots"
+    with pytest.raises(ConfigError) as caught:
+        render_stack("prod", {**bad, "liftoff:supabase": {"mode": "adopt", "region": "nowhere"}})
+    problems = caught.value.problems
+    for expected in (
+        "liftoff:api.minInstances: 5 is above maxInstances 2",
+        "liftoff:api.invokers: a public API takes no invoker list",
+        "liftoff:api.deletionProtection: must be true in prod",
+        "liftoff:api.memory: 'lots' is not a memory size",
+        "liftoff:supabase.projectRef: is required when mode is adopt",
+        "liftoff:supabase.region: 'nowhere' is not one of",
+        "liftoff:supabaseDbPassword: is required when supabase.mode is adopt",
+    ):
+        assert any(problem.startswith(expected) for problem in problems), (expected, problems)
+    assert registrations == []
+
+
+def test_short_ingress_names_become_cloud_run_settings():
+    config = {**stack_config("prod"), "liftoff:alerts": {"email": "oncall@example.com"}}
+    settings = load(DictSource(config, SECRETS), stack="prod")
+    assert settings.api.ingress == "INGRESS_TRAFFIC_ALL"
+    internal = {**config, **api(ingress="internal-and-load-balancer")}
+    settings = load(DictSource(internal, SECRETS), stack="prod")
+    assert settings.api.ingress == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
