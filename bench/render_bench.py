@@ -18,13 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pulumi
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stacks.render import RecordingMocks, render, stack_config  # noqa: E402
+from stacks.render import RecordingMocks, render, run_under_mocks, stack_config  # noqa: E402
 
 SECRETS = {"liftoff:openaiApiKey": "sk-bench", "supabase:accessToken": "sbp_bench"}
 
@@ -36,7 +34,7 @@ def empty_program() -> float:
     try:
         pulumi.runtime.set_all_config({})
         pulumi.runtime.set_mocks(RecordingMocks(), project="liftoff", stack="prod", preview=False)
-        _sync_await(run_pulumi_func(lambda: None))
+        run_under_mocks(lambda: None)()
     finally:
         loop.close()
         asyncio.set_event_loop(None)

@@ -87,6 +87,15 @@ def ledger_of(release: ReleasePlan | None, after: Sequence[pulumi.Resource] = ()
     return ReleaseLedger("release-ledger", EMPTY, opts=kept)
 
 
+def _accounts(s: StackSettings) -> ServiceAccounts:
+    return ServiceAccounts(
+        "identity",
+        ServiceAccountsArgs(
+            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
+        ),
+    )
+
+
 def _database(s: StackSettings) -> SupabaseDatabase:
     return SupabaseDatabase(
         "database",
@@ -148,6 +157,68 @@ def _image(s: StackSettings) -> ContainerImage:
             context=str(ROOT),
             dockerfile=str(ROOT / "app" / "Dockerfile"),
             tag=s.image_tag or source_tag(ROOT, IMAGE_SOURCES),
+            labels=s.labels,
+        ),
+    )
+
+
+def _app_env(s: StackSettings, database: SupabaseDatabase) -> dict[str, pulumi.Input[str] | None]:
+    """The plain (non-secret) values of the app's contract, as this stack sets them."""
+    return {
+        "APP_ENV": s.environment,
+        "LOG_LEVEL": s.app.log_level,
+        "LOG_FORMAT": "json",
+        "GOOGLE_CLOUD_PROJECT": s.project,
+        "SUPABASE_JWKS_URL": database.jwks_url,
+        "DEFAULT_MODEL": s.app.default_model,
+        "AI_PROVIDER": s.app.ai_provider,
+        "WORKER_CONCURRENCY": str(s.worker.concurrency),
+        "RETENTION_DAYS": str(s.retention.days),
+        "TENANT_MAX_ACTIVE_JOBS": str(s.app.tenant_max_active_jobs),
+        "TENANT_MAX_SUBMISSIONS_PER_MINUTE": str(s.app.tenant_max_submissions_per_minute),
+    }
+
+
+@dataclass(frozen=True)
+class Workloads:
+    """What every workload's container is made of: one image, the identities, the app's settings."""
+
+    image: ContainerImage
+    accounts: ServiceAccounts
+    secrets: Secrets
+    env: Mapping[str, pulumi.Input[str] | None]
+
+    def container(
+        self, role: Role, cpu: str, memory: str, after: tuple[pulumi.Resource, ...] = ()
+    ) -> Container:
+        """The container of a workload in `role`: its own identity, the variables that role reads."""
+        return Container(
+            image=self.image.ref,
+            image_digest=self.image.digest,
+            service_account=self.accounts.emails[ACCOUNT[role]],
+            env=_plain_env(role, self.env),
+            secret_env=_secret_env(role, self.secrets.refs),
+            cpu=cpu,
+            memory=memory,
+            after=after,
+        )
+
+
+def _migrations(s: StackSettings, workloads: Workloads) -> MigrationsJob:
+    return MigrationsJob(
+        "migrations",
+        JobArgs(
+            job_name=s.names.migrations,
+            region=s.region,
+            project=s.project,
+            container=workloads.container(Role.MIGRATE, "1", "512Mi"),
+            command=("python", "-m", "app", "migrate"),
+            # A new image, or new limits for migrate to write, runs the migrations job again.
+            run_on=pulumi.Output.concat(
+                workloads.image.digest,
+                f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
+            ),
+            deletion_protection=s.api.deletion_protection,
             labels=s.labels,
         ),
     )
@@ -240,66 +311,21 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
     """
     s = settings
     traffic = traffic_of(s, release)
-    accounts = ServiceAccounts(
-        "identity",
-        ServiceAccountsArgs(
-            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
-        ),
-    )
+    accounts = _accounts(s)
     database = _database(s)
     redis = _redis(s)
     secrets = _secrets(s, accounts, database, redis)
     image = _image(s)
-
-    plain: dict[str, pulumi.Input[str] | None] = {
-        "APP_ENV": s.environment,
-        "LOG_LEVEL": s.app.log_level,
-        "LOG_FORMAT": "json",
-        "GOOGLE_CLOUD_PROJECT": s.project,
-        "SUPABASE_JWKS_URL": database.jwks_url,
-        "DEFAULT_MODEL": s.app.default_model,
-        "AI_PROVIDER": s.app.ai_provider,
-        "WORKER_CONCURRENCY": str(s.worker.concurrency),
-        "RETENTION_DAYS": str(s.retention.days),
-        "TENANT_MAX_ACTIVE_JOBS": str(s.app.tenant_max_active_jobs),
-        "TENANT_MAX_SUBMISSIONS_PER_MINUTE": str(s.app.tenant_max_submissions_per_minute),
-    }
-
-    def container(role: Role, cpu: str, memory: str, after: tuple[pulumi.Resource, ...] = ()) -> Container:
-        return Container(
-            image=image.ref,
-            image_digest=image.digest,
-            service_account=accounts.emails[ACCOUNT[role]],
-            env=_plain_env(role, plain),
-            secret_env=_secret_env(role, secrets.refs),
-            cpu=cpu,
-            memory=memory,
-            after=after,
-        )
-
+    workloads = Workloads(image, accounts, secrets, _app_env(s, database))
     # Migrations run to completion before the API or the worker change (see MigrationsJob).
-    migrations = MigrationsJob(
-        "migrations",
-        JobArgs(
-            job_name=s.names.migrations,
-            region=s.region,
-            project=s.project,
-            container=container(Role.MIGRATE, "1", "512Mi"),
-            command=("python", "-m", "app", "migrate"),
-            # A new image, or new limits for migrate to write, runs the migrations job again.
-            run_on=pulumi.Output.concat(
-                image.digest,
-                f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
-            ),
-            deletion_protection=s.api.deletion_protection,
-            labels=s.labels,
-        ),
+    migrations = _migrations(s, workloads)
+    api = _api_service(
+        s, workloads.container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic
     )
-    api = _api_service(s, container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic)
     worker = _worker_pool(
-        s, container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
+        s, workloads.container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
     )
-    retention = _retention(s, container(Role.WORKER, "1", "512Mi"), accounts)
+    retention = _retention(s, workloads.container(Role.WORKER, "1", "512Mi"), accounts)
     _monitoring(s, api)
     ledger = ledger_of(release, after=(api.workload, worker.workload))
     return {

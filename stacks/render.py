@@ -8,6 +8,7 @@ render the same way and a change shows up as a change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -17,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import pulumi
 import yaml
-from pulumi.runtime.mocks import MockCallArgs, MockMonitor, MockResourceArgs
-from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime import MockCallArgs, MockResourceArgs, rpc
+
+# The type of set_mocks' public `monitor` parameter; pulumi.runtime does not re-export it.
+from pulumi.runtime.mocks import MockMonitor
 
 from components.image import source_hash
 from components.jobrun import JobRun
@@ -31,11 +33,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"
-# How the engine marks a secret value on the wire (pulumi.runtime.rpc).
-_SIG_KEY = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"  # noqa: S105 (a wire marker, not a password)
 DYNAMIC_PROVIDER = "__provider"
 CLIENT_CONFIG_FUNCTION = "gcp:organizations/getClientConfig:getClientConfig"
+
+# pulumi.runtime.test runs a function the way the engine runs a program, and waits for all it
+# started (registrations, and the Output it returns) before it returns. It carries no annotations.
+run_under_mocks: Callable[[Callable[[], Any]], Callable[[], None]] = pulumi.runtime.test
 
 
 @dataclass(frozen=True)
@@ -83,11 +86,15 @@ class Rendering:
 
 
 def unwrap_secrets(value: Any, path: str = "") -> tuple[Any, set[str]]:
-    """Inputs with Pulumi's secret envelopes removed, and the paths that were secret."""
+    """Inputs with Pulumi's secret envelopes removed, and the paths that were secret.
+
+    The mock monitor hands a resource's inputs over as the engine received them, a secret still
+    in its wire envelope; the SDK's own `rpc.is_rpc_secret` and `rpc.unwrap_rpc_secret` open it.
+    """
+    if rpc.is_rpc_secret(value):
+        inner, paths = unwrap_secrets(rpc.unwrap_rpc_secret(value), path)
+        return inner, {path, *paths}
     if isinstance(value, Mapping):
-        if value.get(_SIG_KEY) == _SECRET_SIG:
-            inner, paths = unwrap_secrets(value.get("value"), path)
-            return inner, {path, *paths}
         plain: dict[str, Any] = {}
         found: set[str] = set()
         for key, item in value.items():
@@ -298,15 +305,7 @@ def _render(
     project: str,
     release: ReleasePlan | None = None,
 ) -> Rendering:
-    if program is None:
-        from stacks.program import build
-        from stacks.settings import load
-
-        def liftoff() -> Mapping[str, Any]:
-            return build(load(stack=stack), release)
-
-        program = liftoff
-
+    declare = program or _liftoff(stack, release)
     flat = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
     flat.update(secrets or {})
     pulumi.runtime.set_all_config(flat, secret_keys=list(secrets or {}))
@@ -315,18 +314,38 @@ def _render(
         mocks, project=project, stack=stack, preview=False, monitor=RecordingMonitor(mocks)
     )
     rendering = Rendering(stack=stack, resources=mocks.resources)
-    exports: dict[str, pulumi.Output[Any]] = {}
 
-    declare = program
+    def run() -> pulumi.Output[list[Any]]:
+        return _record_exports(declare(), rendering)
 
-    def run() -> None:
-        for key, value in declare().items():
-            exports[key] = pulumi.Output.from_input(value)
-        _sync_await(pulumi.Output.all(*exports.values()).future())
-
-    _sync_await(run_pulumi_func(run))
-    for key, output in exports.items():
-        rendering.outputs[key] = _sync_await(output.future())
-        if _sync_await(output.is_secret()):
-            rendering.secret_outputs.add(key)
+    run_under_mocks(run)()
     return rendering
+
+
+def _liftoff(stack: str, release: ReleasePlan | None) -> Callable[[], Mapping[str, Any]]:
+    """Liftoff's own program for `stack`, its settings read when it runs (under the mocks' config)."""
+    from stacks.program import build
+    from stacks.settings import load
+
+    def liftoff() -> Mapping[str, Any]:
+        return build(load(stack=stack), release)
+
+    return liftoff
+
+
+def _record_exports(exports: Mapping[str, Any], rendering: Rendering) -> pulumi.Output[list[Any]]:
+    """An Output that resolves once every export's value, and whether it is secret, is recorded."""
+    # Export order, whatever order the values resolve in.
+    rendering.outputs.update(dict.fromkeys(exports))
+    recorded: list[pulumi.Output[Any]] = []
+    for key, value in exports.items():
+        output = pulumi.Output.from_input(value)
+        recorded.append(output.apply(functools.partial(rendering.outputs.__setitem__, key)))
+        is_secret: pulumi.Output[bool] = pulumi.Output.from_input(output.is_secret())
+        recorded.append(is_secret.apply(functools.partial(_mark_secret, rendering.secret_outputs, key)))
+    return pulumi.Output.all(*recorded)
+
+
+def _mark_secret(secret_outputs: set[str], key: str, secret: bool) -> None:
+    if secret:
+        secret_outputs.add(key)

@@ -14,6 +14,9 @@ import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+# The SDK has no public way to read an *Args class's engine property names; _py_properties is the
+# one it uses itself. tests/stacks/test_program.py fails loudly either way if it changes: every
+# rendered property must be found, and a misspelt one must not.
 from pulumi._types import _py_properties, is_input_type
 
 from components.jobrun import JobRun
