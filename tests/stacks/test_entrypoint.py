@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.render import ROOT, RecordingMocks, stack_config
+from stacks.render import ROOT, RecordingMocks, run_under_mocks, stack_config
 from tests.stacks.conftest import SECRETS
 
 pytestmark = pytest.mark.unit
@@ -19,8 +19,6 @@ def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
     import json
 
     import pulumi
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
 
     program_dir = ROOT / "stacks"
     monkeypatch.setattr(
@@ -39,7 +37,7 @@ def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
         def program() -> None:
             runpy.run_path(str(program_dir), run_name="__main__")
 
-        _sync_await(run_pulumi_func(program))
+        run_under_mocks(program)()
     finally:
         loop.close()
         asyncio.set_event_loop(None)
