@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import pulumi
@@ -19,14 +20,14 @@ class UpstashRedisArgs:
     primary_region: str
     # Upstash stops serving at this monthly spend (USD), so a runaway loop cannot run up a bill.
     budget: int = 20
-    read_regions: tuple[str, ...] = field(default_factory=tuple)
+    read_regions: Sequence[str] = ()
     protect: bool = True
 
     def __post_init__(self) -> None:
         check(
             self,
             primary_region=UpstashRegion,
-            read_regions=tuple[UpstashRegion, ...],
+            read_regions=Sequence[UpstashRegion],
             budget=UpstashBudget,
         )
 

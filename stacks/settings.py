@@ -266,6 +266,8 @@ class StackKeys(BaseModel):
 class Section(BaseModel):
     """One `liftoff:<section>` object: camelCase keys, nothing unknown, no type coerced."""
 
+    # Python builds a section by field name (UsageSettings(requests_per_month=...)); a stack file's
+    # keys are validated by their camelCase alias only (see _validate).
     model_config = ConfigDict(
         extra="forbid", frozen=True, strict=True, alias_generator=to_camel, populate_by_name=True
     )
@@ -669,7 +671,8 @@ def _top_level(source: ConfigSource, stack: str) -> dict[str, Any]:
 def _validate(model: type[M], raw: Any, key: str, place: Place, problems: list[str]) -> M | None:
     """`raw` as a `model`, or None with each problem appended, named by its key under `key`."""
     try:
-        return model.model_validate({} if raw is None else raw, context=place)
+        # By alias only: the stack file spells keys in camelCase, and `min_instances` there is unknown.
+        return model.model_validate({} if raw is None else raw, context=place, by_alias=True, by_name=False)
     except ValidationError as error:
         problems.extend(problem for e in error.errors() for problem in _named(model, key, e))
         return None
@@ -680,10 +683,14 @@ def _named(model: type[BaseModel], key: str, error: ErrorDetails) -> list[str]:
     if error["type"] == "keyed":
         return [_join(key, problem) for problem in (error.get("ctx") or {})["problems"]]
     message = explain(error)
+    parts = [str(part) for part in error["loc"] if not isinstance(part, int)]
     if error["type"] == "extra_forbidden":
         known = sorted(str(f.alias or name) for name, f in model.model_fields.items() if not f.exclude)
         message += f" (known: {', '.join(known)})"
-    path = ".".join(_alias(model, part) for part in error["loc"] if not isinstance(part, int))
+        # An unknown key is named as the stack file spells it, even where it is a field's Python name.
+        path = ".".join([*(_alias(model, part) for part in parts[:-1]), *parts[-1:]])
+    else:
+        path = ".".join(_alias(model, part) for part in parts)
     return [f"{_join(key, path)}: {message}"]
 
 

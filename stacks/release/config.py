@@ -101,7 +101,7 @@ def parse(raw: object, *, cloud: bool = True) -> tuple[ReleaseSettings, list[str
     problems: list[str] = []
     settings = ReleaseSettings()
     try:
-        settings = ReleaseSettings.model_validate(raw)
+        settings = ReleaseSettings.model_validate(raw, by_alias=True, by_name=False)
     except ValidationError as error:
         problems = [_problem(dict(e)) for e in error.errors()]
     soak = raw.get("soakSeconds", settings.soak_seconds)

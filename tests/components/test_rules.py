@@ -35,6 +35,14 @@ def test_a_component_is_given_values_of_the_right_type():
         UpstashRedisArgs(database_name="d", primary_region="us-east-1", read_regions=("moon-1",))
 
 
+def test_read_regions_may_be_any_sequence_of_regions_but_not_one_string():
+    for regions in (["eu-west-2"], ("eu-west-2",)):
+        args = UpstashRedisArgs(database_name="d", primary_region="eu-west-1", read_regions=regions)
+        assert list(args.read_regions) == ["eu-west-2"]
+    with pytest.raises(ValueError, match=r"^read_regions: "):
+        UpstashRedisArgs(database_name="d", primary_region="eu-west-1", read_regions="eu-west-2")
+
+
 def test_rules_describe_themselves_for_the_docs():
     assert Between(1, 600_000).doc == "1 to 600,000"
     assert OneOf(frozenset({"b", "a"})).doc == "one of: `a`, `b`"

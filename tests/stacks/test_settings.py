@@ -91,6 +91,18 @@ BAD_CONFIGS = [
         "liftoff:redis.primaryRegion: 'moon-1'",
     ),
     ("unknown-key", api(minInstance=1), "liftoff:api.minInstance: unknown key"),
+    # Python's field names are not the stack file's keys: snake_case is unknown, even beside a default.
+    ("snake-case-key", api(min_instances=3), "liftoff:api.min_instances: unknown key"),
+    (
+        "snake-case-usage-key",
+        {"liftoff:usage": {"requests_per_month": 5}},
+        "liftoff:usage.requests_per_month: unknown key",
+    ),
+    (
+        "snake-case-alert-key",
+        {"liftoff:alerts": {"email": "a@b.co", "p95_latency_ms": 100}},
+        "liftoff:alerts.p95_latency_ms: unknown key",
+    ),
     (
         "bad-schedule",
         {"liftoff:retention": {"schedule": "daily"}},
@@ -126,6 +138,11 @@ BAD_CONFIGS = [
         "release-unknown-key",
         {"liftoff:release": {"soakSecond": 300}},
         "liftoff:release.soakSecond: Extra inputs are not permitted",
+    ),
+    (
+        "release-snake-case-key",
+        {"liftoff:release": {"soak_seconds": 300}},
+        "liftoff:release.soak_seconds: Extra inputs are not permitted",
     ),
     (
         "release-bad-choice",
