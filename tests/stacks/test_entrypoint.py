@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import runpy
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,24 +14,6 @@ from tests.stacks.conftest import SECRETS
 pytestmark = pytest.mark.unit
 
 
-@pytest.fixture
-def fresh_modules() -> Iterator[None]:
-    """The program imports its own copies of stacks and components; afterwards the test session's
-    copies come back, and none of the fresh ones stays behind. A fresh module left in sys.modules
-    would hold classes that differ from their namesakes, and dill then pickles a later test's dynamic
-    provider by value, following references until it overflows the stack."""
-    before = dict(sys.modules)
-    for name in [m for m in sys.modules if m == "stacks" or m.startswith(("stacks.", "components"))]:
-        del sys.modules[name]
-    try:
-        yield
-    finally:
-        for name in set(sys.modules) - set(before):
-            del sys.modules[name]
-        sys.modules.update(before)
-
-
-@pytest.mark.usefixtures("fresh_modules")
 def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
     import asyncio
     import json
@@ -43,6 +24,8 @@ def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
     monkeypatch.setattr(
         sys, "path", [str(program_dir), *[p for p in sys.path if Path(p or ".").resolve() != ROOT]]
     )
+    for name in [m for m in sys.modules if m == "stacks" or m.startswith(("stacks.", "components"))]:
+        monkeypatch.delitem(sys.modules, name)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
