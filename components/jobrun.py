@@ -21,8 +21,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import pulumi
-from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
+from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 
+from components.dynamic import DynamicResource
 from components.googleapi import GoogleToken
 from components.rest import ApiError, RestClient
 
@@ -103,7 +104,7 @@ class JobRunProvider(ResourceProvider):
             self.sleep(self.poll_seconds)
 
 
-class JobRun(Resource, module="liftoff", name="JobRun"):
+class JobRun(DynamicResource, module="liftoff", name="JobRun"):
     """One completed execution of `job` for the current `trigger` (an image digest, say)."""
 
     TYPE: ClassVar[str] = "pulumi-python:dynamic/liftoff:JobRun"

@@ -22,10 +22,11 @@ from pulumi.dynamic import (
     CreateResult,
     DiffResult,
     ReadResult,
-    Resource,
     ResourceProvider,
     UpdateResult,
 )
+
+from components.dynamic import DynamicResource
 
 EMPTY = "[]"
 
@@ -79,7 +80,7 @@ def _parsed(entries: object) -> object:
         return entries
 
 
-class ReleaseLedger(Resource, module="liftoff", name="ReleaseLedger"):
+class ReleaseLedger(DynamicResource, module="liftoff", name="ReleaseLedger"):
     """The stack's release ledger, as JSON text in its state."""
 
     TYPE: ClassVar[str] = "pulumi-python:dynamic/liftoff:ReleaseLedger"

@@ -32,6 +32,7 @@ import pulumi
 import pulumi.dynamic as dynamic
 from pulumi.runtime import rpc
 
+from components.dynamic import DynamicResource
 from components.rest import ApiError, NotFoundError, RestClient
 from components.rules import SUPABASE_REGIONS
 
@@ -302,7 +303,7 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
             raise SupabaseApiError(str(exc), exc.status) from exc
 
 
-class SupabaseProject(dynamic.Resource, module="supabase", name="Project"):
+class SupabaseProject(DynamicResource, module="supabase", name="Project"):
     """A Supabase project; its outputs include the Supavisor pooler the project was given."""
 
     TYPE: ClassVar[str] = "pulumi-python:dynamic/supabase:Project"
