@@ -9,11 +9,12 @@ a component's children get the same stand-ins for computed outputs as in a whole
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pulumi
 import pytest
+from pulumi.runtime import MockResourceArgs
 
 from stacks.render import RecordingMocks, RecordingMonitor, Registered, Rendering
 
@@ -40,13 +41,25 @@ class Declared(Rendering):
         return {r.name for r in self.children(component)}
 
 
+class ComponentMocks(RecordingMocks):
+    """The recording mocks, with provider outputs a test may set by type (over the stand-ins)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.provider_outputs: dict[str, dict[str, Any]] = {}
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
+        resource_id, state = super().new_resource(args)
+        return resource_id, {**state, **self.provider_outputs.get(args.typ, {})}
+
+
 @pytest.fixture
-def mocks() -> Iterator[RecordingMocks]:
+def mocks() -> Iterator[ComponentMocks]:
     """Fresh mocks for the test, with no stack config left over from another test."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     pulumi.runtime.set_all_config({}, secret_keys=[])
-    recording = RecordingMocks()
+    recording = ComponentMocks()
     pulumi.runtime.set_mocks(
         recording, project=PROJECT, stack=STACK, preview=False, monitor=RecordingMonitor(recording)
     )
@@ -61,22 +74,29 @@ Declare = Callable[[Program], Declared]
 
 
 @pytest.fixture
-def declare(mocks: RecordingMocks) -> Declare:
+def declare(mocks: ComponentMocks) -> Declare:
     """Runs a program that declares components and returns outputs by name.
 
-    Every output is resolved and every registration finished when the rendering is returned:
-    `pulumi.runtime.test` waits for the engine's outstanding calls.
+    Every output is resolved (and noted if secret) and every registration finished when the
+    rendering is returned: `pulumi.runtime.test` waits for the engine's outstanding calls.
     """
 
     def run(program: Program) -> Declared:
         rendering = Declared(stack=STACK, resources=mocks.resources)
 
         @pulumi.runtime.test
-        def declaration() -> pulumi.Output[Any]:
-            exports = {key: pulumi.Output.from_input(value) for key, value in program().items()}
-            return pulumi.Output.all(**exports).apply(rendering.outputs.update)
+        def declaration() -> Awaitable[None]:
+            return _resolve(program(), rendering)
 
         declaration()
         return rendering
 
     return run
+
+
+async def _resolve(exports: Mapping[str, Any], rendering: Rendering) -> None:
+    for key, value in exports.items():
+        output = pulumi.Output.from_input(value)
+        rendering.outputs[key] = await output.future()
+        if await output.is_secret():
+            rendering.secret_outputs.add(key)
