@@ -47,9 +47,8 @@ def test_project_roles_are_granted_to_that_account_only(declare: Declare):
     members = {r.name: r for r in declared.children(TYPE) if r.type == MEMBER}
     assert set(members) == {"identity-worker-cloudtrace.agent", "identity-worker-logging.logWriter"}
     worker = declared.one(ACCOUNT, "identity-worker")
-    for role, member in zip(
-        ("roles/cloudtrace.agent", "roles/logging.logWriter"), members.values(), strict=True
-    ):
+    for role in ("roles/cloudtrace.agent", "roles/logging.logWriter"):
+        member = members[f"identity-worker-{role.removeprefix('roles/')}"]
         assert member.inputs == {
             "project": "acme-prod",
             "role": role,
