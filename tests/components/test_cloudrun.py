@@ -231,6 +231,22 @@ def test_release_managed_traffic_is_written_once_and_then_left_to_releases(decla
     assert service.ignore_changes == {"traffics"}
 
 
+def test_a_traffic_only_update_changes_the_traffic_and_nothing_else(declare: Declare):
+    def program() -> dict[str, Any]:
+        account = gcp.serviceaccount.Account("migrations", account_id="liftoff-prod-migrate")
+        pinned = (TrafficTarget(percent=100, revision="liftoff-prod-api-stable1"),)
+        ApiService("api", api_args(container=container(after=(account,)), traffic=pinned, traffic_only=True))
+        WorkerPool("worker", pool_args(container=container(after=(account,)), traffic_only=True))
+        return {}
+
+    declared = declare(program)
+    service, workers = declared.one(SERVICE), declared.one(POOL)
+    assert set(service.inputs) - service.ignore_changes == {"traffics"}
+    assert set(workers.inputs) - workers.ignore_changes == {"instanceSplits"}
+    # A targeted rollback must not wait for prerequisites of a new revision it does not create.
+    assert service.dependencies == workers.dependencies == frozenset()
+
+
 def test_a_private_api_is_invoked_only_by_the_named_members(declare: Declare):
     members = ("serviceAccount:smoke@acme-prod.iam.gserviceaccount.com", "group:team@example.com")
     declared = api(declare, api_args(invokers=members))
