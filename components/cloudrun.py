@@ -59,9 +59,9 @@ class Container:
         check(self, cpu=Cpu, memory=Memory)
         both = set(self.env) & set(self.secret_env)
         if both:
-            raise ValueError(f"variables both plain and secret: {sorted(both)}")
+            raise ValueError(f"secret_env: variables both plain and secret: {sorted(both)}")
         if "PORT" in self.env:
-            raise ValueError("PORT is set by Cloud Run and may not be overridden")
+            raise ValueError("env: PORT is set by Cloud Run and may not be overridden")
 
     def options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
         """The workload's options: a child of its component, after its prerequisites and grants."""
@@ -374,7 +374,7 @@ class WorkerPoolArgs:
     def __post_init__(self) -> None:
         check(self, instances=PoolInstances)
         if self.split is not None and any(t.tag for t in self.split):
-            raise ValueError("worker instance splits take no tags")
+            raise ValueError("split: worker instance splits take no tags")
         _check_release_targets(self.split, self.traffic_only, key="split", service=self.pool_name)
 
 
@@ -475,7 +475,7 @@ class JobArgs:
 
     def __post_init__(self) -> None:
         if not self.command:
-            raise ValueError("a job needs a command")
+            raise ValueError("command: a job needs a command")
         check(self, timeout_seconds=JobTimeoutSeconds)
 
 
@@ -532,9 +532,9 @@ class MigrationsJob(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         provider: JobRunProvider | None = None,
     ) -> None:
+        if args.run_on is None:  # checked before anything, this component included, is registered
+            raise ValueError("run_on: migrations need a trigger per image, such as its digest")
         super().__init__("liftoff:index:MigrationsJob", name, None, opts)
-        if args.run_on is None:
-            raise ValueError("migrations need run_on (a trigger per image, such as its digest)")
         self.job = _job(f"{name}-job", args, self)
         runner = JobRun(
             f"{name}-run",

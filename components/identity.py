@@ -26,13 +26,17 @@ class ServiceAccountsArgs:
     def __post_init__(self) -> None:
         for key in self.accounts:
             if not ACCOUNT_ID.match(self.account_id(key)):
-                raise ValueError(f"account id {self.account_id(key)!r} is not valid (6-30 chars, a-z0-9-)")
+                raise ValueError(
+                    f"accounts: account id {self.account_id(key)!r} is not valid (6-30 chars, a-z0-9-)"
+                )
         for key, roles in self.project_roles.items():
             if key not in self.accounts:
-                raise ValueError(f"roles for unknown account {key!r}")
+                raise ValueError(f"project_roles: roles for unknown account {key!r}")
             primitive = PRIMITIVE_ROLES.intersection(roles)
             if primitive:
-                raise ValueError(f"account {key!r} must not get primitive roles {sorted(primitive)}")
+                raise ValueError(
+                    f"project_roles: account {key!r} must not get primitive roles {sorted(primitive)}"
+                )
 
     def account_id(self, key: str) -> str:
         return f"{self.prefix}-{key}"

@@ -32,12 +32,12 @@ class SecretsArgs:
     def __post_init__(self) -> None:
         for name, spec in self.secrets.items():
             if not SECRET_ID.match(self.secret_id(name)):
-                raise ValueError(f"secret {name!r} gives an invalid secret id")
+                raise ValueError(f"secrets: {name!r} gives an invalid secret id")
             if not spec.accessors:
-                raise ValueError(f"secret {name!r} has no accessor: nobody could read it")
+                raise ValueError(f"secrets[{name!r}].accessors: none, so nobody could read it")
             unknown = set(spec.accessors) - set(self.accounts)
             if unknown:
-                raise ValueError(f"secret {name!r} names unknown accounts {sorted(unknown)}")
+                raise ValueError(f"secrets[{name!r}].accessors: unknown accounts {sorted(unknown)}")
 
     def secret_id(self, name: str) -> str:
         return f"{self.prefix}-{name.lower().replace('_', '-')}"

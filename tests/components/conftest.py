@@ -22,12 +22,6 @@ from stacks.render import RecordingMocks, RecordingMonitor, Registered, Renderin
 PROJECT = "liftoff"
 STACK = "test"
 Program = Callable[[], Mapping[str, Any]]
-# For a bad-args case whose ValueError does not name the field yet. Strict: once the shared rules
-# (components/rules.py) name it, the case passes, the mark fails the run and is to be removed. Only
-# a message that does not match is expected: raising no ValueError at all still fails.
-FIELD_NOT_NAMED = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="the component's message does not name the field yet"
-)
 
 
 class Declared(Rendering):

@@ -25,7 +25,7 @@ from components.cloudrun import (
 from components.jobrun import JobRun
 from components.secrets import SecretRef
 from components.traffic import TrafficTarget
-from tests.components.conftest import FIELD_NOT_NAMED, ComponentMocks, Declare, Declared
+from tests.components.conftest import ComponentMocks, Declare, Declared
 
 pytestmark = pytest.mark.unit
 
@@ -301,15 +301,15 @@ def test_the_workload_waits_for_its_prerequisites_and_secret_grants(declare: Dec
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        pytest.param({"min_instances": -1}, "min_instances", marks=FIELD_NOT_NAMED),
-        pytest.param({"min_instances": 3, "max_instances": 2}, "min_instances", marks=FIELD_NOT_NAMED),
-        pytest.param({"max_instances": 0}, "max_instances", marks=FIELD_NOT_NAMED),
+        pytest.param({"min_instances": -1}, "min_instances"),
+        pytest.param({"min_instances": 3, "max_instances": 2}, "min_instances"),
+        pytest.param({"max_instances": 0}, "max_instances"),
         ({"concurrency": 0}, "concurrency"),
         ({"concurrency": 1001}, "concurrency"),
         ({"timeout_seconds": 0}, "timeout_seconds"),
         ({"timeout_seconds": 3601}, "timeout_seconds"),
         ({"ingress": "INGRESS_TRAFFIC_EVERYWHERE"}, "ingress"),
-        pytest.param({"public": True, "invokers": ("allUsers",)}, "invokers", marks=FIELD_NOT_NAMED),
+        pytest.param({"public": True, "invokers": ("allUsers",)}, "invokers"),
         ({"traffic": (TrafficTarget(percent=90),)}, "traffic"),
         ({"traffic": None, "traffic_only": True}, "traffic_only"),
     ],
@@ -327,8 +327,8 @@ def test_bad_api_args_name_the_field(overrides, field):
         ({"cpu": "50m"}, "cpu"),
         ({"memory": "512M"}, "memory"),
         ({"memory": "0Gi"}, "memory"),
-        pytest.param({"env": {"DATABASE_URL": "plain"}}, "secret_env", marks=FIELD_NOT_NAMED),
-        pytest.param({"env": {"PORT": "9000"}}, "env", marks=FIELD_NOT_NAMED),
+        pytest.param({"env": {"DATABASE_URL": "plain"}}, "secret_env"),
+        pytest.param({"env": {"PORT": "9000"}}, "env"),
     ],
 )
 def test_bad_container_args_name_the_field(overrides, field):

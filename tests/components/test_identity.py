@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.identity import ServiceAccounts, ServiceAccountsArgs
-from tests.components.conftest import FIELD_NOT_NAMED, Declare
+from tests.components.conftest import Declare
 
 pytestmark = pytest.mark.unit
 
@@ -64,10 +64,8 @@ def test_project_roles_are_granted_to_that_account_only(declare: Declare):
         ({"accounts": ("API",)}, "account"),
         ({"prefix": "l", "accounts": ("a",)}, "account"),
         ({"prefix": "liftoff-production-environment", "accounts": ("worker",)}, "account"),
-        pytest.param(
-            {"project_roles": {"migrate": ("roles/cloudsql.client",)}}, "project_roles", marks=FIELD_NOT_NAMED
-        ),
-        pytest.param({"project_roles": {"api": ("roles/editor",)}}, "project_roles", marks=FIELD_NOT_NAMED),
+        pytest.param({"project_roles": {"migrate": ("roles/cloudsql.client",)}}, "project_roles"),
+        pytest.param({"project_roles": {"api": ("roles/editor",)}}, "project_roles"),
     ],
 )
 def test_bad_args_name_the_field(overrides, field):

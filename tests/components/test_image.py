@@ -104,7 +104,7 @@ def test_bad_args_name_the_field(overrides, field):
 
 
 def test_a_bad_tag_is_named():
-    with pytest.raises(ValueError, match="'-leading-dash' is not a valid Docker tag"):
+    with pytest.raises(ValueError, match="^tag: '-leading-dash' is not a Docker tag"):
         image_args(tag="-leading-dash")
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from components.monitoring import Monitoring, MonitoringArgs
 from stacks.render import Registered
-from tests.components.conftest import FIELD_NOT_NAMED, Declare, Declared
+from tests.components.conftest import Declare, Declared
 
 pytestmark = pytest.mark.unit
 
@@ -257,11 +257,11 @@ def test_thresholds_and_the_service_come_from_the_args(declare):
     [
         ({"notification_email": "not-an-address"}, "notification_email"),
         ({"notification_email": "two@at@example.com"}, "notification_email"),
-        pytest.param({"error_ratio": 0}, "error_ratio", marks=FIELD_NOT_NAMED),
-        pytest.param({"error_ratio": 1.5}, "error_ratio", marks=FIELD_NOT_NAMED),
-        pytest.param({"job_failure_ratio": 1}, "job_failure_ratio", marks=FIELD_NOT_NAMED),
-        pytest.param({"p95_latency_ms": 0}, "p95_latency_ms", marks=FIELD_NOT_NAMED),
-        pytest.param({"oldest_queued_seconds": -1}, "oldest_queued_seconds", marks=FIELD_NOT_NAMED),
+        pytest.param({"error_ratio": 0}, "error_ratio"),
+        pytest.param({"error_ratio": 1.5}, "error_ratio"),
+        pytest.param({"job_failure_ratio": 1}, "job_failure_ratio"),
+        pytest.param({"p95_latency_ms": 0}, "p95_latency_ms"),
+        pytest.param({"oldest_queued_seconds": -1}, "oldest_queued_seconds"),
     ],
 )
 def test_bad_args_name_the_field(overrides, field):

@@ -8,7 +8,7 @@ import pulumi
 import pytest
 
 from components.secrets import Secrets, SecretsArgs, SecretSpec
-from tests.components.conftest import FIELD_NOT_NAMED, Declare, Declared
+from tests.components.conftest import Declare, Declared
 
 pytestmark = pytest.mark.unit
 
@@ -129,15 +129,11 @@ def test_a_secret_output_value_stays_secret(declare: Declare):
         pytest.param(
             {"secrets": {"BAD NAME": SecretSpec(value="v", accessors=("api",))}},
             "secrets",
-            marks=FIELD_NOT_NAMED,
         ),
-        pytest.param(
-            {"secrets": {"TOKEN": SecretSpec(value="v", accessors=())}}, "accessors", marks=FIELD_NOT_NAMED
-        ),
+        pytest.param({"secrets": {"TOKEN": SecretSpec(value="v", accessors=())}}, "accessors"),
         pytest.param(
             {"secrets": {"TOKEN": SecretSpec(value="v", accessors=("scheduler",))}},
             "accessors",
-            marks=FIELD_NOT_NAMED,
         ),
     ],
 )

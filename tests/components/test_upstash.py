@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from components.upstash import UpstashRedis, UpstashRedisArgs
-from tests.components.conftest import FIELD_NOT_NAMED, ComponentMocks, Declare
+from tests.components.conftest import ComponentMocks, Declare
 
 pytestmark = pytest.mark.unit
 
@@ -64,8 +64,8 @@ def test_read_regions_budget_and_protection_come_from_the_args(declare: Declare)
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
-        pytest.param({"primary_region": "mars-1"}, "primary_region", marks=FIELD_NOT_NAMED),
-        pytest.param({"read_regions": ("eu-west-1", "mars-1")}, "read_regions", marks=FIELD_NOT_NAMED),
+        pytest.param({"primary_region": "mars-1"}, "primary_region"),
+        pytest.param({"read_regions": ("eu-west-1", "mars-1")}, "read_regions"),
         ({"budget": 0}, "budget"),
     ],
 )
