@@ -202,8 +202,8 @@ def _api_alerts(args: MonitoringArgs) -> list[_Alert]:
         _Alert(
             "API 5xx ratio",
             service.apply(lambda s: _error_ratio_query(s, args.error_ratio)),
-            f"More than {args.error_ratio:.0%} of API requests fail with 5xx. Check the API's logs; roll back"
-            " by pinning traffic to the last good revision (README, Rollback).",
+            f"More than {args.error_ratio:.0%} of API requests fail with 5xx. Check the API's logs; if a"
+            " release caused it, `make rollback` sends all traffic back to the last good one.",
         ),
         _Alert(
             "API p95 latency",

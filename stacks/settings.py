@@ -521,7 +521,7 @@ SUPABASE_PLANS = frozenset({"free", "pro"})
 
 
 class UsageSettings(Section):
-    """How much a stack is used in a month; README, "What it costs", explains each default."""
+    """How much a stack is used in a month; docs/operations.md, "Cost", explains each default."""
 
     requests_per_month: Annotated[int, AfterValidator(Between(0, 100_000_000_000))] = Field(
         1_000_000, description="API requests."
