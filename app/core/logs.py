@@ -62,6 +62,20 @@ class _StdoutLogger:
     debug = info = warning = warn = error = critical = exception = log = failure = fatal = msg
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The standard library's lines, written like structlog's to whatever sys.stdout is at the time:
+    a handler holding the stdout of when logging was configured fails once that stream is closed
+    (a test's capture, a rehearsal thread outliving it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass  # StreamHandler assigns its stream; there is none to keep
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route structlog and the standard library (uvicorn, SQLAlchemy) through one JSON renderer."""
     shared: list[Any] = [
@@ -87,7 +101,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger_factory=_StdoutLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

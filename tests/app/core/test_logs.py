@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -32,6 +34,22 @@ pytestmark = pytest.mark.unit
 )
 def test_parse_trace_context(header, project, expected):
     assert parse_trace_context(header, project) == expected
+
+
+def test_standard_library_lines_follow_stdout_after_its_stream_closes(monkeypatch, capsys):
+    """A thread that outlives the stdout logging was configured with still logs, to today's."""
+    configured_with = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", configured_with)
+    configure_logging("INFO", "json")
+    configured_with.close()
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", now)
+
+    logging.getLogger("httpx").info("HTTP Request: GET /v1/generations 200")
+
+    assert "Logging error" not in capsys.readouterr().err
+    (line,) = [json.loads(line) for line in now.getvalue().splitlines()]
+    assert line["message"] == "HTTP Request: GET /v1/generations 200"
 
 
 def test_json_lines_have_severity_message_and_time(capsys):
