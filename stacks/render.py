@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,12 +290,46 @@ def render(
     """
     # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
     loop = asyncio.new_event_loop()
+    loop.set_default_executor(EngineThreads())
     asyncio.set_event_loop(loop)
     try:
         return _render(stack, config, secrets, program, project, release)
     finally:
-        loop.close()
+        close_loop(loop)
         asyncio.set_event_loop(None)
+
+
+class EngineThreads(ThreadPoolExecutor):
+    """The threads the engine's calls run on, each with an event loop that closes with them.
+
+    Pulumi's mock monitor makes a loop on each thread that has none (pulumi/runtime/mocks.py,
+    `_ensure_event_loop`) and never closes it: left to the garbage collector, such a loop can
+    fail to close once its own socket is gone, and pytest reports that at the end of a test run.
+    """
+
+    def __init__(self) -> None:
+        self.loops: list[asyncio.AbstractEventLoop] = []
+        super().__init__(thread_name_prefix="mock-engine", initializer=self._start)
+
+    def _start(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self.loops.append(loop)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        for loop in self.loops:
+            loop.close()
+
+
+def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Closes the loop as asyncio.run does: a program that raised leaves registrations in flight."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_default_executor())
+    loop.close()
 
 
 def _render(

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pulumi
 import pytest
 from pulumi.runtime import MockResourceArgs
 
-from stacks.render import RecordingMocks, RecordingMonitor, Registered, Rendering
+from stacks.render import EngineThreads, RecordingMocks, RecordingMonitor, Registered, Rendering, close_loop
 
 PROJECT = "liftoff"
 STACK = "test"
@@ -62,41 +61,8 @@ def mocks() -> Iterator[ComponentMocks]:
     try:
         yield recording
     finally:
-        _close(loop)
+        close_loop(loop)
         asyncio.set_event_loop(None)
-
-
-class EngineThreads(ThreadPoolExecutor):
-    """The threads the engine's calls run on, each with an event loop that closes with them.
-
-    Pulumi's mock monitor makes a loop on each thread that has none (pulumi/runtime/mocks.py,
-    `_ensure_event_loop`) and never closes it: left to the garbage collector, such a loop can
-    fail to close once its own socket is gone, and pytest reports that at the end of the run.
-    """
-
-    def __init__(self) -> None:
-        self.loops: list[asyncio.AbstractEventLoop] = []
-        super().__init__(thread_name_prefix="mock-engine", initializer=self._start)
-
-    def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loops.append(loop)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        for loop in self.loops:
-            loop.close()
-
-
-def _close(loop: asyncio.AbstractEventLoop) -> None:
-    """Closes the loop as asyncio.run does: a program that raised leaves registrations in flight."""
-    pending = asyncio.all_tasks(loop)
-    for task in pending:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.run_until_complete(loop.shutdown_default_executor())
-    loop.close()
 
 
 Declare = Callable[[Program], Declared]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 import pulumi
@@ -77,3 +79,15 @@ def test_unwrap_secrets_opens_nested_envelopes() -> None:
     wrapped = pulumi.runtime.rpc.wrap_rpc_secret
     value = {"a": wrapped({"b": [1, wrapped("c")]}), "d": "e"}
     assert unwrap_secrets(value) == ({"a": {"b": [1, "c"]}, "d": "e"}, {"a", "a.b[1]"})
+
+
+def test_a_render_leaves_no_event_loop_open() -> None:
+    """The mock monitor's per-thread loops close with the render, not in a later test's GC."""
+    from stacks.render import stack_config
+    from tests.stacks.conftest import SECRETS
+
+    render("prod", stack_config("prod"), SECRETS)
+    gc.collect()
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    open_loops = [loop for loop in loops if not loop.is_closed()]
+    assert open_loops == []
