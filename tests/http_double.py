@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering, as a slow upstream does
+    drop: bool = False  # cut the connection without an answer, as a crashed upstream does
 
 
 Handler = Callable[[Request], Reply]
@@ -70,6 +72,9 @@ def _http_handler(handle: Handler, served: Served) -> type[BaseHTTPRequestHandle
             served.requests.append(self._request())
             reply = handle(served.requests[-1])
             time.sleep(reply.delay)
+            if reply.drop:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             body = reply.body
             payload = (body if isinstance(body, str) else json.dumps(body)).encode()
             try:

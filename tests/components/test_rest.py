@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from components.rest import ApiError, NotFoundError, RestClient, retry_after_seconds
+from tests.http_double import Reply, Request, serve_json
 
 pytestmark = pytest.mark.unit
 
@@ -40,42 +38,22 @@ class Scripted:
     def next(self) -> Answer:
         return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
+    def __call__(self, request: Request) -> Reply:
+        self.seen.append(
+            (request.method, request.target, request.headers.get("authorization", ""), request.body)
+        )
+        answer = self.next()
+        if answer.status == DROP:
+            return Reply(0, drop=True)
+        return Reply(answer.status, "" if answer.body is None else answer.body, answer.headers)
+
 
 @pytest.fixture
 def server() -> Iterator[Scripted]:
     state = Scripted(script=[Answer(200, {"ok": True})])
-
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            state.seen.append((self.command, self.path, self.headers.get("Authorization", ""), body))
-            answer = state.next()
-            if answer.status == DROP:
-                self.connection.shutdown(socket.SHUT_RDWR)
-                return
-            data = b"" if answer.body is None else json.dumps(answer.body).encode()
-            self.send_response(answer.status)
-            for key, value in answer.headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _answer  # noqa: N815 (the stdlib's names)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=http.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    state.url = f"http://127.0.0.1:{http.server_port}/v2/"
-    try:
+    with serve_json(state) as served:
+        state.url = f"{served.url}/v2/"
         yield state
-    finally:
-        http.shutdown()
-        http.server_close()
 
 
 @dataclass
