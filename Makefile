@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools.
 
-dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API.
+dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API, worker.
 	$(PY) -m app.local
 
 test: $(STAMP) ## Run the whole test suite.

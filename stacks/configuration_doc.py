@@ -24,6 +24,7 @@ from pydantic_core import PydanticUndefined
 
 from app.settings import ENV_VARS, EnvVar, Settings
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
+from stacks.deployable import ALWAYS as PROVIDER_SECRETS
 from stacks.release.config import KEY as RELEASE_KEY
 from stacks.release.config import ReleaseSettings
 from stacks.settings import NAMESPACE, SECTIONS, Secrets, StackKeys, UsageSettings
@@ -68,12 +69,28 @@ Read by the API, the worker and the migrations (`app/settings.py`); in the cloud
 them, locally `make dev` does. Secrets arrive from Secret Manager, never as plain values.
 """
 TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+# Keys the providers read from the stack's config themselves. Every secret stacks/deployable.py
+# requires needs its line here, or the document cannot be generated.
+PROVIDER_SECRET_USES = {
+    SUPABASE_TOKEN: "The Supabase Management API token (required); the Supabase provider reads it.",
+    "upstash:apiKey": "The Upstash API key (required); the Upstash provider reads it with `upstash:email`.",
+}
+PROVIDER_KEYS = (
+    (
+        "upstash:email",
+        "string",
+        "",
+        "required",
+        "The Upstash account's e-mail; the Upstash provider reads it.",
+    ),
+)
 
 
 def render() -> str:
     """The whole document."""
     stack = ["| Key | Type | Allowed | Default | Description |", "| --- | --- | --- | --- | --- |"]
     stack += [_stack_row(key, info) for key, info in _stack_keys()]
+    stack += ["| " + " | ".join(_cell(c) for c in (f"`{key}`", *rest)) + " |" for key, *rest in PROVIDER_KEYS]
     secrets = ["| Key | Description |", "| --- | --- |"]
     secrets += [f"| `{key}` | {_cell(description)} |" for key, description in _secrets()]
     app = [
@@ -99,7 +116,8 @@ def _stack_keys() -> Iterator[tuple[str, FieldInfo]]:
 def _secrets() -> Iterator[tuple[str, str]]:
     for field in fields(Secrets):
         yield f"{NAMESPACE}:{field.metadata['key']}", field.metadata["description"]
-    yield SUPABASE_TOKEN, "The Supabase Management API token (required); the Supabase provider reads it."
+    for key in PROVIDER_SECRETS:
+        yield key, PROVIDER_SECRET_USES[key]
 
 
 def _stack_row(key: str, info: FieldInfo) -> str:
