@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 import pulumi
 from pydantic import (
@@ -108,6 +108,7 @@ NEAREST_AWS_REGION = {
 }
 DEFAULT_AWS_REGION = "us-east-1"
 Environment = Literal["staging", "prod"]
+SupabaseMode = Literal["create", "adopt"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -207,6 +208,11 @@ def _app_bounds(name: str) -> Between:
     return Between(low, high)
 
 
+def _app_choices(name: str) -> frozenset[str]:
+    """The values the app accepts for one of its settings (a Literal): the stack accepts the same."""
+    return frozenset(get_args(AppContract.model_fields[name].annotation))
+
+
 def _iam_members(value: Any) -> Any:
     if not isinstance(value, list | tuple) or not all(isinstance(m, str) for m in value):
         raise ValueError("must be a list of IAM members")
@@ -220,8 +226,8 @@ def _cloud_run_region(value: Any) -> Any:
 
 
 def _environment(value: Any) -> Any:
-    if value not in ("staging", "prod"):
-        raise ValueError(f"{value!r} must be staging or prod")
+    if value not in get_args(Environment):
+        raise ValueError(f"{value!r} must be {' or '.join(get_args(Environment))}")
     return value
 
 
@@ -284,7 +290,7 @@ class SupabaseSettings(Section):
         "pooler_host": "the pooler host now comes from the Management API; remove this key",
     }
 
-    mode: Annotated[Literal["create", "adopt"], BeforeValidator(one_of({"create", "adopt"}))] = Field(
+    mode: Annotated[SupabaseMode, BeforeValidator(one_of(get_args(SupabaseMode)))] = Field(
         "create", description="`create` a project in `organizationId`, or `adopt` the one at `projectRef`."
     )
     region: SupabaseRegion = _derived("The region of a created project.", "nearest to `gcp:region`")
@@ -415,7 +421,6 @@ class WorkerSettings(Section):
         return _traffic(raw, "split", service, tags_allowed=False)
 
 
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 # The app's own limit is unbounded; a stack's is a number an organization could plausibly need.
 TENANT_LIMIT = Between(1, 1_000_000)
 
@@ -423,11 +428,11 @@ TENANT_LIMIT = Between(1, 1_000_000)
 class AppSettings(Section):
     """`liftoff:app`: the app's settings that differ per stack."""
 
-    ai_provider: Annotated[Literal["local", "openai"], BeforeValidator(one_of({"local", "openai"}))] = Field(
+    ai_provider: Annotated[str, BeforeValidator(one_of(_app_choices("ai_provider")))] = Field(
         "openai", description="Generation provider (`AI_PROVIDER`); `openai` needs `liftoff:openaiApiKey`."
     )
     default_model: str = Field("gpt-4o-mini", description="Model used when a request names none.")
-    log_level: Annotated[LogLevel, BeforeValidator(one_of({"DEBUG", "INFO", "WARNING", "ERROR"}))] = Field(
+    log_level: Annotated[str, BeforeValidator(one_of(_app_choices("log_level")))] = Field(
         "INFO", description="Minimum log severity."
     )
     # Per-tenant limits that protect AI spend (the app's TENANT_* settings; migrate applies them).
