@@ -40,17 +40,8 @@ def test_the_sdk_wraps_pickle_once_more_on_every_serialization():
     assert wrappers() == 0
 
 
-class Mocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
-        return {}, []
-
-
+@pytest.mark.usefixtures("mocks")
 def test_a_thousand_registrations_still_serialize_a_provider():
-    pulumi.runtime.set_mocks(Mocks(), project="liftoff", stack="test", preview=False)
-
     @pulumi.runtime.test
     def register() -> None:
         for i in range(1_000):
