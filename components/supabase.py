@@ -51,19 +51,41 @@ class SupabaseDatabase(pulumi.ComponentResource):
         self, name: str, args: SupabaseDatabaseArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("liftoff:index:SupabaseDatabase", name, None, opts)
-        password: pulumi.Output[str]
+        password = self._password(name, args)
+        project = self._project(name, args, password)
+        self.project_ref = project.ref
+        self.transaction_dsn = _pooler_dsn(project, password, project.pooler_transaction_port)
+        self.session_dsn = _pooler_dsn(project, password, project.pooler_session_port)
+        self.jwks_url = self.project_ref.apply(
+            lambda ref: f"https://{ref}.supabase.co/auth/v1/.well-known/jwks.json"
+        )
+        self.jwt_secret = pulumi.Output.secret(args.jwt_secret) if args.jwt_secret is not None else None
+        self.register_outputs(
+            {
+                "project_ref": self.project_ref,
+                "transaction_dsn": self.transaction_dsn,
+                "session_dsn": self.session_dsn,
+                "jwks_url": self.jwks_url,
+            }
+        )
+
+    def _password(self, name: str, args: SupabaseDatabaseArgs) -> pulumi.Output[str]:
+        """A generated password for a created project; an adopted one's is its owner's."""
         if args.organization_id is not None:
             generated = random.RandomPassword(
                 f"{name}-db-password",
                 random.RandomPasswordArgs(length=32, special=False),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            password = generated.result
-        elif args.db_password is not None:
-            password = pulumi.Output.secret(args.db_password)
-        else:  # __post_init__ makes this unreachable
-            raise ValueError("adopting a project needs its db_password")
-        project = SupabaseProject(
+            return generated.result
+        if args.db_password is not None:
+            return pulumi.Output.secret(args.db_password)
+        raise ValueError("adopting a project needs its db_password")  # __post_init__ makes this unreachable
+
+    def _project(
+        self, name: str, args: SupabaseDatabaseArgs, password: pulumi.Output[str]
+    ) -> SupabaseProject:
+        return SupabaseProject(
             f"{name}-project",
             ProjectInputs(
                 name=args.name,
@@ -77,34 +99,18 @@ class SupabaseDatabase(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
             provider=SupabaseProjectProvider(args.api_url) if args.api_url else None,
         )
-        self.project_ref = project.ref
 
-        # The pooler host, user and ports come from the project's own Supavisor configuration:
-        # new projects land on pooler clusters that cannot be derived from the region.
-        def dsn(port: pulumi.Output[int]) -> pulumi.Output[str]:
-            parts = pulumi.Output.all(
-                project.pooler_user, password, project.pooler_host, port, project.pooler_database
-            )
-            return pulumi.Output.secret(
-                parts.apply(
-                    lambda v: (
-                        f"postgresql://{v[0]}:{quote(v[1], safe='')}@{v[2]}:{int(v[3])}/{v[4]}"
-                        "?sslmode=require"
-                    )
-                )
-            )
 
-        self.transaction_dsn = dsn(project.pooler_transaction_port)
-        self.session_dsn = dsn(project.pooler_session_port)
-        self.jwks_url = self.project_ref.apply(
-            lambda ref: f"https://{ref}.supabase.co/auth/v1/.well-known/jwks.json"
+def _pooler_dsn(
+    project: SupabaseProject, password: pulumi.Output[str], port: pulumi.Output[int]
+) -> pulumi.Output[str]:
+    """A DSN through the project's own Supavisor pooler: new projects land on pooler clusters whose
+    host, user and ports cannot be derived from the region."""
+    parts = pulumi.Output.all(
+        project.pooler_user, password, project.pooler_host, port, project.pooler_database
+    )
+    return pulumi.Output.secret(
+        parts.apply(
+            lambda v: f"postgresql://{v[0]}:{quote(v[1], safe='')}@{v[2]}:{int(v[3])}/{v[4]}?sslmode=require"
         )
-        self.jwt_secret = pulumi.Output.secret(args.jwt_secret) if args.jwt_secret is not None else None
-        self.register_outputs(
-            {
-                "project_ref": self.project_ref,
-                "transaction_dsn": self.transaction_dsn,
-                "session_dsn": self.session_dsn,
-                "jwks_url": self.jwks_url,
-            }
-        )
+    )
