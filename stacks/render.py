@@ -11,8 +11,9 @@ import asyncio
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -288,18 +289,27 @@ def render(
 
     `release` is the traffic plan of one release step, passed to Liftoff's program.
     """
-    # Pulumi's synchronous helpers run on the current event loop; each rendering gets its own.
+    with mock_engine_loop():
+        return _render(stack, config, secrets, program, project, release)
+
+
+@contextmanager
+def mock_engine_loop() -> Iterator[None]:
+    """The current event loop for one run under the mock engine, closed afterwards with its threads'.
+
+    Pulumi's synchronous helpers run on the current event loop, so each run gets its own.
+    """
     loop = asyncio.new_event_loop()
-    loop.set_default_executor(EngineThreads())
+    loop.set_default_executor(_EngineThreads())
     asyncio.set_event_loop(loop)
     try:
-        return _render(stack, config, secrets, program, project, release)
+        yield
     finally:
-        close_loop(loop)
+        _close_loop(loop)
         asyncio.set_event_loop(None)
 
 
-class EngineThreads(ThreadPoolExecutor):
+class _EngineThreads(ThreadPoolExecutor):
     """The threads the engine's calls run on, each with an event loop that closes with them.
 
     Pulumi's mock monitor makes a loop on each thread that has none (pulumi/runtime/mocks.py,
@@ -322,7 +332,7 @@ class EngineThreads(ThreadPoolExecutor):
             loop.close()
 
 
-def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
     """Closes the loop as asyncio.run does: a program that raised leaves registrations in flight."""
     pending = asyncio.all_tasks(loop)
     for task in pending:
@@ -351,7 +361,7 @@ def _render(
     rendering = Rendering(stack=stack, resources=mocks.resources)
 
     def run() -> pulumi.Output[list[Any]]:
-        return _record_exports(declare(), rendering)
+        return record_exports(declare(), rendering)
 
     run_under_mocks(run)()
     return rendering
@@ -368,7 +378,7 @@ def _liftoff(stack: str, release: ReleasePlan | None) -> Callable[[], Mapping[st
     return liftoff
 
 
-def _record_exports(exports: Mapping[str, Any], rendering: Rendering) -> pulumi.Output[list[Any]]:
+def record_exports(exports: Mapping[str, Any], rendering: Rendering) -> pulumi.Output[list[Any]]:
     """An Output that resolves once every export's value, and whether it is secret, is recorded."""
     # Export order, whatever order the values resolve in.
     rendering.outputs.update(dict.fromkeys(exports))

@@ -8,15 +8,22 @@ a component's children get the same stand-ins for computed outputs as in a whole
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pulumi
 import pytest
 from pulumi.runtime import MockResourceArgs
 
-from stacks.render import EngineThreads, RecordingMocks, RecordingMonitor, Registered, Rendering, close_loop
+from stacks.render import (
+    RecordingMocks,
+    RecordingMonitor,
+    Registered,
+    Rendering,
+    mock_engine_loop,
+    record_exports,
+    run_under_mocks,
+)
 
 PROJECT = "liftoff"
 STACK = "test"
@@ -50,19 +57,13 @@ class ComponentMocks(RecordingMocks):
 @pytest.fixture
 def mocks() -> Iterator[ComponentMocks]:
     """Fresh mocks for the test, with no stack config left over from another test."""
-    loop = asyncio.new_event_loop()
-    loop.set_default_executor(EngineThreads())
-    asyncio.set_event_loop(loop)
-    pulumi.runtime.set_all_config({}, secret_keys=[])
-    recording = ComponentMocks()
-    pulumi.runtime.set_mocks(
-        recording, project=PROJECT, stack=STACK, preview=False, monitor=RecordingMonitor(recording)
-    )
-    try:
+    with mock_engine_loop():
+        pulumi.runtime.set_all_config({}, secret_keys=[])
+        recording = ComponentMocks()
+        pulumi.runtime.set_mocks(
+            recording, project=PROJECT, stack=STACK, preview=False, monitor=RecordingMonitor(recording)
+        )
         yield recording
-    finally:
-        close_loop(loop)
-        asyncio.set_event_loop(None)
 
 
 Declare = Callable[[Program], Declared]
@@ -78,20 +79,7 @@ def declare(mocks: ComponentMocks) -> Declare:
 
     def run(program: Program) -> Declared:
         rendering = Declared(stack=STACK, resources=mocks.resources)
-
-        @pulumi.runtime.test
-        def declaration() -> Awaitable[None]:
-            return _resolve(program(), rendering)
-
-        declaration()
+        run_under_mocks(lambda: record_exports(program(), rendering))()
         return rendering
 
     return run
-
-
-async def _resolve(exports: Mapping[str, Any], rendering: Rendering) -> None:
-    for key, value in exports.items():
-        output = pulumi.Output.from_input(value)
-        rendering.outputs[key] = await output.future()
-        if await output.is_secret():
-            rendering.secret_outputs.add(key)
