@@ -90,9 +90,9 @@ def render() -> str:
     """The whole document."""
     stack = ["| Key | Type | Allowed | Default | Description |", "| --- | --- | --- | --- | --- |"]
     stack += [_stack_row(key, info) for key, info in _stack_keys()]
-    stack += ["| " + " | ".join(_cell(c) for c in (f"`{key}`", *rest)) + " |" for key, *rest in PROVIDER_KEYS]
+    stack += [_row(f"`{key}`", *rest) for key, *rest in PROVIDER_KEYS]
     secrets = ["| Key | Description |", "| --- | --- |"]
-    secrets += [f"| `{key}` | {_cell(description)} |" for key, description in _secrets()]
+    secrets += [_row(f"`{key}`", description) for key, description in _secrets()]
     app = [
         "| Variable | Default | Secret | Required | Used by | Description |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -122,7 +122,7 @@ def _secrets() -> Iterator[tuple[str, str]]:
 
 def _stack_row(key: str, info: FieldInfo) -> str:
     cells = (f"`{key}`", _type(info.annotation), _allowed(info), _default(info), info.description or "")
-    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+    return _row(*cells)
 
 
 def _app_row(var: EnvVar) -> str:
@@ -135,7 +135,7 @@ def _app_row(var: EnvVar) -> str:
         ", ".join(sorted(var.used_by)),
         var.description,
     )
-    return "| " + " | ".join(_cell(cell) for cell in cells) + " |"
+    return _row(*cells)
 
 
 def _type(annotation: Any) -> str:
@@ -203,8 +203,9 @@ def _default(info: FieldInfo) -> str:
     return f"`{value}`"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _row(*cells: str) -> str:
+    """A table row, each cell on one line with its pipes escaped."""
+    return "| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |"
 
 
 def main(argv: list[str] | None = None) -> int:
