@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The policy pack's own virtualenv, the one policies/PulumiPolicy.yaml names.
+PACK_VENV := policies/venv
+PACK_STAMP := $(PACK_VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install dev test lint format docs token plan plan-diff cost lock prune-secrets release rollback rehearse clean
@@ -23,12 +26,21 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_path("purelib"), "liftoff-root.pth").write_text("$(CURDIR)\n")'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev tools.
+# The CLI runs a local policy pack on <pack>/<virtualenv>/bin/python as it finds it and installs
+# nothing into it (stacks/runtime.py), so this creates it. Recreated from scratch whenever the
+# requirements change: it holds exactly what the pack declares, and nothing of the project's.
+$(PACK_STAMP): policies/requirements.txt
+	$(PYTHON) -m venv --clear $(PACK_VENV)
+	$(PACK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PACK_VENV)/bin/python -m pip install --quiet -r policies/requirements.txt
+	@touch $(PACK_STAMP)
+
+install: $(STAMP) $(PACK_STAMP) ## Create .venv with the project and its dev tools, and the policy pack's policies/venv.
 
 dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API, worker.
 	$(PY) -m app.local
 
-test: $(STAMP) ## Run the whole test suite.
+test: $(STAMP) $(PACK_STAMP) ## Run the whole test suite.
 	$(PY) -m pytest
 
 lint: $(STAMP) ## Ruff (lint and format check), strict mypy and the dependency rules.
@@ -47,11 +59,11 @@ docs: $(STAMP) ## Regenerate docs/configuration.md from the settings contract (a
 token: $(STAMP) ## Mint a dev JWT for the local system (TENANT=demo|other).
 	$(PY) -m app.local.token --tenant $(or $(TENANT),demo)
 
-plan: $(STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: resources, policy results.
+plan: $(STAMP) $(PACK_STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: resources, policy results.
 	$(if $(STACK),,$(error set STACK, e.g. make plan STACK=prod))
 	$(PY) stacks/plan.py render --stack $(STACK) --out .plan/$(STACK).json
 
-plan-diff: $(STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
+plan-diff: $(STAMP) $(PACK_STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
 	$(if $(BASE),,$(error set BASE, e.g. make plan-diff BASE=origin/main))
 	$(PY) stacks/plan.py diff --base $(BASE)
 
@@ -70,11 +82,11 @@ prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lis
 
 # Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
 # and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
-release: $(STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see docs/deploy.md).
+release: $(STAMP) $(PACK_STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see docs/deploy.md).
 	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
 	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(RESUME),--resume) $(if $(APPROVE),--approve)
 
-rollback: $(STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
+rollback: $(STAMP) $(PACK_STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
 	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
 	$(PY) -m stacks.release rollback --stack $(STACK) $(if $(FURTHER),--further)
 
@@ -83,5 +95,5 @@ rollback: $(STAMP) ## Send STACK's API traffic and worker instances back to the 
 rehearse: $(STAMP) ## Rehearse a release on this machine: canary steps, gates, rollback (FAULT=1: a faulty candidate).
 	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault)
 
-clean: ## Remove .venv and caches (keeps .local/ data).
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean: ## Remove .venv, policies/venv and caches (keeps .local/ data).
+	rm -rf $(VENV) $(PACK_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

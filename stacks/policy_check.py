@@ -1,12 +1,17 @@
 """Evaluate resources against the policy pack offline, through the pack's own gRPC analyzer server.
 
 This is what `pulumi preview --policy-pack policies --policy-pack-config policies/config.<stack>.json`
-does, minus the CLI, its providers and the cloud (pulumi/pulumi: sdk/go/common/resource/plugin/
-analyzer_plugin.go, pkg/resource/analyzer/config.go, pkg/resource/deploy/step_generator.go):
+does, minus the CLI, its providers and the cloud (pulumi/pulumi: pkg/resource/plugin/plugin.go,
+pkg/resource/plugin/analyzer_plugin.go, pkg/resource/analyzer/config.go,
+pkg/resource/deploy/step_generator.go):
 
-1. Start the pack as the CLI's analyzer plugin does, `python -u -m pulumi.policy <engine> .` in
-   policies/ (sdk/python/cmd/pulumi-analyzer-policy-python): it runs policies/__main__.py, whose
-   PolicyPack serves pulumi_policy's Analyzer service on 127.0.0.1 and prints the port.
+1. Start the pack as the Python language host's `RunPlugin` starts an analyzer
+   (sdk/python/cmd/pulumi-language-python/main.go): the interpreter that PulumiPolicy.yaml's
+   runtime options name (stacks/runtime.py: `policies/venv/bin/python`, which `make install`
+   creates), `-u -m pulumi.policy <engine> <pack dir>` in the pack's directory. It runs
+   policies/__main__.py, whose PolicyPack serves pulumi_policy's Analyzer service on 127.0.0.1 and
+   prints the port. A pack whose virtualenv is missing does not start, with the toolchain's own
+   message, as under the CLI.
 2. ConfigureStack; GetAnalyzerInfo; Configure with the stack's policy config reconciled with each
    policy's enforcement level and schema defaults, and validated against its schema, as the CLI does.
 3. Analyze every registered resource, its inputs marshalled as the engine marshals them for analyzers:
@@ -26,7 +31,6 @@ import json
 import os
 import select
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,9 +49,11 @@ from pulumi_policy.deserialize import SPECIAL_SECRET_SIG, SPECIAL_SIG_KEY
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE
 
 from stacks.render import PROJECT, Registered, Rendering
+from stacks.runtime import Interpreter, Runtime, RuntimeOptionError, language_host
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / "policies"
+POLICY_FILE = "PulumiPolicy.yaml"
 # The pack never calls the engine back; the plugin's command line carries an address all the same.
 NO_ENGINE = "127.0.0.1:0"
 STARTUP_SECONDS = 60.0
@@ -210,6 +216,28 @@ def _violations(response: proto.AnalyzeResponse, resource: str) -> list[Violatio
     return found
 
 
+def pack_interpreter(pack: Path = PACK, environ: Mapping[str, str] | None = None) -> Interpreter:
+    """The interpreter the CLI runs the pack on: what its PulumiPolicy.yaml's runtime options name,
+    resolved by the language host with the pack's directory as root (raises AnalyzerError)."""
+    if not (pack / POLICY_FILE).is_file():
+        raise AnalyzerError(f"{pack} is not a policy pack: it has no {POLICY_FILE}")
+    try:
+        return language_host(Runtime.load(pack / POLICY_FILE), environ)
+    except RuntimeOptionError as error:
+        raise AnalyzerError(f"the policy pack in {pack} cannot start: {error}") from error
+
+
+def analyzer_environment(
+    interpreter: Interpreter, environ: Mapping[str, str], stack: Mapping[str, str]
+) -> dict[str, str]:
+    """The pack's environment as RunPlugin composes it (sdk/python/cmd/pulumi-language-python/main.go):
+    the toolchain's activated environment, then the stack's PULUMI_* variables (from the policy
+    proxy's ConfigureStack), then the engine's own environment (the request's Env). Go's os/exec
+    keeps the last value of a repeated key, so the engine's PATH, PYTHONHOME and VIRTUAL_ENV win
+    where it has them; the interpreter runs its own virtualenv whatever they say."""
+    return {**interpreter.activate(environ), **stack, **environ}
+
+
 class PolicyAnalyzer:
     """The policy pack running as the CLI runs it, and a client of its Analyzer service.
 
@@ -217,9 +245,18 @@ class PolicyAnalyzer:
     """
 
     def __init__(
-        self, pack: Path = PACK, *, project: str = PROJECT, stack: str = "dev", dry_run: bool = True
+        self,
+        pack: Path = PACK,
+        *,
+        project: str = PROJECT,
+        stack: str = "dev",
+        dry_run: bool = True,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.pack, self.project, self.stack, self.dry_run = pack, project, stack, dry_run
+        # The engine's environment, which the CLI passes on to the plugin: this process's by default.
+        self.environ = dict(os.environ if environ is None else environ)
+        self.interpreter: Interpreter | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._channel: Any = None
@@ -250,20 +287,20 @@ class PolicyAnalyzer:
         self._info = self._call("GetAnalyzerInfo", empty_pb2.Empty())
 
     def _spawn(self) -> int:
-        if not (self.pack / "PulumiPolicy.yaml").is_file():
-            raise AnalyzerError(f"{self.pack} is not a policy pack: it has no PulumiPolicy.yaml")
-        # The environment the CLI gives the plugin (constructEnv in analyzer_plugin.go).
-        env = {
-            **os.environ,
+        self.interpreter = pack_interpreter(self.pack, self.environ)
+        # The pack's directory is both the process's and the program's, as an absolute path
+        # (ExecPlugin in plugin.go; RunPlugin sets cmd.Dir to it for analyzers).
+        directory = Path(os.path.abspath(self.pack))
+        stack = {
             "PULUMI_PROJECT": self.project,
             "PULUMI_STACK": self.stack,
             "PULUMI_DRY_RUN": "true" if self.dry_run else "false",
         }
         self._stderr = tempfile.TemporaryFile()  # closed in close()
-        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, with fixed arguments
-            [sys.executable, "-u", "-m", "pulumi.policy", NO_ENGINE, "."],
-            cwd=self.pack,
-            env=env,
+        self._process = subprocess.Popen(  # noqa: S603 - the pack's own interpreter, with fixed arguments
+            [str(self.interpreter.python), "-u", "-m", "pulumi.policy", NO_ENGINE, str(directory)],
+            cwd=directory,
+            env=analyzer_environment(self.interpreter, self.environ, stack),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -276,6 +313,11 @@ class PolicyAnalyzer:
             self.close()
             raise AnalyzerError(f"the policy pack in {self.pack} did not start: {detail}")
         return int(line)
+
+    @property
+    def pid(self) -> int | None:
+        """The pack's process id while it runs."""
+        return None if self._process is None else self._process.pid
 
     def _failure(self, ended: bool) -> str:
         if not ended or self._process is None or self._stderr is None:

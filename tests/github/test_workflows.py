@@ -176,3 +176,37 @@ def test_branch_code_runs_only_with_the_read_only_identity():
         *auth_steps(load("rollback.yml")["jobs"]["rollback"]),
     ]:
         assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
+
+
+PACK_COMMANDS = ("-m stacks.release release", "-m stacks.release rollback", "stacks/plan.py")
+
+
+def _runs_the_pack_at(step: dict[str, Any]) -> int | None:
+    """Where in the step the policy pack starts: 0 for a pulumi/actions step given the pack, the
+    offset of the command in a script that runs it (a release, a rollback, a plan), else None."""
+    if str(step.get("uses", "")).startswith("pulumi/actions@") and "policyPacks" in step.get("with", {}):
+        return 0
+    run = str(step.get("run", ""))
+    offsets = [run.index(command) for command in PACK_COMMANDS if command in run]
+    return min(offsets) if offsets else None
+
+
+def test_every_job_that_runs_the_policy_pack_creates_its_virtualenv_first():
+    """The CLI runs the pack on policies/venv as it finds it; `make install` creates it (Makefile)."""
+    running = set()
+    for path in WORKFLOWS:
+        for name, job in load(path.name)["jobs"].items():
+            steps = job.get("steps", [])
+            for index, step in enumerate(steps):
+                at = _runs_the_pack_at(step)
+                if at is None:
+                    continue
+                running.add((path.name, name))
+                before = [str(s.get("run", "")) for s in steps[:index]] + [str(step.get("run", ""))[:at]]
+                assert any("make install" in run for run in before), f"{path.name} {name}: step {index}"
+    assert running >= {
+        ("pr.yml", "plan-diff"),
+        ("pr.yml", "preview"),
+        ("release.yml", "release"),
+        ("rollback.yml", "rollback"),
+    }

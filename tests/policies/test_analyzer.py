@@ -37,6 +37,7 @@ from policies.redis import UPSTASH, redis_over_tls
 from policies.secrets import no_plain_secrets
 from policies.traffic import traffic_adds_up
 from stacks.policy_check import (
+    PACK,
     AnalyzerError,
     PolicyAnalyzer,
     PolicyConfigError,
@@ -248,7 +249,10 @@ def test_config_the_cli_would_refuse_is_refused(policy_analyzer, config, error):
 
 
 def _pack(tmp_path: Path, main: str) -> Path:
-    (tmp_path / "PulumiPolicy.yaml").write_text("runtime: python\n")
+    """A pack the CLI would start: the real pack's runtime options, its virtualenv a symlink to
+    policies/venv (the CLI's os.Stat follows it too)."""
+    (tmp_path / "PulumiPolicy.yaml").write_text((PACK / "PulumiPolicy.yaml").read_text())
+    (tmp_path / "venv").symlink_to(PACK / "venv", target_is_directory=True)
     (tmp_path / "__main__.py").write_text(main)
     return tmp_path
 
