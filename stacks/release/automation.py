@@ -98,9 +98,11 @@ def provider_env(environ: Mapping[str, str] | None = None, prefix: str | None = 
 
     The CLI starts a dynamic provider (JobRun, SupabaseProject, ReleaseLedger) with
     `pulumi-resource-pulumi-python`, which runs PULUMI_RUNTIME_VIRTUALENV's python, else the first
-    `python3` on PATH. An inline program has no language host to set the former, and a `python3`
-    without this project's packages cannot unpickle the providers (pulumi/pulumi#7960), so both
-    point at the virtualenv running the release (where `make install` put the project on the path).
+    `python3` on PATH. A `python3` without this project's packages cannot unpickle the providers
+    (pulumi/pulumi#7960), so both point at the virtualenv running the release (where `make install`
+    put the project on the path). Pulumi.yaml's own `virtualenv` option, passed to the provider as
+    PULUMI_RUNTIME_VIRTUALENV ahead of the environment's, names the same `.venv` at the root
+    (stacks/runtime.py, tests/stacks/test_runtime.py); this value serves a project that names none.
     """
     environ = os.environ if environ is None else environ
     prefix = sys.prefix if prefix is None else prefix

@@ -1,4 +1,4 @@
-"""The program's entry point runs the way Pulumi runs it: as a file, from stacks/."""
+"""The program's entry point runs the way Pulumi runs it: the project root's __main__.py, as a file."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ def test_main_runs_with_only_its_own_directory_on_the_path(monkeypatch):
 
     import pulumi
 
-    program_dir = ROOT / "stacks"
-    monkeypatch.setattr(
-        sys, "path", [str(program_dir), *[p for p in sys.path if Path(p or ".").resolve() != ROOT]]
-    )
+    # Pulumi.yaml names no `main`: the program directory is the root, and runpy puts it on the path.
+    program_dir = ROOT
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
     for name in [m for m in sys.modules if m == "stacks" or m.startswith(("stacks.", "components"))]:
         monkeypatch.delitem(sys.modules, name)
     loop = asyncio.new_event_loop()
