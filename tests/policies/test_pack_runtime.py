@@ -24,6 +24,9 @@ from stacks.policy_check import PACK, AnalyzerError, PolicyAnalyzer, pack_interp
 pytestmark = pytest.mark.policy
 
 VENV = PACK / "venv"
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/cmdline").exists(), reason="reads the running pack's process from /proc (Linux)"
+)
 
 
 def run(python: Path, code: str) -> subprocess.CompletedProcess[str]:
@@ -71,6 +74,7 @@ def test_the_pack_declares_the_ranges_the_project_is_tested_with():
     assert declared == {name: infra[name] for name in declared}
 
 
+@needs_proc
 def test_the_offline_check_runs_exactly_that_interpreter(policy_analyzer):
     """The running pack's own process: its command line, its executable, and the extension
     modules it loaded, which come from policies/venv and not from the project's virtualenv."""
@@ -91,6 +95,7 @@ def test_the_offline_check_runs_exactly_that_interpreter(policy_analyzer):
     assert not [m for m in mapped if Path(m).is_relative_to(project)], "it loaded the project's virtualenv"
 
 
+@needs_proc
 def test_the_pack_gets_the_environment_the_language_host_composes():
     """The toolchain's activation, the stack's PULUMI_* variables, then the engine's environment,
     whose values win (Go keeps the last of a repeated key): VIRTUAL_ENV is the pack's when the
