@@ -34,9 +34,8 @@ if str(ROOT) not in sys.path:  # run as a script: stacks/ is on the path, the pr
 from components.jobrun import JobRun  # noqa: E402
 from components.supabase_api import SupabaseProject  # noqa: E402
 from stacks.render import stack_config  # noqa: E402
-from stacks.settings import NAMESPACE, USAGE_KEYS, UsageSettings, usage_settings  # noqa: E402
+from stacks.settings import NAMESPACE, PRICES, USAGE_KEYS, UsageSettings, usage_settings  # noqa: E402
 
-PRICES = ROOT / "stacks" / "prices.yaml"
 SCHEMA = ROOT / "stacks" / "prices.schema.json"
 # Measured in BENCHMARKS.md ("Worker", 2026-11-23): an idle worker's Redis commands an hour, and
 # the commands one job costs (submitter and worker together). tests/stacks/test_cost.py keeps

@@ -7,12 +7,17 @@ Nothing here registers a resource: an invalid stack fails before anything is cre
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar, get_args
 
 import pulumi
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -56,7 +61,8 @@ from components.rules import (
 from components.supabase_api import TOKEN_CONFIG_KEY as SUPABASE_TOKEN
 from components.traffic import TrafficError, TrafficTarget, parse_targets
 from stacks.release import config as release_config
-from stacks.release.config import ReleaseSettings
+from stacks.release.config import KEY as RELEASE_KEY
+from stacks.release.config import MAX_SOAK_SECONDS, ReleaseSettings
 
 NAMESPACE = "liftoff"
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -581,6 +587,76 @@ def _bounds(model: type[BaseModel]) -> dict[str, tuple[str, int, int]]:
 # key in the stack file -> (field, smallest, largest)
 USAGE_KEYS: dict[str, tuple[str, int, int]] = _bounds(UsageSettings)
 
+# --- Release settings at the declared traffic: a release that can never be judged is refused. ---
+
+# The price file, whose `hoursPerMonth` is the cost estimate's month (stacks/cost.py's PriceBook).
+PRICES = Path(__file__).with_name("prices.yaml")
+
+
+@functools.cache
+def seconds_per_month(prices: Path = PRICES) -> Fraction:
+    """A month as the cost estimate counts it (the price file's `hoursPerMonth`), in seconds."""
+    return Fraction(str(yaml.safe_load(prices.read_text())["hoursPerMonth"])) * 3600
+
+
+def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> list[str]:
+    """The first release step, if it could not reach `minRequests` at the stack's declared traffic.
+
+    How a step is judged (stacks/release/controller.py, `Controller._soak` and `_inconclusive`;
+    stacks/release/gates.py, `evaluate`): only the candidate API revision's requests count, from
+    when its share moves; the gates wait until they reach `minRequests`, and a step still short
+    once `maxSoakSeconds` of its traffic is readable (three soaks when unset: `wait_limit_seconds`;
+    the controller waits out Cloud Monitoring's delay on top) is inconclusive. At the mean rate the
+    stack declares, the candidate has then served requestsPerMonth / seconds a month × the step's
+    share × maxSoakSeconds requests. Every step waits as long, and steps rise strictly
+    (`ReleaseSettings.steps`), so the first is the quietest: when it can be judged, all can.
+    Checked where the stack file declares `requestsPerMonth` (the default is the cost estimate's
+    placeholder, not the stack's traffic) and rolls an inconclusive step back: `promote` is the
+    stack's own choice.
+    """
+    if release.on_inconclusive == "promote" or "requests_per_month" not in usage.model_fields_set:
+        return []
+    rate = usage.requests_per_month / seconds_per_month()
+    if _step_requests(rate, release.steps[0], release.wait_limit_seconds) >= release.min_requests:
+        return []
+    return [_unjudgeable(release, usage.requests_per_month, rate)]
+
+
+def _step_requests(rate: Fraction, percent: int, seconds: int) -> Fraction:
+    """The candidate's requests in `seconds` of a step at `percent` of `rate` requests a second."""
+    return rate * percent / 100 * seconds
+
+
+def _unjudgeable(release: ReleaseSettings, per_month: int, rate: Fraction) -> str:
+    """The problem: the keys, the numbers, and each way out with the value that would do."""
+    first, wait = release.steps[0], release.wait_limit_seconds
+    unset = "" if release.max_soak_seconds is not None else " (unset: 3 × soakSeconds)"
+    hours = float(seconds_per_month() / 3600)
+    return (
+        f"{RELEASE_KEY}.minRequests: {release.min_requests:,} requests cannot be reached in the first"
+        f" step ({first} %) at the traffic {NAMESPACE}:usage.requestsPerMonth declares: {per_month:,}"
+        f" requests a month ({float(rate):.3g} a second over a {hours:g}-hour month) × {first} %"
+        f" × maxSoakSeconds {wait:,} s{unset} is about {float(_step_requests(rate, first, wait)):,.1f}"
+        f" requests, so with onInconclusive rollback every release would roll back as inconclusive;"
+        f" {_ways_out(release, rate)}"
+    )
+
+
+def _ways_out(release: ReleaseSettings, rate: Fraction) -> str:
+    """What would let the first step reach `minRequests`, each at the value that just does."""
+    first, wait, needed = release.steps[0], release.wait_limit_seconds, release.min_requests
+    ways = []
+    if rate > 0:
+        # The rule solved for the soak, then for the share: offered where the key allows it.
+        longer = math.ceil(needed / _step_requests(rate, first, 1))
+        if longer <= MAX_SOAK_SECONDS:
+            ways.append(f"raise maxSoakSeconds to {longer:,}")
+        larger = math.ceil(needed / _step_requests(rate, 1, wait))
+        if larger <= 100:
+            ways.append(f"give the first step {larger} % or more")
+    ways.append(f"lower minRequests to {math.floor(_step_requests(rate, first, wait)):,}")
+    return ", ".join(ways) + " or set onInconclusive: promote"
+
 
 @dataclass(frozen=True)
 class StackSettings:
@@ -649,7 +725,7 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     problems.extend(_secret_problems(source, secrets))
     usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
     release, release_problems = release_config.parse(source.get(NAMESPACE, "release"), cloud=True)
-    problems.extend(release_problems)
+    problems.extend(release_problems or release_traffic_problems(release, usage))
     if problems or keys is None:
         raise ConfigError(problems)
     return StackSettings(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from stacks.release.config import KEY, ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
 from stacks.render import ROOT, stack_config
-from stacks.settings import WorkloadNames
+from stacks.settings import NAMESPACE, WorkloadNames, release_traffic_problems, usage_settings
 
 if TYPE_CHECKING:
     from stacks.release.cloud import CloudPorts
@@ -63,6 +63,11 @@ class TerminalApprover:
 def preflight(stack: str, config: Mapping[str, Any]) -> tuple[ReleaseSettings, list[str]]:
     """The stack's release settings, and what keeps a release from starting."""
     settings, problems = parse(config.get(KEY), cloud=True)
+    if not problems:
+        # The program's settings refuse these too, but only in the `pulumi up` that ships; refused here, the
+        # release does not start.
+        usage = usage_settings(config.get(f"{NAMESPACE}:usage"), [])
+        problems += release_traffic_problems(settings, usage)
     for section, key in PINS:
         if key in (config.get(section) or {}):
             problems.append(

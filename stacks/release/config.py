@@ -14,6 +14,8 @@ KEY = "liftoff:release"
 # After sampling, data is not visible for up to 180 seconds."). A soak shorter than that would
 # gate on an empty window.
 CLOUD_MIN_SOAK_SECONDS = 240
+# The longest a step may wait for `minRequests` (four hours).
+MAX_SOAK_SECONDS = 14400
 
 Percent = Annotated[int, Field(ge=1, le=100)]
 
@@ -38,7 +40,7 @@ class ReleaseSettings(BaseModel):
     max_soak_seconds: int | None = Field(
         None,
         ge=1,
-        le=14400,
+        le=MAX_SOAK_SECONDS,
         description="How long a step may wait for `minRequests` before it counts as inconclusive;"
         " unset: three soaks.",
     )
@@ -64,7 +66,10 @@ class ReleaseSettings(BaseModel):
     )
     approval: bool = Field(False, description="Ask a person before each step after the first.")
     on_inconclusive: Literal["rollback", "promote"] = Field(
-        "rollback", description="What a step that never saw `minRequests` does: roll back (safe) or go on."
+        "rollback",
+        description="What a step that never saw `minRequests` does: roll back (safe) or go on. With"
+        " `rollback`, every step must be able to reach `minRequests` within `maxSoakSeconds` at the"
+        " traffic `liftoff:usage.requestsPerMonth` declares.",
     )
 
     @field_validator("steps")

@@ -11,12 +11,19 @@ from typing import Any
 import pytest
 import yaml
 
+from stacks.release.cloud import CloudMonitoringMetrics
+from stacks.release.config import parse
+from stacks.render import stack_config
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 BIN = Path(sys.executable).parent
 PINNED = re.compile(r"^[\w.-]+/[\w.-]+(/[\w./-]+)?@[0-9a-f]{40}$")
+# What a release job does besides soaking, allowed for generously (not measured): make install,
+# the image build and migrations of the ship, a `pulumi up` for each traffic shift, metric reads.
+RELEASE_JOB_WORK_SECONDS = 20 * 60
 
 
 def load(name: str) -> dict[Any, Any]:
@@ -210,3 +217,22 @@ def test_every_job_that_runs_the_policy_pack_creates_its_virtualenv_first():
         ("release.yml", "release"),
         ("rollback.yml", "rollback"),
     }
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_the_longest_release_a_stack_allows_fits_the_release_jobs_timeout(stack):
+    # A job killed mid-step would leave the candidate its share with no gate watching it.
+    timeout = load("release.yml")["jobs"]["release"]["timeout-minutes"] * 60
+    settings, problems = parse(stack_config(stack)["liftoff:release"])
+    assert problems == []
+    delay = CloudMonitoringMetrics.delay_seconds
+    # A step that never reaches minRequests ends at the first poll past maxSoakSeconds of
+    # readable traffic (stacks/release/controller.py, Controller._soak).
+    step = settings.wait_limit_seconds + delay + max(1.0, settings.soak_seconds / 5)
+    # With approval the first job holds after the first step, and the promote job resumes at
+    # that step, judging it again before the others (Controller._release).
+    jobs = [1, len(settings.steps)] if settings.approval else [len(settings.steps)]
+    for steps in jobs:
+        # The last step's final minutes are read once more before the release is recorded good.
+        longest = steps * step + delay + RELEASE_JOB_WORK_SECONDS
+        assert longest <= timeout, (stack, steps, longest / 60)

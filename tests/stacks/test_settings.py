@@ -191,7 +191,7 @@ def test_traffic_is_left_to_releases_unless_the_stack_file_pins_it():
     settings = load(DictSource(config, SECRETS), stack="prod")
     assert settings.api.traffic is None
     assert settings.worker.split is None
-    assert settings.release.steps == (10, 50, 100)
+    assert settings.release.steps == (30, 50, 100)
     assert settings.release.approval is True
     pinned = {
         **config,

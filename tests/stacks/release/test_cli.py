@@ -8,6 +8,7 @@ import pytest
 
 from stacks.release import __main__ as cli
 from stacks.release.controller import EXIT_USAGE
+from stacks.render import stack_config
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +32,17 @@ def test_invalid_release_settings_are_named_by_key():
     assert any(p.startswith("liftoff:release.soakSeconds: 60 is shorter") for p in problems)
     good, none = cli.preflight("prod", {"liftoff:release": {"steps": [25, 100], "approval": True}})
     assert none == [] and good.steps == (25, 100) and good.approval
+
+
+def test_a_release_its_own_traffic_cannot_judge_is_refused_before_it_ships(monkeypatch, capsys):
+    prod = stack_config("prod")
+    assert cli.preflight("prod", prod)[1] == []
+    quiet = {**prod, "liftoff:usage": {**prod["liftoff:usage"], "requestsPerMonth": 200_000}}
+    monkeypatch.setattr(cli, "stack_config", lambda stack: quiet)
+    assert cli.main(["release", "--stack", "prod"]) == EXIT_USAGE
+    error = capsys.readouterr().err
+    assert "liftoff:release.minRequests: 200 requests cannot be reached in the first step" in error
+    assert "liftoff:usage.requestsPerMonth declares: 200,000" in error
 
 
 def test_release_refuses_before_anything_when_config_is_wrong(monkeypatch, capsys):

@@ -67,6 +67,8 @@ class World:
     windows: dict[str, Callable[[float, float], Window]] = field(default_factory=dict)
     time: float = 1_800_000_000.0
     delay_seconds: float = 0.0
+    # The whole API's traffic, steady, split between revisions as the traffic stands.
+    requests_per_second: float = 20.0
     # When each API traffic state began, for windows that follow the traffic over time.
     timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     # Per revision, the share of its requests that fail at a given time (default: 0.1 %).
@@ -113,15 +115,15 @@ class World:
 
     # Metrics
     def window(self, revision: str, start: float, end: float) -> Window:
-        """20 requests a second of the whole traffic, this revision's share of them as the traffic
-        stood at each second, and only what is readable: nothing newer than `end - delay`."""
+        """The whole traffic's requests each second, this revision's share of them as the traffic
+        stood at that second, and only what is readable: nothing newer than `end - delay`."""
         if revision in self.windows:
             return self.windows[revision](start, end)
         fraction = self.error_fraction.get(revision, _healthy)
         requests = errors = 0.0
         t = start
         while t < end - self.delay_seconds:
-            rate = 20 * self.share_at(revision, t) / 100
+            rate = self.requests_per_second * self.share_at(revision, t) / 100
             requests += rate
             errors += rate * fraction(t)
             t += 1
