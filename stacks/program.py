@@ -152,7 +152,7 @@ def _image(s: StackSettings) -> ContainerImage:
         ContainerImageArgs(
             project=s.project,
             region=s.region,
-            repository_id="liftoff",
+            repository_id=s.names.repository,
             image_name="app",
             context=str(ROOT),
             dockerfile=str(ROOT / "app" / "Dockerfile"),

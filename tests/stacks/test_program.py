@@ -185,7 +185,8 @@ def test_image_is_built_for_amd64_and_pushed(prod):
     # The tag follows the image's sources, so an unchanged tree neither rebuilds nor shows a diff.
     tag = source_tag(ROOT, IMAGE_SOURCES)
     assert re.fullmatch(r"src-[0-9a-f]{16}", tag)
-    assert image["tags"] == [f"europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff/app:{tag}"]
+    # The repository is the stack's own: another stack in the same project has its own.
+    assert image["tags"] == [f"europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff-prod/app:{tag}"]
     assert image["buildArgs"] == {"SOURCE_DATE_EPOCH": "0"}
 
 
