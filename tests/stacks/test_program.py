@@ -110,8 +110,13 @@ def test_private_api_names_its_invokers():
         "staging",
         {"liftoff:api": {"public": False, "invokers": ["serviceAccount:ci@p.iam.gserviceaccount.com"]}},
     )
-    (invoker,) = rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
-    assert invoker.inputs["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
+    grants = {r.name: r.inputs for r in rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")}
+    assert set(grants) == {"api-invoker-0", "monitoring-uptime-invoker"}
+    assert grants["api-invoker-0"]["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
+    # The uptime check's caller, on this service only: a private API's /health answers it.
+    uptime = grants["monitoring-uptime-invoker"]
+    assert (uptime["name"], uptime["role"]) == ("liftoff-staging-api", "roles/run.invoker")
+    assert uptime["member"].endswith("@gcp-sa-monitoring-notification.iam.gserviceaccount.com")
 
 
 def test_worker_pool(prod):
