@@ -420,6 +420,7 @@ class WorkerPool(pulumi.ComponentResource):
     """Workers pull their jobs: nothing reaches them, so they expose nothing."""
 
     revision: pulumi.Output[str]
+    pool_name: pulumi.Output[str]
     # Revision name -> percent of the instances it runs now, as Cloud Run reports it.
     serving: pulumi.Output[dict[str, int]]
 
@@ -451,6 +452,7 @@ class WorkerPool(pulumi.ComponentResource):
         )
         # The Cloud Run resource itself: depends_on on this component would not reach it.
         self.workload = pool
+        self.pool_name = pool.name
         self.serving = pulumi.Output.all(pool.instance_split_statuses, pool.latest_ready_revision).apply(
             lambda v: serving(v[0], v[1])
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,10 @@ from components.rules import ImageTag, check
 
 # Build leftovers that never belong to an image's inputs.
 IGNORED = ("__pycache__", ".pyc", ".pyo")
+# A repository id is unique in its project and location: lowercase letters, digits and hyphens,
+# starting with a letter, not ending with a hyphen, at most 63 characters
+# (https://cloud.google.com/artifact-registry/docs/repositories/create-repos, "Repository names").
+REPOSITORY_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def source_files(root: Path, sources: Iterable[str]) -> list[Path]:
@@ -64,6 +69,11 @@ class ContainerImageArgs:
 
     def __post_init__(self) -> None:
         check(self, tag=ImageTag)
+        if not REPOSITORY_ID.match(self.repository_id):
+            raise ValueError(
+                f"repository_id: {self.repository_id!r} is not a repository id"
+                " (a-z0-9-, starting with a letter, at most 63 characters)"
+            )
         if self.keep_recent < 5:
             raise ValueError("keep_recent must be at least 5, or rollbacks lose their images")
 

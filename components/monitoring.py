@@ -6,28 +6,52 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pulumi
-from pulumi_gcp import logging, monitoring
+from pulumi_gcp import cloudrunv2 as run
+from pulumi_gcp import logging, monitoring, organizations
 
 from components.rules import Email, LatencyMs, QueueAgeSeconds, Ratio, check
 
-# The worker's log lines come from a Cloud Run worker pool. A log-based metric maps to every
-# monitored resource type its entries come from, and in PromQL such a metric must name one with
-# the `monitored_resource` label (https://cloud.google.com/monitoring/promql/promql-mapping, "The
-# monitored_resource label"). The worker pool's type is the one `gcloud run worker-pools logs`
-# filters on.
+# The worker's log lines come from a Cloud Run worker pool, the API's requests from a Cloud Run
+# revision. A log-based metric maps to every monitored resource type its entries come from, and in
+# PromQL such a metric must name one with the `monitored_resource` label
+# (https://cloud.google.com/monitoring/promql/promql-mapping, "The monitored_resource label").
+# The worker pool's type is the one `gcloud run worker-pools logs` filters on.
 WORKER_RESOURCE = "cloud_run_worker_pool"
-WORKER_SELECTOR = f'monitored_resource="{WORKER_RESOURCE}"'
+API_RESOURCE = "cloud_run_revision"
+# Each resource is one workload in one project and region, told apart by the labels of its monitored
+# resource type (https://cloud.google.com/monitoring/api/resources#tag_cloud_run_revision and
+# #tag_cloud_run_worker_pool; the same labels in logs, https://cloud.google.com/logging/docs/api/v2/resource-list):
+# a project shared by two stacks holds both stacks' workloads, so every filter and query names its own.
+NAME_LABEL = {API_RESOURCE: "service_name", WORKER_RESOURCE: "worker_pool_name"}
+# A service-agent-authenticated uptime check calls with an ID token of the project's Monitoring service
+# agent (https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.uptimeCheckConfigs#ServiceAgentAuthentication;
+# the agent: https://cloud.google.com/iam/docs/service-agents, "Monitoring Notification Service Agent").
+# A private Cloud Run service admits it once it holds roles/run.invoker on that service
+# (https://cloud.google.com/run/docs/securing/managing-access).
+MONITORING_AGENT = "service-{number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+
+
+def monitoring_agent(project_number: str) -> str:
+    """The IAM member of a project's Monitoring service agent, from the project's number."""
+    return "serviceAccount:" + MONITORING_AGENT.format(number=project_number)
 
 
 @dataclass(frozen=True)
 class MonitoringArgs:
-    """What to watch, and the thresholds that page someone."""
+    """What to watch, and the thresholds that page someone.
+
+    `api_public` says whether anyone may call the API; a private one admits the uptime check's
+    caller (the Monitoring service agent) as an invoker of that one service.
+    """
 
     project: str
+    region: str
     prefix: str
     api_service_name: pulumi.Input[str]
     api_url: pulumi.Input[str]
+    worker_pool_name: pulumi.Input[str]
     notification_email: str
+    api_public: bool = False
     error_ratio: float = 0.05
     p95_latency_ms: int = 2000
     job_failure_ratio: float = 0.10
@@ -53,7 +77,12 @@ QUEUE_AGE = "queue-oldest-age"
 
 
 class Monitoring(pulumi.ComponentResource):
-    """One email channel, one uptime check, two log-based metrics and five alert policies."""
+    """One email channel, one uptime check, two log-based metrics and five alert policies.
+
+    Every one names this stack's own API service and worker pool (by name and region), so two
+    stacks in one project each watch their own. A private API also gets one grant: the uptime
+    check's caller may invoke it.
+    """
 
     channel: pulumi.Output[str]
 
@@ -61,7 +90,9 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__("liftoff:index:Monitoring", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         channel = _email_channel(name, args, child)
-        uptime = _uptime_check(name, args, child)
+        invoker = _uptime_invoker(name, args, child)
+        # The check starts once it may call the API, not with a few minutes of 403s.
+        uptime = _uptime_check(name, args, pulumi.ResourceOptions(parent=self, depends_on=invoker))
         metrics = _worker_metrics(name, args, child)
         # Every PromQL alert waits for the log-based metrics, which the worker's alerts query.
         after_metrics = pulumi.ResourceOptions(parent=self, depends_on=metrics)
@@ -88,6 +119,30 @@ def _email_channel(
     )
 
 
+def _uptime_invoker(
+    name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions
+) -> list[run.ServiceIamMember]:
+    """For a private API: the Monitoring service agent may invoke this one service, nothing more.
+
+    A public API needs no grant (allUsers may call it), so it gets none.
+    """
+    if args.api_public:
+        return []
+    number = organizations.get_project_output(project_id=args.project).number
+    grant = run.ServiceIamMember(
+        f"{name}-uptime-invoker",
+        run.ServiceIamMemberArgs(
+            name=args.api_service_name,
+            location=args.region,
+            project=args.project,
+            role="roles/run.invoker",
+            member=number.apply(monitoring_agent),
+        ),
+        opts=opts,
+    )
+    return [grant]
+
+
 def _uptime_check(
     name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions
 ) -> monitoring.UptimeCheckConfig:
@@ -100,7 +155,17 @@ def _uptime_check(
             period="60s",
             timeout="10s",
             http_check=monitoring.UptimeCheckConfigHttpCheckArgs(
-                path="/health", port=443, use_ssl=True, validate_ssl=True, request_method="GET"
+                path="/health",
+                port=443,
+                use_ssl=True,
+                validate_ssl=True,
+                request_method="GET",
+                # Always, public or not: Cloud Run passes a public service's Authorization header
+                # through unchecked (and /health reads none), so the check is the same either way,
+                # and a switch to private needs only the grant, never a change to the check.
+                service_agent_authentication=monitoring.UptimeCheckConfigHttpCheckServiceAgentAuthenticationArgs(
+                    type="OIDC_TOKEN"
+                ),
             ),
             monitored_resource=monitoring.UptimeCheckConfigMonitoredResourceArgs(
                 type="uptime_url", labels={"host": host, "project_id": args.project}
@@ -171,7 +236,9 @@ def _worker_log_metric(
             project=args.project,
             name=f"{args.prefix}-{metric}",
             description=description,
-            filter=f'resource.type="{WORKER_RESOURCE}" AND {entries}',
+            filter=pulumi.Output.from_input(args.worker_pool_name).apply(
+                lambda pool: f"{_log_resource(WORKER_RESOURCE, pool, args.region)} AND {entries}"
+            ),
             metric_descriptor=descriptor,
             label_extractors=dict(label_extractors) if label_extractors is not None else None,
             value_extractor=value_extractor,
@@ -179,6 +246,19 @@ def _worker_log_metric(
         ),
         opts=opts,
     )
+
+
+def _log_resource(resource: str, name: str, region: str) -> str:
+    """A logging filter for the entries of one workload: its type, its name and its region."""
+    return (
+        f'resource.type="{resource}" AND resource.labels.{NAME_LABEL[resource]}="{name}"'
+        f' AND resource.labels.location="{region}"'
+    )
+
+
+def _selector(resource: str, name: str, region: str) -> str:
+    """A PromQL selector for the series of one workload: its type, its region and its name."""
+    return f'monitored_resource="{resource}",location="{region}",{NAME_LABEL[resource]}="{name}"'
 
 
 def _promql_metric(args: MonitoringArgs, metric: str) -> str:
@@ -201,52 +281,63 @@ def _api_alerts(args: MonitoringArgs) -> list[_Alert]:
     return [
         _Alert(
             "API 5xx ratio",
-            service.apply(lambda s: _error_ratio_query(s, args.error_ratio)),
+            service.apply(
+                lambda s: _error_ratio_query(_selector(API_RESOURCE, s, args.region), args.error_ratio)
+            ),
             f"More than {args.error_ratio:.0%} of API requests fail with 5xx. Check the API's logs; if a"
             " release caused it, `make rollback` sends all traffic back to the last good one.",
         ),
         _Alert(
             "API p95 latency",
-            service.apply(lambda s: _latency_query(s, args.p95_latency_ms)),
+            service.apply(
+                lambda s: _latency_query(_selector(API_RESOURCE, s, args.region), args.p95_latency_ms)
+            ),
             f"The API's 95th percentile latency is above {args.p95_latency_ms} ms.",
         ),
     ]
 
 
-def _service_selector(service: str) -> str:
-    return f'monitored_resource="cloud_run_revision",service_name="{service}"'
-
-
-def _error_ratio_query(service: str, ratio: float) -> str:
-    requests = f"run_googleapis_com:request_count{{{_service_selector(service)}"
+def _error_ratio_query(selector: str, ratio: float) -> str:
+    requests = f"run_googleapis_com:request_count{{{selector}"
     return f'sum(rate({requests},response_code_class="5xx"}}[5m])) / sum(rate({requests}}}[5m])) > {ratio}'
 
 
-def _latency_query(service: str, threshold_ms: int) -> str:
-    buckets = f"run_googleapis_com:request_latencies_bucket{{{_service_selector(service)}}}"
+def _latency_query(selector: str, threshold_ms: int) -> str:
+    buckets = f"run_googleapis_com:request_latencies_bucket{{{selector}}}"
     return f"histogram_quantile(0.95, sum by (le) (rate({buckets}[5m]))) > {threshold_ms}"
 
 
 def _worker_alerts(args: MonitoringArgs) -> list[_Alert]:
     """Failing attempts and a stuck queue, from the worker's log-based metrics."""
-    outcomes = _promql_metric(args, JOB_OUTCOMES)
-    age = _promql_metric(args, QUEUE_AGE)
+    pool = pulumi.Output.from_input(args.worker_pool_name)
     return [
         _Alert(
             "Job failure rate",
-            f'sum(rate({outcomes}{{{WORKER_SELECTOR},outcome=~"failed|retry"}}[15m]))'
-            f" / sum(rate({outcomes}{{{WORKER_SELECTOR}}}[15m])) > {args.job_failure_ratio}",
+            pool.apply(lambda p: _failure_query(args, _selector(WORKER_RESOURCE, p, args.region))),
             f"More than {args.job_failure_ratio:.0%} of job attempts fail. Dead-lettered jobs are `failed`"
             " in the API with their last error.",
             duration="600s",
         ),
         _Alert(
             "Oldest queued job",
-            f"histogram_quantile(0.99, sum by (le) (rate({age}_bucket{{{WORKER_SELECTOR}}}[5m])))"
-            f" > {args.oldest_queued_seconds}",
+            pool.apply(lambda p: _queue_age_query(args, _selector(WORKER_RESOURCE, p, args.region))),
             f"A job has waited more than {args.oldest_queued_seconds} s. Workers may be down or too few.",
         ),
     ]
+
+
+def _failure_query(args: MonitoringArgs, selector: str) -> str:
+    outcomes = _promql_metric(args, JOB_OUTCOMES)
+    return (
+        f'sum(rate({outcomes}{{{selector},outcome=~"failed|retry"}}[15m]))'
+        f" / sum(rate({outcomes}{{{selector}}}[15m])) > {args.job_failure_ratio}"
+    )
+
+
+def _queue_age_query(args: MonitoringArgs, selector: str) -> str:
+    age = _promql_metric(args, QUEUE_AGE)
+    quantile = f"histogram_quantile(0.99, sum by (le) (rate({age}_bucket{{{selector}}}[5m])))"
+    return f"{quantile} > {args.oldest_queued_seconds}"
 
 
 def _promql_policy(

@@ -152,7 +152,7 @@ def _image(s: StackSettings) -> ContainerImage:
         ContainerImageArgs(
             project=s.project,
             region=s.region,
-            repository_id="liftoff",
+            repository_id=s.names.repository,
             image_name="app",
             context=str(ROOT),
             dockerfile=str(ROOT / "app" / "Dockerfile"),
@@ -244,14 +244,17 @@ def _retention(s: StackSettings, container: Container, accounts: ServiceAccounts
     )
 
 
-def _monitoring(s: StackSettings, api: ApiService) -> Monitoring:
+def _monitoring(s: StackSettings, api: ApiService, worker: WorkerPool) -> Monitoring:
     return Monitoring(
         "monitoring",
         MonitoringArgs(
             project=s.project,
+            region=s.region,
             prefix=s.prefix,
             api_service_name=api.service_name,
             api_url=api.url,
+            api_public=s.api.public,
+            worker_pool_name=worker.pool_name,
             notification_email=s.alerts.email,
             error_ratio=s.alerts.error_ratio,
             p95_latency_ms=s.alerts.p95_latency_ms,
@@ -326,7 +329,7 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
         s, workloads.container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
     )
     retention = _retention(s, workloads.container(Role.WORKER, "1", "512Mi"), accounts)
-    _monitoring(s, api)
+    _monitoring(s, api, worker)
     ledger = ledger_of(release, after=(api.workload, worker.workload))
     return {
         **_release_outputs(api, worker, ledger, traffic),

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"
 DYNAMIC_PROVIDER = "__provider"
 CLIENT_CONFIG_FUNCTION = "gcp:organizations/getClientConfig:getClientConfig"
+PROJECT_FUNCTION = "gcp:organizations/getProject:getProject"
 
 # pulumi.runtime.test runs a function the way the engine runs a program, and waits for all it
 # started (registrations, and the Output it returns) before it returns. It carries no annotations.
@@ -168,7 +169,10 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
     if kind == "random:index/randomPassword:RandomPassword":
         return {"result": "mock-password-" + _digest(name)[:12]}
     if kind == "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig":
-        return {"uptimeCheckId": f"{name}-check"}
+        # Assigned by Monitoring, unique: two stacks' checks of the same resource name differ.
+        return {
+            "uptimeCheckId": f"{name}-check-{_digest(inputs.get('project'), inputs.get('displayName'))[:8]}"
+        }
     if kind == "gcp:monitoring/notificationChannel:NotificationChannel":
         return {"name": f"projects/mock/notificationChannels/{_digest(name)[:12]}"}
     return {}
@@ -226,7 +230,15 @@ class RecordingMocks(pulumi.runtime.Mocks):
         # A bare dict: the mock monitor reads a tuple's second item as a list of failures.
         if args.token == CLIENT_CONFIG_FUNCTION:
             return {"accessToken": "mock-access-token", "id": "mock", "project": "mock"}  # type: ignore[return-value]
+        if args.token == PROJECT_FUNCTION:
+            return project_lookup(str(args.args.get("projectId") or "mock"))  # type: ignore[return-value]
         return {}  # type: ignore[return-value]
+
+
+def project_lookup(project_id: str) -> dict[str, Any]:
+    """What getProject reads for a project: a 12-digit number, a stand-in derived from the id."""
+    number = str(10**11 + int(_digest(project_id)[:12], 16) % (9 * 10**11))
+    return {"projectId": project_id, "number": number, "name": project_id, "id": f"projects/{project_id}"}
 
 
 @dataclass(frozen=True)

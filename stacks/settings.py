@@ -500,13 +500,24 @@ class Secrets:
 
 @dataclass(frozen=True)
 class WorkloadNames:
-    """What an environment's Cloud Run resources are called: every name starts with its prefix."""
+    """What an environment's resources are called: every name starts with its prefix.
+
+    The prefix carries the environment, so two stacks can share a GCP project: every id that must
+    be unique in a project (or in a project's region) starts with it, from the service accounts,
+    secrets and log-based metrics the components name after it to the Cloud Run workloads and the
+    image repository named here.
+    """
 
     prefix: str
 
     @classmethod
     def of(cls, environment: str) -> WorkloadNames:
         return cls(f"liftoff-{environment}")
+
+    @property
+    def repository(self) -> str:
+        """The Artifact Registry repository of the stack's images."""
+        return self.prefix
 
     @property
     def api(self) -> str:

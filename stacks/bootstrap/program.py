@@ -205,6 +205,7 @@ def build(s: BootstrapSettings) -> dict[str, Any]:
     labels = {"app": "liftoff", "env": "shared"}
     apis = _enable_apis(s)
     after_apis = pulumi.ResourceOptions(depends_on=apis)
+    _service_agents(s, after_apis)
     bucket, key = _state(s, labels, after_apis)
     outputs: dict[str, Any] = {
         "state_backend_url": pulumi.Output.concat("gs://", bucket.name),
@@ -231,6 +232,23 @@ def _enable_apis(s: BootstrapSettings) -> list[gcp.projects.Service]:
         )
         for project, service in wanted
     ]
+
+
+def _service_agents(s: BootstrapSettings, after_apis: pulumi.ResourceOptions) -> None:
+    """The Monitoring service agent of every stack's project, made to exist before a stack needs it.
+
+    A stack with a private API grants it roles/run.invoker on the API (components/monitoring.py),
+    so that the uptime check may call; IAM refuses a grant to an account that does not exist yet,
+    and Google creates this agent on demand. Generating the service identity creates it
+    (https://cloud.google.com/service-usage/docs/reference/rest/v1beta1/services/generateServiceIdentity),
+    which takes an administrator: the deployer has no role for it.
+    """
+    for project in dict.fromkeys(s.stack_projects.values()):
+        gcp.projects.ServiceIdentity(
+            f"agent-{project}-monitoring",
+            gcp.projects.ServiceIdentityArgs(project=project, service="monitoring.googleapis.com"),
+            opts=after_apis,
+        )
 
 
 def _state(

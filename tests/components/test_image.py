@@ -16,14 +16,14 @@ pytestmark = pytest.mark.unit
 TYPE = "liftoff:index:ContainerImage"
 REPOSITORY = "gcp:artifactregistry/repository:Repository"
 IMAGE = "docker-build:index:Image"
-PATH = "europe-west1-docker.pkg.dev/acme-prod/liftoff/app"
+PATH = "europe-west1-docker.pkg.dev/acme-prod/liftoff-prod/app"
 
 
 def image_args(**overrides: Any) -> ContainerImageArgs:
     values: dict[str, Any] = {
         "project": "acme-prod",
         "region": "europe-west1",
-        "repository_id": "liftoff",
+        "repository_id": "liftoff-prod",
         "image_name": "app",
         "context": "/src",
         "dockerfile": "/src/app/Dockerfile",
@@ -49,7 +49,7 @@ def test_a_docker_repository_that_keeps_enough_images_to_roll_back(declared):
     assert repository.inputs == {
         "project": "acme-prod",
         "location": "europe-west1",
-        "repositoryId": "liftoff",
+        "repositoryId": "liftoff-prod",
         "format": "DOCKER",
         "description": "Liftoff application images.",
         "labels": {"app": "liftoff"},
@@ -96,6 +96,10 @@ def test_workloads_get_the_image_by_digest_not_by_tag(declared):
         ({"tag": "-leading-dash"}, "tag"),
         ({"tag": "x" * 129}, "tag"),
         ({"keep_recent": 4}, "keep_recent"),
+        ({"repository_id": "Liftoff"}, "repository_id"),
+        ({"repository_id": "1iftoff"}, "repository_id"),
+        ({"repository_id": "liftoff-"}, "repository_id"),
+        ({"repository_id": "l" * 64}, "repository_id"),
     ],
 )
 def test_bad_args_name_the_field(overrides, field):
@@ -106,6 +110,12 @@ def test_bad_args_name_the_field(overrides, field):
 def test_a_bad_tag_is_named():
     with pytest.raises(ValueError, match="^tag: '-leading-dash' is not a Docker tag"):
         image_args(tag="-leading-dash")
+
+
+def test_a_repository_id_of_63_characters_is_the_longest():
+    assert image_args(repository_id="l" * 63).repository_id == "l" * 63
+    with pytest.raises(ValueError, match=r"^repository_id: 'liftoff_prod' is not a repository id"):
+        image_args(repository_id="liftoff_prod")
 
 
 def write(root: Path, files: dict[str, str]) -> None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from components.monitoring import Monitoring, MonitoringArgs
-from stacks.render import Registered
+from components.monitoring import Monitoring, MonitoringArgs, monitoring_agent
+from stacks.render import Registered, project_lookup
 from tests.components.conftest import Declare, Declared
 
 pytestmark = pytest.mark.unit
@@ -17,17 +17,28 @@ CHANNEL = "gcp:monitoring/notificationChannel:NotificationChannel"
 UPTIME = "gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig"
 METRIC = "gcp:logging/metric:Metric"
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
+INVOKER = "gcp:cloudrunv2/serviceIamMember:ServiceIamMember"
 LABELS = {"app": "liftoff", "env": "prod"}
-WORKER = 'monitored_resource="cloud_run_worker_pool"'
-API = 'monitored_resource="cloud_run_revision",service_name="liftoff-prod-api"'
+WORKER = (
+    'monitored_resource="cloud_run_worker_pool",location="europe-west1",'
+    'worker_pool_name="liftoff-prod-worker"'
+)
+API = 'monitored_resource="cloud_run_revision",location="europe-west1",service_name="liftoff-prod-api"'
+# The worker pool's own log entries: its type, its name and its region.
+WORKER_ENTRIES = (
+    'resource.type="cloud_run_worker_pool" AND resource.labels.worker_pool_name="liftoff-prod-worker"'
+    ' AND resource.labels.location="europe-west1"'
+)
 
 
 def monitoring_args(**overrides: Any) -> MonitoringArgs:
     values: dict[str, Any] = {
         "project": "acme-prod",
+        "region": "europe-west1",
         "prefix": "liftoff-prod",
         "api_service_name": "liftoff-prod-api",
         "api_url": "https://liftoff-prod-api-xyz-ew.a.run.app/",
+        "worker_pool_name": "liftoff-prod-worker",
         "notification_email": "oncall@example.com",
         "labels": LABELS,
         **overrides,
@@ -54,6 +65,7 @@ def test_registers_its_children_under_itself(declared):
     assert {(r.type, r.name) for r in declared.children(TYPE)} == {
         (CHANNEL, "monitoring-email"),
         (UPTIME, "monitoring-uptime"),
+        (INVOKER, "monitoring-uptime-invoker"),
         (METRIC, "monitoring-job-outcomes"),
         (METRIC, "monitoring-queue-age"),
         (POLICY, "monitoring-api-5xx-ratio"),
@@ -62,7 +74,7 @@ def test_registers_its_children_under_itself(declared):
         (POLICY, "monitoring-oldest-queued-job"),
         (POLICY, "monitoring-uptime-failing"),
     }
-    assert len(declared.resources) == 10, "the component and its nine children, nothing else"
+    assert len(declared.resources) == 11, "the component and its ten children, nothing else"
     assert all(r.inputs["project"] == "acme-prod" for r in declared.children(TYPE))
 
 
@@ -91,6 +103,8 @@ def test_the_uptime_check_probes_the_apis_health_over_tls(declared):
             "useSsl": True,
             "validateSsl": True,
             "requestMethod": "GET",
+            # An ID token of the project's Monitoring service agent: a private API admits it.
+            "serviceAgentAuthentication": {"type": "OIDC_TOKEN"},
         },
         # The host alone: the URL's scheme and trailing slash are not part of it.
         "monitoredResource": {
@@ -101,14 +115,41 @@ def test_the_uptime_check_probes_the_apis_health_over_tls(declared):
     }
 
 
+def test_a_private_api_lets_the_monitoring_agent_invoke_that_one_service(declared):
+    (grant,) = declared.of_type(INVOKER)
+    number = project_lookup("acme-prod")["number"]
+    assert grant.inputs == {
+        "name": "liftoff-prod-api",
+        "location": "europe-west1",
+        "project": "acme-prod",
+        "role": "roles/run.invoker",
+        "member": f"serviceAccount:service-{number}@gcp-sa-monitoring-notification.iam.gserviceaccount.com",
+    }
+    # The check starts calling only once it may.
+    assert grant.urn in declared.one(UPTIME).dependencies
+
+
+def test_a_public_api_grants_nothing_and_the_check_still_authenticates(declare):
+    declared = declare(
+        lambda: {"channel": Monitoring("monitoring", monitoring_args(api_public=True)).channel}
+    )
+    assert declared.of_type(INVOKER) == []
+    assert declared.one(UPTIME).inputs["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
+
+
+def test_the_monitoring_agent_is_the_projects_notification_service_agent():
+    assert monitoring_agent("123456789012") == (
+        "serviceAccount:service-123456789012@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+    )
+
+
 def test_log_metrics_count_job_outcomes_and_measure_queue_age_from_the_worker_pool(declared):
     outcomes = declared.one(METRIC, "monitoring-job-outcomes")
     assert outcomes.inputs == {
         "project": "acme-prod",
         "name": "liftoff-prod-job-outcomes",
         "description": "Finished job attempts by outcome, from the worker's logs.",
-        "filter": 'resource.type="cloud_run_worker_pool" AND jsonPayload.message="job_finished"'
-        " AND jsonPayload.written=true",
+        "filter": f'{WORKER_ENTRIES} AND jsonPayload.message="job_finished" AND jsonPayload.written=true',
         "metricDescriptor": {
             "metricKind": "DELTA",
             "valueType": "INT64",
@@ -121,7 +162,7 @@ def test_log_metrics_count_job_outcomes_and_measure_queue_age_from_the_worker_po
         "project": "acme-prod",
         "name": "liftoff-prod-queue-oldest-age",
         "description": "Age of the oldest queued job, from the worker's queue_stats lines.",
-        "filter": 'resource.type="cloud_run_worker_pool" AND jsonPayload.message="queue_stats"',
+        "filter": f'{WORKER_ENTRIES} AND jsonPayload.message="queue_stats"',
         "metricDescriptor": {"metricKind": "DELTA", "valueType": "DISTRIBUTION", "unit": "s"},
         "valueExtractor": "EXTRACT(jsonPayload.oldest_age_seconds)",
         "bucketOptions": {"exponentialBuckets": {"numFiniteBuckets": 32, "growthFactor": 1.5, "scale": 1}},
@@ -226,8 +267,10 @@ def test_the_uptime_policy_is_critical_and_reads_the_checks_result(declared):
 
 def test_thresholds_and_the_service_come_from_the_args(declare):
     args = monitoring_args(
+        region="us-east1",
         prefix="liftoff-staging",
         api_service_name="liftoff-staging-api",
+        worker_pool_name="liftoff-staging-worker",
         error_ratio=0.2,
         p95_latency_ms=750,
         job_failure_ratio=0.25,
@@ -240,7 +283,14 @@ def test_thresholds_and_the_service_come_from_the_args(declare):
         r.name: promql(r)["query"] for r in declared.of_type(POLICY) if r.name != "watch-uptime-failing"
     }
     assert queries["watch-api-5xx-ratio"].endswith("[5m])) > 0.2")
-    assert 'service_name="liftoff-staging-api"' in queries["watch-api-5xx-ratio"]
+    assert 'location="us-east1",service_name="liftoff-staging-api"' in queries["watch-api-5xx-ratio"]
+    assert 'location="us-east1",service_name="liftoff-staging-api"' in queries["watch-api-p95-latency"]
+    for worker_alert in ("watch-job-failure-rate", "watch-oldest-queued-job"):
+        assert 'location="us-east1",worker_pool_name="liftoff-staging-worker"' in queries[worker_alert]
+    for metric in declared.of_type(METRIC):
+        assert 'resource.labels.worker_pool_name="liftoff-staging-worker"' in metric.inputs["filter"]
+        assert 'resource.labels.location="us-east1"' in metric.inputs["filter"]
+    assert declared.one(INVOKER).inputs["location"] == "us-east1"
     assert queries["watch-api-p95-latency"].endswith(" > 750")
     assert "user_liftoff_staging_job_outcomes" in queries["watch-job-failure-rate"]
     assert queries["watch-job-failure-rate"].endswith(" > 0.25")

@@ -12,6 +12,7 @@ from policies.pack import POLICIES
 from stacks.bootstrap.program import build, load
 from stacks.policy_check import evaluate, policy_config
 from stacks.render import ROOT, Registered, Rendering, render, stack_config
+from tests.stacks.conftest import render_stack
 
 pytestmark = pytest.mark.policy
 
@@ -77,3 +78,16 @@ def test_broken_prod_is_caught(prod, policy_analyzer):
     # The rules that read lists, which the analyzer delivers as Sequence proxies.
     assert ("images-by-digest", True) in found
     assert ("traffic-adds-up", True) in found
+
+
+def test_a_private_api_admits_the_uptime_checks_caller_and_still_no_public(policy_analyzer):
+    """The Monitoring service agent's invoker grant passes the pack; allUsers beside it does not."""
+    rendering = render_stack("staging", {"liftoff:api": {"public": False}})
+    (grant,) = rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    assert grant.inputs["member"].endswith("@gcp-sa-monitoring-notification.iam.gserviceaccount.com")
+    private = {**policy_config("staging"), "api-public-only-when-declared": {"publicApi": False}}
+    assert [v for v in evaluate(rendering, private, policy_analyzer) if v.mandatory] == []
+    public_grant = replace(grant, name="api-invoker-public", inputs={**grant.inputs, "member": "allUsers"})
+    found = evaluate(_with(rendering, [public_grant]), private, policy_analyzer)
+    refused = [(v.policy, v.mandatory) for v in found if v.mandatory]
+    assert refused == [("api-public-only-when-declared", True)]

@@ -1,4 +1,5 @@
-"""A small model of the Pulumi engine and of the Cloud Run and Secret Manager control planes.
+"""A small model of the Pulumi engine, of the Cloud Run and Secret Manager control planes, and of
+the ids a GCP project holds.
 
 The mock engine accepts any registration, so a program that is wrong only across two updates
 (a reused revision name, a secret destroyed under a pinned revision) passes it. Here the
@@ -24,6 +25,10 @@ LEDGER = "pulumi-python:dynamic/liftoff:ReleaseLedger"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
+REPOSITORY = "gcp:artifactregistry/repository:Repository"
+ACCOUNT = "gcp:serviceaccount/account:Account"
+METRIC = "gcp:logging/metric:Metric"
+SCHEDULE = "gcp:cloudscheduler/job:Job"
 WORKLOADS = (SERVICE, POOL, JOB)
 # What a refresh reads back of a service and a pool: their traffic, as the control plane has it.
 REFRESHED = {SERVICE: ("traffics", "TRAFFIC_TARGET"), POOL: ("instanceSplits", "INSTANCE_SPLIT")}
@@ -36,6 +41,78 @@ class Rule:
     text: str
     source: str
 
+
+@dataclass(frozen=True)
+class UniqueId:
+    """An id the create request names, unique in its project (and location, where `location` names
+    the input holding it), and where Google documents that."""
+
+    what: str
+    key: str
+    location: str | None
+    source: str
+
+
+# Server-assigned ids (notification channels, alert policies, uptime checks) never collide, and a
+# display name is not an id; these are the ids a create names.
+UNIQUE_IDS = {
+    REPOSITORY: UniqueId(
+        "Artifact Registry repository",
+        "repositoryId",
+        "location",
+        "https://cloud.google.com/artifact-registry/docs/reference/rest/v1/projects.locations.repositories/create"
+        " (repositoryId, under projects/*/locations/*)",
+    ),
+    ACCOUNT: UniqueId(
+        "service account",
+        "accountId",
+        None,
+        "https://cloud.google.com/iam/docs/reference/rest/v1/projects.serviceAccounts/create (accountId:"
+        " 'It is unique within a project')",
+    ),
+    SECRET: UniqueId(
+        "secret",
+        "secretId",
+        None,
+        "https://cloud.google.com/secret-manager/docs/reference/rest/v1/projects.secrets/create (secretId:"
+        " 'This must be unique within the project')",
+    ),
+    SERVICE: UniqueId(
+        "Cloud Run service",
+        "name",
+        "location",
+        "https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.services/create (serviceId:"
+        " 'The unique identifier for the Service')",
+    ),
+    POOL: UniqueId(
+        "Cloud Run worker pool",
+        "name",
+        "location",
+        "https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.workerPools/create"
+        " (workerPoolId: 'The unique identifier for the WorkerPool')",
+    ),
+    JOB: UniqueId(
+        "Cloud Run job",
+        "name",
+        "location",
+        "https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.jobs/create (jobId: 'The"
+        " unique identifier for the Job')",
+    ),
+    METRIC: UniqueId(
+        "log-based metric",
+        "name",
+        None,
+        "https://cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics/create (metric: 'must"
+        " not have an identifier that already exists')",
+    ),
+    SCHEDULE: UniqueId(
+        "Cloud Scheduler job",
+        "name",
+        "region",
+        "https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs/create (the job's"
+        " name, projects/*/locations/*/jobs/JOB_ID)",
+    ),
+}
 
 RULES = {
     "revision-name": Rule(
@@ -108,6 +185,17 @@ RULES = {
         "https://www.pulumi.com/docs/iac/concepts/options/dependson/;"
         " https://www.pulumi.com/docs/iac/concepts/how-pulumi-works/",
     ),
+    "unique-id": Rule(
+        "An id a create request names (a repository, a service account, a secret, a Cloud Run service,"
+        " worker pool or job, a log-based metric, a scheduler job) is unique in its project, or in its"
+        " project's location: creating one under an id that exists, whether this stack or another stack"
+        " in the same project holds it, is refused with 409 ALREADY_EXISTS. A replacement is created"
+        " before its predecessor is deleted, so it collides with it too when the id is unchanged.",
+        "https://google.aip.dev/133#user-specified-ids ('If a user tries to create a resource with an ID"
+        " that would result in a resource name that already exists, the service must error with"
+        " ALREADY_EXISTS'); https://cloud.google.com/apis/design/errors (ALREADY_EXISTS is HTTP 409);"
+        " per kind: " + "; ".join(f"{u.what}: {u.source}" for u in UNIQUE_IDS.values()),
+    ),
 }
 
 
@@ -150,6 +238,8 @@ class Cloud:
     access: set[tuple[str, str]] = field(default_factory=set)  # (secret id, member)
     # Images whose migrations fail when run (a bad migration, or a database that is down).
     failing_images: set[str] = field(default_factory=set)
+    # RULES["unique-id"]: (type, project, location, id) -> the URN of the resource holding it.
+    ids: dict[tuple[str, str | None, str | None, str], str] = field(default_factory=dict)
 
     def serving(self, name: str) -> dict[str, int]:
         return {r: p for r, p in self.workloads[name].traffic.items() if p > 0}
@@ -201,10 +291,19 @@ class Engine:
     """Pulumi's engine, reduced to what matters here: diffs, order, failures and state."""
 
     # Properties a change of which replaces the resource (ForceNew in the provider's schema).
-    REPLACE_ON = {SECRET_VERSION: ("secretData", "secret"), SECRET: ("secretId",)}
+    REPLACE_ON = {
+        SECRET_VERSION: ("secretData", "secret"),
+        SECRET: ("secretId",),
+        REPOSITORY: ("repositoryId", "location", "project"),
+    }
 
-    def __init__(self, cloud: Cloud | None = None) -> None:
+    def __init__(self, cloud: Cloud | None = None, project: str | None = None) -> None:
+        """`cloud` may be shared by several engines: stacks (each with its own state) in one cloud.
+
+        `project` is the provider's project (`gcp:project`), where a resource that names none lives.
+        """
         self.cloud = cloud or Cloud()
+        self.project = project
         self.state: dict[str, Registered] = {}
 
     def up(self, rendering: Rendering, targets: Collection[str] | None = None) -> Up:
@@ -306,8 +405,40 @@ class Engine:
             raise LookupError(f"expected one {kind} {name or ''} in the state, found {len(found)}")
         return found[0]
 
+    def unique_id(self, resource: Registered) -> tuple[str, str | None, str | None, str] | None:
+        """RULES["unique-id"]: the id a resource holds, with where it is unique; None if it names none."""
+        kind = UNIQUE_IDS.get(resource.type)
+        if kind is None:
+            return None
+        inputs = resource.inputs
+        location = str(inputs[kind.location]) if kind.location else None
+        return (resource.type, str(inputs.get("project") or self.project), location, str(inputs[kind.key]))
+
+    def _claim(self, op: str, old: Registered | None, new: Registered) -> None:
+        """RULES["unique-id"]: a create (or a replacement) takes its id, which must be free."""
+        key = self.unique_id(new)
+        if key is None:
+            return
+        holder = self.cloud.ids.get(key)
+        if holder is not None and not (op == "update" and holder == new.urn):
+            kind, project, location, name = key
+            where = f"project {project}" + (f", {location}" if location else "")
+            raise CloudError(
+                "unique-id",
+                f"{new.name}: {UNIQUE_IDS[kind].what} {name} already exists in {where} ({holder})",
+            )
+        if op == "update" and old is not None:
+            self._release(old)
+        self.cloud.ids[key] = new.urn
+
+    def _release(self, resource: Registered) -> None:
+        key = self.unique_id(resource)
+        if key is not None and self.cloud.ids.get(key) == resource.urn:
+            del self.cloud.ids[key]
+
     def _apply(self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]) -> None:
         try:
+            self._claim(op, old, new)
             self._cloud_step(op, old, new, ids)
         except CloudError as error:
             if error.rule != "secret-version-state" and new.type.startswith("gcp:") and op == "update":
@@ -397,6 +528,7 @@ class Engine:
             raise JobFailed(execution)
 
     def _delete(self, resource: Registered, ids: Mapping[str, Registered]) -> None:
+        self._release(resource)
         if resource.type == SECRET_ACCESS:
             self.cloud.access.discard((resource.inputs["secretId"], resource.inputs["member"]))
         elif resource.type == SECRET_VERSION:

@@ -110,8 +110,13 @@ def test_private_api_names_its_invokers():
         "staging",
         {"liftoff:api": {"public": False, "invokers": ["serviceAccount:ci@p.iam.gserviceaccount.com"]}},
     )
-    (invoker,) = rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
-    assert invoker.inputs["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
+    grants = {r.name: r.inputs for r in rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")}
+    assert set(grants) == {"api-invoker-0", "monitoring-uptime-invoker"}
+    assert grants["api-invoker-0"]["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
+    # The uptime check's caller, on this service only: a private API's /health answers it.
+    uptime = grants["monitoring-uptime-invoker"]
+    assert (uptime["name"], uptime["role"]) == ("liftoff-staging-api", "roles/run.invoker")
+    assert uptime["member"].endswith("@gcp-sa-monitoring-notification.iam.gserviceaccount.com")
 
 
 def test_worker_pool(prod):
@@ -185,7 +190,8 @@ def test_image_is_built_for_amd64_and_pushed(prod):
     # The tag follows the image's sources, so an unchanged tree neither rebuilds nor shows a diff.
     tag = source_tag(ROOT, IMAGE_SOURCES)
     assert re.fullmatch(r"src-[0-9a-f]{16}", tag)
-    assert image["tags"] == [f"europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff/app:{tag}"]
+    # The repository is the stack's own: another stack in the same project has its own.
+    assert image["tags"] == [f"europe-west1-docker.pkg.dev/liftoff-prod-000000/liftoff-prod/app:{tag}"]
     assert image["buildArgs"] == {"SOURCE_DATE_EPOCH": "0"}
 
 

@@ -28,7 +28,15 @@ def container(**changes: Any) -> Container:
 
 def monitoring_args(**changes: Any) -> MonitoringArgs:
     fields = {"notification_email": "oncall@example.com", **changes}
-    return MonitoringArgs(project="p", prefix="liftoff-prod", api_service_name="s", api_url="u", **fields)
+    return MonitoringArgs(
+        project="p",
+        region="europe-west1",
+        prefix="liftoff-prod",
+        api_service_name="s",
+        api_url="u",
+        worker_pool_name="w",
+        **fields,
+    )
 
 
 def pool_args(instances: int) -> WorkerPoolArgs:

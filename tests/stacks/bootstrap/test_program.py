@@ -184,6 +184,16 @@ def test_every_stack_project_has_the_apis_the_stacks_use(bootstrap):
     assert bootstrap.outputs["stack_projects"] == PROJECTS
 
 
+def test_every_stack_project_has_its_monitoring_agent(bootstrap):
+    """A private API's uptime check calls as this agent, which a stack grants run.invoker on the API."""
+    agents = bootstrap.of_type("gcp:projects/serviceIdentity:ServiceIdentity")
+    assert {(a.inputs["project"], a.inputs["service"]) for a in agents} == {
+        (project, "monitoring.googleapis.com") for project in PROJECTS.values()
+    }
+    apis = {s.urn for s in bootstrap.of_type("gcp:projects/service:Service")}
+    assert all(apis <= a.dependencies for a in agents), "after the APIs are enabled"
+
+
 def test_the_bootstrap_names_the_projects_the_stack_files_deploy_to():
     for stack, project in PROJECTS.items():
         assert stack_config(stack)["gcp:project"] == project
@@ -197,6 +207,8 @@ def test_one_project_for_both_stacks_is_covered_once():
     assert set(grants(shared, "liftoff-deployer")) == {"liftoff-prod-000000"}
     names = [s.name for s in shared.of_type("gcp:projects/service:Service")]
     assert len(names) == len(set(names))
+    (agent,) = shared.of_type("gcp:projects/serviceIdentity:ServiceIdentity")
+    assert agent.inputs["project"] == "liftoff-prod-000000"
 
 
 def test_every_property_exists_in_the_sdk_and_the_pack_is_satisfied(bootstrap):
