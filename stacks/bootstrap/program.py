@@ -10,18 +10,23 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
+from stacks.bootstrap.environments import (
+    DEPLOY_ENVIRONMENTS,
+    MAIN,
+    PREVIEW_ENVIRONMENT,
+    RELEASE_WORKFLOW,
+    ROLLBACK_ENVIRONMENTS,
+    ROLLBACK_WORKFLOW,
+)
+
 NAMESPACE = "liftoff-bootstrap"
 REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 REPOSITORY_ID = re.compile(r"^[1-9][0-9]*$")
 PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
 ENVIRONMENT = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 STACKS = ("staging", "prod")
-# The GitHub environments deploy.yml releases through (release.yml's `environment:`).
-DEPLOY_ENVIRONMENTS = ("staging", "production")
 # Events whose workflows run the default branch's own code (not a pull request's).
 DEPLOY_EVENTS = ("push", "workflow_dispatch")
-# The GitHub environment that pull-request previews run in (pr.yml): protect it with reviewers.
-PREVIEW_ENVIRONMENT = "preview"
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$")
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # APIs each stack's project needs.
@@ -98,14 +103,7 @@ def load() -> BootstrapSettings:
     if not BUCKET.match(bucket):
         problems.append(f"{NAMESPACE}:stateBucket: {bucket!r} is not a bucket name")
     stack_projects = _stack_projects(config.get_object("stackProjects"), problems)
-    environments = config.get_object("deployEnvironments") or list(DEPLOY_ENVIRONMENTS)
-    if not isinstance(environments, list) or not all(
-        isinstance(e, str) and ENVIRONMENT.match(e) for e in environments
-    ):
-        problems.append(
-            f"{NAMESPACE}:deployEnvironments: {environments!r} is not a list of environment names"
-        )
-        environments = list(DEPLOY_ENVIRONMENTS)
+    environments = _deploy_environments(config.get_object("deployEnvironments"), problems)
     project = gcp_config.get("project") or ""
     if not PROJECT_ID.match(project):
         problems.append(f"gcp:project: {project!r} is not a GCP project id")
@@ -123,6 +121,25 @@ def load() -> BootstrapSettings:
         stack_projects=stack_projects,
         deploy_environments=tuple(environments),
     )
+
+
+def _deploy_environments(raw: Any, problems: list[str]) -> list[str]:
+    key = f"{NAMESPACE}:deployEnvironments"
+    environments = raw or list(DEPLOY_ENVIRONMENTS)
+    if not isinstance(environments, list) or not all(
+        isinstance(e, str) and ENVIRONMENT.match(e) for e in environments
+    ):
+        problems.append(f"{key}: {environments!r} is not a list of environment names")
+        return list(DEPLOY_ENVIRONMENTS)
+    # A release environment is where reviewers stand; the rollback and preview environments
+    # admit other workflows (or branch code) without them.
+    for name in environments:
+        if name in ROLLBACK_ENVIRONMENTS or name == PREVIEW_ENVIRONMENT:
+            problems.append(
+                f"{key}: {name!r} is the {'preview' if name == PREVIEW_ENVIRONMENT else 'rollback'}"
+                " environment, which cannot also release"
+            )
+    return environments
 
 
 def _stack_projects(raw: Any, problems: list[str]) -> dict[str, str]:
@@ -158,31 +175,36 @@ class Identity:
 
 
 def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
-    """The deployer (main, in an approved environment) and the read-only preview identity."""
+    """The deployer (main, in a release or rollback environment) and the read-only preview identity."""
     # Matched on the repository's numeric id: a re-created repository of the same name gets another.
     repository = f"assertion.repository_id == '{s.repository_id}'"
     events = ", ".join(f"'{e}'" for e in DEPLOY_EVENTS)
-    environments = ", ".join(f"'{e}'" for e in s.deploy_environments)
     # GitHub OIDC claims: https://docs.github.com/en/actions/reference/security/oidc. A job
-    # without an environment has no `environment` claim, hence the `in assertion` tests.
-    # The deployer: code on main, running in an approved environment (both: an environment's
-    # deployment-branch rule is set by hand in GitHub, and a branch may name any environment).
-    # Pull request events (whose ref is refs/pull/N/merge) never match.
+    # without an environment has no `environment` claim, hence the `in assertion` tests; a job
+    # with one has the `sub` repo:OWNER/NAME:environment:NAME, which names no branch, so the ref
+    # is matched on its own claim.
+    # The deployer: code on main, in one of its environments (both: an environment's deployment
+    # branch rule is set by hand in GitHub, and a branch may name any environment), running the
+    # workflow that environment belongs to. The rollback environments have no reviewers, so they
+    # admit only rollback.yml: a release needs release.yml in a release environment, behind its
+    # reviewers. Pull request events (ref refs/pull/N/merge) never match.
     in_environment = "'environment' in assertion && assertion.environment"
     deploy = (
-        f"{repository} && assertion.event_name in [{events}]"
-        f" && assertion.ref == 'refs/heads/main' && {in_environment} in [{environments}]"
+        f"{repository} && assertion.event_name in [{events}] && assertion.ref == '{MAIN}'"
+        f" && 'environment' in assertion"
+        f" && ({_runs(s, RELEASE_WORKFLOW, s.deploy_environments)}"
+        f" || {_runs(s, ROLLBACK_WORKFLOW, ROLLBACK_ENVIRONMENTS)})"
     )
     # The preview identity decrypts the stacks' config (management tokens included), so branch
     # code gets it only in the `preview` environment, whose required reviewers approve each run;
     # main's scheduled and manual runs (the drift check) need no approval.
     reviewed = f"assertion.event_name == 'pull_request' && {in_environment} == '{PREVIEW_ENVIRONMENT}'"
-    on_main = f"assertion.ref == 'refs/heads/main' && assertion.event_name in [{events}, 'schedule']"
+    on_main = f"assertion.ref == '{MAIN}' && assertion.event_name in [{events}, 'schedule']"
     previews = f"{repository} && (({reviewed}) || ({on_main}))"
     deployer = Identity(
         name="deployer",
         account_id="liftoff-deployer",
-        description="Runs pulumi up from GitHub Actions on main, in an approved environment, keylessly.",
+        description="Releases and rolls back from GitHub Actions on main, in its environments, keylessly.",
         condition=deploy,
         project_roles=DEPLOYER_ROLES,
         state_role="roles/storage.objectAdmin",
@@ -199,6 +221,16 @@ def identities(s: BootstrapSettings) -> tuple[Identity, Identity]:
         lock_role="roles/storage.objectUser",
     )
     return deployer, preview
+
+
+def _runs(s: BootstrapSettings, workflow: str, environments: tuple[str, ...]) -> str:
+    """A job in one of these environments that runs this workflow file, as it is on main."""
+    names = ", ".join(f"'{e}'" for e in environments)
+    # job_workflow_ref names the reusable workflow a job runs in (release.yml, called by
+    # deploy.yml); GitHub documents it for called workflows, so a job at the top of a dispatched
+    # workflow (rollback.yml run by hand) is matched on workflow_ref, the workflow run's own file.
+    job_workflow = "('job_workflow_ref' in assertion ? assertion.job_workflow_ref : assertion.workflow_ref)"
+    return f"(assertion.environment in [{names}] && {job_workflow} == '{s.repository}/{workflow}@{MAIN}')"
 
 
 def build(s: BootstrapSettings) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`make release` and `make rollback`: the canary controller against a stack on Google Cloud.
 
     python -m stacks.release release --stack prod [--retry] [--approve]
-    python -m stacks.release rollback --stack prod
+    python -m stacks.release rollback --stack prod [--further | --unfinished]
     python -m stacks.release audience --stack prod
 
 Exit codes: 0 promoted (or nothing to release) or rolled back by hand; 2 refused (bad config,
@@ -112,6 +112,7 @@ def run(
     resume: bool,
     approve: bool,
     further: bool,
+    unfinished: bool = False,
 ) -> Report:
     """The release or the rollback, on the stack's Cloud Run through the Automation API."""
     from stacks.release.cloud import cloud_ports  # the Automation API and Google clients
@@ -120,7 +121,7 @@ def run(
     try:
         controller = _controller(ports, settings, approve)
         if command == "rollback":
-            return controller.rollback(further=further)
+            return controller.rollback(further=further, unfinished=unfinished)
         return controller.release(retry=retry, resume=resume)
     finally:
         ports.close()
@@ -140,8 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         "rollback", help="100 %% of the API and the worker to the last good release"
     )
     rollback.add_argument("--stack", required=True, choices=STACKS)
-    rollback.add_argument(
+    how_far = rollback.add_mutually_exclusive_group()
+    how_far.add_argument(
         "--further", action="store_true", help="roll back what serves even after the newest release was"
+    )
+    how_far.add_argument(
+        "--unfinished",
+        action="store_true",
+        help="only a release left unfinished (paused, stopped, half rolled back); settled traffic stays",
     )
     audience = commands.add_parser("audience", help="the audience of ID tokens for the stack's API")
     audience.add_argument("--stack", required=True, choices=STACKS)
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=getattr(args, "resume", False),
             approve=getattr(args, "approve", False),
             further=getattr(args, "further", False),
+            unfinished=getattr(args, "unfinished", False),
         )
     except Exception as error:  # a live read or a credential failing before anything moved
         print(f"error: {args.command} {args.stack} stopped: {error}", file=sys.stderr)

@@ -474,18 +474,24 @@ class Controller:
 
     # -- rollback by hand ------------------------------------------------------------------
 
-    def rollback(self, *, further: bool = False) -> Report:
+    def rollback(self, *, further: bool = False, unfinished: bool = False) -> Report:
         """All traffic and every worker instance back on the last good release, traffic only.
 
         `further` rolls back the release that serves even when the newest one was already sent
         back (by a gate, say): without it that second step back is refused, as it is rarely meant.
+        `unfinished` sends back only a release left unfinished (holding for approval, stopped
+        mid-step, or half rolled back) and leaves settled traffic as it is: what a deploy whose
+        promotion was never approved needs, whoever moved the traffic since.
         """
         self.lines = []
         live = self.live.read()
         try:
-            bad, target = self._rollback_target(live, further)
+            found = self._rollback_target(live, further, unfinished)
         except Refused as refusal:
             return self._report(EXIT_USAGE, "refused", reason=str(refusal))
+        if found is None:
+            return self._report(EXIT_OK, "settled", reason="no release is left unfinished; nothing moved")
+        bad, target = found
         started = self.clock.now()
         ledger = live.ledger.record(bad, Outcome.ROLLED_BACK, self._stamp(), "rolled back by hand")
         try:
@@ -508,8 +514,11 @@ class Controller:
         report.timings["rollback_seconds"] = took
         return report
 
-    def _rollback_target(self, live: Live, further: bool) -> tuple[Release, Release]:
-        """(the release to send away from, the release to send everything to)."""
+    def _rollback_target(
+        self, live: Live, further: bool, unfinished_only: bool = False
+    ) -> tuple[Release, Release] | None:
+        """(the release to send away from, the release to send everything to); None when only an
+        unfinished release was asked for and there is none."""
         try:
             unfinished = self._unfinished(live)
         except Refused:
@@ -519,6 +528,8 @@ class Controller:
         repair = self._repair(live)
         if repair is not None:
             return repair
+        if unfinished_only:
+            return None
         serving = live.serving_api
         if len(serving) != 1:
             raise Refused(f"expected one serving revision, found {sorted(live.api) or 'none'}")

@@ -11,9 +11,18 @@ from typing import Any
 import pytest
 import yaml
 
+from stacks.bootstrap.environments import (
+    DEPLOY_ENVIRONMENTS,
+    PREVIEW_ENVIRONMENT,
+    PRODUCTION,
+    RELEASE_WORKFLOW,
+    ROLLBACK_ENVIRONMENTS,
+    ROLLBACK_WORKFLOW,
+)
 from stacks.release.cloud import CloudMonitoringMetrics
 from stacks.release.config import parse
 from stacks.render import stack_config
+from tests.github.expressions import Job, Run, evaluate, job_runs
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +125,98 @@ def test_deploy_goes_through_staging_then_approved_prod():
     auth = auth_steps(release)
     assert auth and "workload_identity_provider" in auth[0]["with"]
     assert "credentials_json" not in auth[0]["with"]
+    # What a prod job that never finished left serving goes back, through the rollback workflow.
+    unfinished = jobs["prod-unfinished"]
+    assert unfinished["needs"] == ["prod", "prod-promote"]
+    assert unfinished["uses"] == "./.github/workflows/rollback.yml"
+    assert unfinished["with"] == {"stack": "prod", "unfinished": True}
+    assert unfinished["permissions"] == {"contents": "read", "id-token": "write"}
+
+
+def test_the_workflows_use_the_environments_the_bootstrap_admits():
+    deploy = load("deploy.yml")["jobs"]
+    released = {
+        job["with"]["environment"] for job in deploy.values() if job.get("uses", "").endswith("/release.yml")
+    }
+    assert released == set(DEPLOY_ENVIRONMENTS) and PRODUCTION in released
+    assert load("release.yml")["jobs"]["release"]["environment"] == "${{ inputs.environment }}"
+    assert load("pr.yml")["jobs"]["preview"]["environment"] == PREVIEW_ENVIRONMENT
+    # The deployer's identity is asked for only in the two workflows the bootstrap binds it to.
+    bound = {Path(RELEASE_WORKFLOW).name, Path(ROLLBACK_WORKFLOW).name}
+    assert {p.name for p in WORKFLOWS if "GCP_DEPLOYER_SERVICE_ACCOUNT" in p.read_text()} == bound
+    assert all((ROOT / path).is_file() for path in (RELEASE_WORKFLOW, ROLLBACK_WORKFLOW))
+
+
+def test_the_release_reports_whether_the_controller_began_and_how_it_ended():
+    workflow = load("release.yml")
+    outputs = workflow["on"]["workflow_call"]["outputs"]
+    assert outputs["began"]["value"] == "${{ jobs.release.outputs.began }}"
+    assert outputs["exit_code"]["value"] == "${{ jobs.release.outputs.exit_code }}"
+    release = workflow["jobs"]["release"]
+    assert release["outputs"]["began"] == "${{ steps.began.outputs.began }}"
+    assert release["outputs"]["exit_code"] == "${{ steps.release.outputs.exit_code }}"
+    order = [s.get("id") for s in release["steps"]]
+    # Its own step, done before the controller starts: the output survives a job killed mid-step.
+    assert order.index("began") == order.index("release") - 1
+    script = next(s for s in release["steps"] if s.get("id") == "release")["run"].splitlines()
+    controller = next(i for i, line in enumerate(script) if "-m stacks.release release" in line)
+    assert script[controller + 1].strip() == 'echo "exit_code=$status" >> "$GITHUB_OUTPUT"'
+
+
+def controller_run(exit_code: int | None, *, began: bool = True, result: str | None = None) -> Job:
+    """A release.yml job as deploy.yml's `needs` sees it, from the controller's exit code (None:
+    it never returned) and, when it never returned, the job's own result."""
+    if exit_code is None:
+        return Job(result or "failure", {"began": "true"} if began else {})
+    outputs = {"began": "true", "exit_code": str(exit_code), "paused": "true" if exit_code == 4 else ""}
+    return Job("success" if exit_code in (0, 4) else "failure", outputs)
+
+
+PAUSED = controller_run(4)
+NOT_STARTED = controller_run(None, began=False)
+DURING_PROD, DURING_PROMOTION = "during prod", "during the promotion"
+# (prod, prod-promote when it is due, when the run was cancelled, whether prod-unfinished runs)
+PROMOTION_CASES = {
+    "promoted in one go": (controller_run(0), None, "", False),
+    "the canary itself rolled back": (controller_run(3), None, "", False),
+    "the canary's rollback failed (the job says: roll back by hand)": (controller_run(1), None, "", False),
+    "prod refused before anything moved": (controller_run(2), None, "", False),
+    "the first approval rejected or expired": (NOT_STARTED, None, "", False),
+    "the run cancelled while prod waited for its approval": (
+        controller_run(None, began=False, result="cancelled"),
+        None,
+        DURING_PROD,
+        False,
+    ),
+    "the run cancelled mid-canary": (controller_run(None, result="cancelled"), None, DURING_PROD, True),
+    "prod timed out mid-canary": (controller_run(None), None, "", True),
+    "paused, then promoted": (PAUSED, controller_run(0), "", False),
+    "paused, then a gate rolled the promotion back": (PAUSED, controller_run(3), "", False),
+    "paused, then the promotion's rollback failed": (PAUSED, controller_run(1), "", False),
+    "paused, then the promotion refused (moved by hand)": (PAUSED, controller_run(2), "", False),
+    "paused, then the promotion rejected": (PAUSED, NOT_STARTED, "", True),
+    "paused, then the promotion expired after 30 days": (PAUSED, NOT_STARTED, "", True),
+    "paused, then the run cancelled while the promotion waited": (
+        PAUSED,
+        controller_run(None, began=False, result="cancelled"),
+        DURING_PROMOTION,
+        True,
+    ),
+    "paused, then the promotion failed before the controller": (PAUSED, NOT_STARTED, "", True),
+    "paused, then the promotion timed out mid-step": (PAUSED, controller_run(None), "", True),
+}
+
+
+@pytest.mark.parametrize(
+    ("prod", "promote", "cancelled", "expected"), PROMOTION_CASES.values(), ids=PROMOTION_CASES
+)
+def test_a_prod_release_left_unfinished_goes_back_to_stable_and_only_then(prod, promote, cancelled, expected):
+    jobs = load("deploy.yml")["jobs"]
+    # prod-promote's own `if`, evaluated once prod ends: it is due only for a paused release.
+    due = job_runs(jobs["prod-promote"]["if"], Run(needs={"prod": prod}, cancelled=cancelled == DURING_PROD))
+    assert due == (promote is not None), "the case's promotion does not match prod-promote's `if`"
+    needs = {"prod": prod, "prod-promote": promote if promote is not None else Job("skipped")}
+    assert job_runs(jobs["prod-unfinished"]["if"], Run(needs=needs, cancelled=bool(cancelled))) is expected
 
 
 def test_the_release_runs_the_canary_controller_and_reports_a_pause():
@@ -132,16 +233,42 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
     assert "${{" not in step["run"]  # values reach the shell through env, never spliced into it
 
 
-def test_rollback_is_a_dispatch_from_main_as_the_deployer():
+def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():
     workflow = load("rollback.yml")
-    assert set(workflow["on"]) == {"workflow_dispatch"}
+    assert set(workflow["on"]) == {"workflow_dispatch", "workflow_call"}
     assert workflow["on"]["workflow_dispatch"]["inputs"]["stack"]["options"] == ["staging", "prod"]
+    assert workflow["on"]["workflow_call"]["inputs"]["unfinished"]["default"] is False
     job = workflow["jobs"]["rollback"]
-    assert job["if"] == "github.ref == 'refs/heads/main'"
-    assert job["environment"] == "${{ inputs.stack == 'prod' && 'production' || 'staging' }}"
     (auth,) = auth_steps(job)
     assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
-    assert '.venv/bin/python -m stacks.release rollback --stack "$STACK"' in str(job["steps"])
+    step = next(s for s in job["steps"] if "stacks.release rollback" in str(s.get("run")))
+    assert '.venv/bin/python -m stacks.release rollback --stack "$STACK"' in step["run"]
+    assert 'if [ "$UNFINISHED" = "true" ]; then flags+=(--unfinished); fi' in step["run"]
+    assert job["env"]["UNFINISHED"] == "${{ inputs.unfinished }}"
+    assert job["concurrency"] == {"group": "rollback-${{ inputs.stack }}", "cancel-in-progress": False}
+
+
+@pytest.mark.parametrize(
+    ("stack", "environment"), [("prod", "production-rollback"), ("staging", "staging-rollback")]
+)
+def test_rollback_runs_in_the_stacks_rollback_environment(stack, environment):
+    job = load("rollback.yml")["jobs"]["rollback"]
+    on_main = Run(needs={}, github={"ref": "refs/heads/main"}, inputs={"stack": stack})
+    assert evaluate(job["environment"], on_main) == environment
+    assert environment in ROLLBACK_ENVIRONMENTS
+
+
+@pytest.mark.parametrize("ref", ["refs/heads/feature", "refs/pull/7/merge", "refs/tags/v1"])
+def test_a_rollback_from_anything_but_main_fails_before_reaching_the_environment(ref):
+    jobs = load("rollback.yml")["jobs"]
+    elsewhere = Run(needs={}, github={"ref": ref}, inputs={"stack": "prod"})
+    assert not job_runs(jobs["rollback"]["if"], elsewhere)
+    refuse = jobs["main-only"]
+    assert job_runs(refuse["if"], elsewhere)
+    assert "environment" not in refuse and refuse["permissions"] == {}
+    assert "exit 1" in refuse["steps"][-1]["run"]
+    on_main = Run(needs={}, github={"ref": "refs/heads/main"}, inputs={"stack": "prod"})
+    assert job_runs(jobs["rollback"]["if"], on_main) and not job_runs(refuse["if"], on_main)
 
 
 def test_drift_runs_nightly_and_files_an_issue():
@@ -236,3 +363,43 @@ def test_the_longest_release_a_stack_allows_fits_the_release_jobs_timeout(stack)
         # The last step's final minutes are read once more before the release is recorded good.
         longest = steps * step + delay + RELEASE_JOB_WORK_SECONDS
         assert longest <= timeout, (stack, steps, longest / 60)
+
+
+def runs_pulumi(step: dict[str, Any]) -> bool:
+    """A step whose process starts the Pulumi CLI (which downloads provider plugins)."""
+    if str(step.get("uses", "")).startswith("pulumi/actions@"):
+        return "command" in step.get("with", {})  # without a command the action only installs the CLI
+    return bool(
+        re.search(
+            r"\bpulumi (preview|up)\b|-m stacks\.release (release|rollback)\b", str(step.get("run", ""))
+        )
+    )
+
+
+def test_every_step_that_runs_pulumi_downloads_plugins_with_the_jobs_own_read_token():
+    found = []
+    for path in WORKFLOWS:
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            for step in job.get("steps", []):
+                if runs_pulumi(step):
+                    found.append(f"{path.name}:{name}")
+                    assert step.get("env", {}).get("GITHUB_TOKEN") == "${{ github.token }}", (path.name, name)
+                    # Reading public releases needs nothing more than the job's read access.
+                    assert job["permissions"]["contents"] == "read", (path.name, name)
+                    assert "write" not in {
+                        job["permissions"].get(k) for k in ("contents", "actions", "packages")
+                    }
+    assert sorted(found) == [
+        "drift.yml:drift",
+        "pr.yml:preview",
+        "release.yml:release",
+        "rollback.yml:rollback",
+    ]
+
+
+def test_the_nightly_check_reads_the_environments_with_actions_read_only():
+    job = load("drift.yml")["jobs"]["environments"]
+    assert job["permissions"] == {"contents": "read", "actions": "read"}
+    step = job["steps"][-1]
+    assert step["run"] == 'python -m stacks.bootstrap.environments --repository "$REPOSITORY"'
+    assert step["env"] == {"GITHUB_TOKEN": "${{ github.token }}", "REPOSITORY": "${{ github.repository }}"}

@@ -65,19 +65,52 @@ def admits(condition: str, **claims: str) -> bool:
     return bool(program.evaluate({"assertion": json_to_cel(claims)}))
 
 
+REPOSITORY = "your-org/liftoff"
+
+
+def workflow(path: str, ref: str = "refs/heads/main", repository: str = REPOSITORY) -> str:
+    """A `job_workflow_ref` or `workflow_ref` claim: the workflow file a job runs, at a ref."""
+    return f"{repository}/.github/workflows/{path}@{ref}"
+
+
 def token(**claims: str) -> dict[str, str]:
-    """A GitHub Actions OIDC token's claims, for this repository pushed to main unless told."""
+    """A GitHub Actions OIDC token's claims: deploy.yml's release job on a push to main unless told.
+
+    As https://docs.github.com/en/actions/reference/security/oidc lists them: a called workflow's
+    job carries the caller's `workflow_ref` and its own file in `job_workflow_ref`.
+    """
     return {
         "repository_id": "123456789",
-        "repository": "your-org/liftoff",
+        "repository": REPOSITORY,
         "event_name": "push",
         "ref": "refs/heads/main",
+        "workflow_ref": workflow("deploy.yml"),
+        "job_workflow_ref": workflow("release.yml"),
         **claims,
     }
 
 
+def rollback_token(**claims: str) -> dict[str, str]:
+    """rollback.yml dispatched by hand from main, in production's rollback environment."""
+    dispatched = {
+        "event_name": "workflow_dispatch",
+        "environment": "production-rollback",
+        "workflow_ref": workflow("rollback.yml"),
+        "job_workflow_ref": workflow("rollback.yml"),
+    }
+    return token(**{**dispatched, **claims})
+
+
+def deployer_condition(bootstrap: Rendering) -> str:
+    return str(bootstrap.one(PROVIDER, "github-deployer-provider").inputs["attributeCondition"])
+
+
+def preview_condition(bootstrap: Rendering) -> str:
+    return str(bootstrap.one(PROVIDER, "github-preview-provider").inputs["attributeCondition"])
+
+
 def test_deployer_is_usable_only_from_main_in_an_approved_environment(bootstrap):
-    condition = bootstrap.one(PROVIDER, "github-deployer-provider").inputs["attributeCondition"]
+    condition = deployer_condition(bootstrap)
     assert admits(condition, **token(environment="production"))
     assert admits(condition, **token(environment="staging", event_name="workflow_dispatch"))
     # A branch (even naming an environment), main outside one, a pull request, another
@@ -94,14 +127,68 @@ def test_deployer_is_usable_only_from_main_in_an_approved_environment(bootstrap)
     assert not admits(condition, **token(repository_id="987654321", environment="production"))
 
 
+def test_a_release_environment_admits_only_the_release_workflow(bootstrap):
+    condition = deployer_condition(bootstrap)
+    # Another workflow on main naming production, or release.yml of a branch or of another repository.
+    for job_workflow in (
+        workflow("deploy.yml"),
+        workflow("rollback.yml"),
+        workflow("release.yml", ref="refs/heads/feature"),
+        workflow("release.yml", repository="someone/liftoff"),
+    ):
+        assert not admits(condition, **token(environment="production", job_workflow_ref=job_workflow))
+
+
+def test_the_rollback_environments_admit_the_rollback_workflow_from_main(bootstrap):
+    condition = deployer_condition(bootstrap)
+    # By hand (a dispatch), and when deploy.yml calls it after a promotion that was not approved.
+    assert admits(condition, **rollback_token())
+    assert admits(condition, **rollback_token(environment="staging-rollback"))
+    assert admits(condition, **rollback_token(event_name="push", workflow_ref=workflow("deploy.yml")))
+    # A top-level job whose token carried only workflow_ref is matched on it.
+    without = rollback_token()
+    del without["job_workflow_ref"]
+    assert admits(condition, **without)
+
+
+def test_nobody_releases_or_deploys_a_branch_from_a_rollback_environment(bootstrap):
+    condition = deployer_condition(bootstrap)
+    # release.yml (or any other workflow) in a rollback environment: no reviewer stood in the way.
+    assert not admits(condition, **rollback_token(job_workflow_ref=workflow("release.yml")))
+    assert not admits(condition, **rollback_token(job_workflow_ref=workflow("drift.yml")))
+    without = rollback_token(workflow_ref=workflow("release.yml"))
+    del without["job_workflow_ref"]
+    assert not admits(condition, **without)
+    # A branch dispatching rollback.yml, or its own copy of it; a pull request naming the environment.
+    branch = "refs/heads/feature"
+    assert not admits(condition, **rollback_token(ref=branch))
+    assert not admits(
+        condition,
+        **rollback_token(
+            ref=branch,
+            workflow_ref=workflow("rollback.yml", branch),
+            job_workflow_ref=workflow("rollback.yml", branch),
+        ),
+    )
+    pull = {"event_name": "pull_request", "ref": "refs/pull/7/merge"}
+    assert not admits(condition, **rollback_token(**pull))
+    assert not admits(
+        condition, **rollback_token(**pull, job_workflow_ref=workflow("rollback.yml", "refs/pull/7/merge"))
+    )
+    # The preview environment, main or not, never gets the deployer.
+    assert not admits(condition, **rollback_token(environment="preview"))
+    assert not admits(condition, **token(environment="preview"))
+
+
 def test_preview_identity_serves_approved_pull_requests_and_main(bootstrap):
-    condition = bootstrap.one(PROVIDER, "github-preview-provider").inputs["attributeCondition"]
+    condition = preview_condition(bootstrap)
     pull_request = {"event_name": "pull_request", "ref": "refs/pull/7/merge"}
     assert admits(condition, **token(**pull_request, environment="preview"))
     assert admits(condition, **token(event_name="schedule"))
     # Branch code outside the reviewed environment, a branch's own run, another repository: no.
     assert not admits(condition, **token(**pull_request))
     assert not admits(condition, **token(**pull_request, environment="staging"))
+    assert not admits(condition, **token(**pull_request, environment="production-rollback"))
     assert not admits(condition, **token(ref="refs/heads/feature"))
     assert not admits(condition, **token(**pull_request, environment="preview", repository_id="987654321"))
 
@@ -233,6 +320,16 @@ def test_every_property_exists_in_the_sdk_and_the_pack_is_satisfied(bootstrap):
             f"{NAMESPACE}:stackProjects",
             {"staging": "X", "prod": "liftoff-prod-000000"},
             "stackProjects.staging: 'X' is not",
+        ),
+        (
+            f"{NAMESPACE}:deployEnvironments",
+            ["staging", "production-rollback"],
+            "deployEnvironments: 'production-rollback' is the rollback environment, which cannot",
+        ),
+        (
+            f"{NAMESPACE}:deployEnvironments",
+            ["preview"],
+            "deployEnvironments: 'preview' is the preview environment",
         ),
     ],
 )

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from stacks.release import __main__ as cli
-from stacks.release.controller import EXIT_USAGE
+from stacks.release.controller import EXIT_OK, EXIT_USAGE, Report
 from stacks.render import stack_config
 
 pytestmark = pytest.mark.unit
@@ -78,3 +78,21 @@ def test_a_rollback_is_not_held_back_by_release_settings_or_pins(monkeypatch, ca
         capsys.readouterr().err.strip()
         == "error: the Pulumi CLI is required (https://www.pulumi.com/docs/install/)"
     )
+
+
+def test_an_unfinished_only_rollback_is_asked_of_the_controller(monkeypatch, capsys):
+    asked: dict[str, object] = {}
+
+    def run(command: str, stack: str, settings: object, **flags: bool) -> Report:
+        asked.update(flags, command=command, stack=stack)
+        return Report(EXIT_OK, "settled")
+
+    monkeypatch.setattr(cli, "stack_config", lambda stack: {})
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(cli, "run", run)
+    assert cli.main(["rollback", "--stack", "prod", "--unfinished"]) == EXIT_OK
+    assert asked["command"] == "rollback" and asked["unfinished"] is True and asked["further"] is False
+    assert "rollback prod: settled (exit 0)" in capsys.readouterr().out
+    # One release further back, or only an unfinished one: not both.
+    with pytest.raises(SystemExit):
+        cli.main(["rollback", "--stack", "prod", "--further", "--unfinished"])

@@ -503,3 +503,41 @@ def test_a_failed_record_of_a_good_release_does_not_roll_it_back(world):
     again = controller(world).release(resume=True)
     assert again.exit_code == EXIT_OK, again.text()
     assert world.ledger.outcome(B) is Outcome.PROMOTED
+
+
+def test_an_unfinished_only_rollback_sends_back_a_release_holding_for_approval(world):
+    """A promotion nobody approved: the paused canary goes back to stable, recorded as rolled back."""
+    settings = SETTINGS.model_copy(update={"approval": True})
+    controller(world, settings, Approvals(None)).release()
+    assert world.read().api == {A.api: 90, B.api: 10}
+    report = controller(world).rollback(unfinished=True)
+    assert report.exit_code == EXIT_OK and report.outcome == "rolled-back", report.text()
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+    assert world.ledger.outcome(B) is Outcome.ROLLED_BACK
+
+
+def test_an_unfinished_only_rollback_finishes_a_half_applied_one(world):
+    world.windows[B.api] = failing(0.5)
+    world.fail_shift(2, "worker pool: 503", api_applied=True)
+    assert controller(world).release().outcome == "rollback-failed"
+    report = controller(world).rollback(unfinished=True)
+    assert report.exit_code == EXIT_OK and report.outcome == "rolled-back", report.text()
+    assert world.read().worker == {A.worker: 100}
+
+
+def test_an_unfinished_only_rollback_leaves_settled_traffic_alone(world):
+    """Promoted, sent back by a gate, or already rolled back by hand: nothing moves, and it succeeds."""
+    controller(world).release()  # B promoted
+    ups = len(world.ups)
+    settled = controller(world).rollback(unfinished=True)
+    assert settled.exit_code == EXIT_OK and settled.outcome == "settled", settled.text()
+    assert len(world.ups) == ups  # no update at all
+    assert world.read().api == {B.api: 100} and world.ledger.outcome(B) is Outcome.PROMOTED
+    world.next_release = C
+    world.windows[C.api] = failing(0.5)
+    assert controller(world).release().exit_code == EXIT_ROLLED_BACK
+    ups = len(world.ups)
+    assert controller(world).rollback(unfinished=True).outcome == "settled"
+    assert len(world.ups) == ups and world.read().api == {B.api: 100}
+    # A plain rollback of the same state is refused: the newest release is already sent back.
+    assert controller(world).rollback().exit_code == EXIT_USAGE
