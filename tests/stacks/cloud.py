@@ -56,6 +56,16 @@ RULES = {
         "https://cloud.google.com/run/docs/configuring/services/secrets#access-secret ('the service"
         " account ... must have the Secret Manager Secret Accessor role')",
     ),
+    "iam-propagation": Rule(
+        "An IAM grant takes effect only once it has propagated, typically 2 minutes after it is made,"
+        " potentially 7 minutes or longer; until then a use of the access it grants is refused as if"
+        " it had not been made (a revision, job or execution whose service account cannot read a"
+        " secret yet; a caller not yet allowed to run a job).",
+        "https://cloud.google.com/iam/docs/access-change-propagation ('Change a policy ... Typically 2"
+        " minutes, potentially 7 minutes or longer'); https://cloud.google.com/secret-manager/docs/reference/consistency"
+        " ('Propagating IAM permissions is eventually consistent'); hashicorp/terraform-provider-google#16350"
+        " ('Apply fails always the first time, second time succeeds')",
+    ),
     "secret-version-state": Rule(
         "A destroyed or disabled secret version cannot be accessed, so an instance of a revision"
         " pinned to it cannot start (a rollback to it, or any scale-up, fails).",
@@ -132,6 +142,32 @@ class Workload:
 
 
 @dataclass
+class Iam:
+    """Who has been granted access to what, and when: RULES["iam-propagation"] on a clock.
+
+    `now` is the control planes' time in seconds; what waits (a dynamic provider's backoff, an
+    execution's run) moves it on. With `delay` 0 a grant takes effect at once.
+    """
+
+    delay: float = 0.0
+    now: float = 0.0
+    granted: dict[tuple[str, str], float] = field(default_factory=dict)  # (resource, member) -> when
+
+    def grant(self, resource: str, member: str) -> None:
+        self.granted.setdefault((resource, member), self.now)
+
+    def revoke(self, resource: str, member: str) -> None:
+        self.granted.pop((resource, member), None)
+
+    def allows(self, resource: str, member: str) -> bool:
+        since = self.granted.get((resource, member))
+        return since is not None and self.now >= since + self.delay
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
 class Execution:
     name: str
     image: str
@@ -147,7 +183,7 @@ class Cloud:
     executions: dict[str, list[Execution]] = field(default_factory=dict)
     # secret id -> version -> "enabled" | "disabled" | "destroyed"
     versions: dict[str, dict[str, str]] = field(default_factory=dict)
-    access: set[tuple[str, str]] = field(default_factory=set)  # (secret id, member)
+    iam: Iam = field(default_factory=Iam)  # secret accessors: (secret id, member)
     # Images whose migrations fail when run (a bad migration, or a database that is down).
     failing_images: set[str] = field(default_factory=set)
 
@@ -324,8 +360,8 @@ class Engine:
         inputs = new.inputs
         if new.type == SECRET_ACCESS:
             if old is not None:
-                cloud.access.discard((old.inputs["secretId"], old.inputs["member"]))
-            cloud.access.add((inputs["secretId"], inputs["member"]))
+                cloud.iam.revoke(old.inputs["secretId"], old.inputs["member"])
+            cloud.iam.grant(inputs["secretId"], inputs["member"])
         elif new.type == SECRET_VERSION:
             secret = ids[inputs["secret"]].inputs["secretId"]
             cloud.versions.setdefault(secret, {})[str(new.outputs["version"])] = "enabled"
@@ -380,9 +416,15 @@ class Engine:
 
     def _check_access(self, kind: str, template: Mapping[str, Any], what: str) -> None:
         member = account(kind, template)
+        iam = self.cloud.iam
         for secret, _ in secret_refs(kind, template):
-            if (secret, member) not in self.cloud.access:
+            if (secret, member) not in iam.granted:
                 raise CloudError("secret-access", f"{what}: {member} cannot access {secret}")
+            if not iam.allows(secret, member):
+                age = iam.now - iam.granted[(secret, member)]
+                raise CloudError(
+                    "iam-propagation", f"{what}: {member}'s access to {secret}, granted {age:g}s ago"
+                )
 
     def _execute(self, job: str, execution: str) -> None:
         history = self.cloud.executions.setdefault(job, [])
@@ -398,7 +440,7 @@ class Engine:
 
     def _delete(self, resource: Registered, ids: Mapping[str, Registered]) -> None:
         if resource.type == SECRET_ACCESS:
-            self.cloud.access.discard((resource.inputs["secretId"], resource.inputs["member"]))
+            self.cloud.iam.revoke(resource.inputs["secretId"], resource.inputs["member"])
         elif resource.type == SECRET_VERSION:
             owner = ids.get(resource.inputs["secret"]) or self._by_id(resource.inputs["secret"])
             policy = resource.inputs.get("deletionPolicy", "DELETE")
