@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from components.jobrun import PROPAGATION_SECONDS
 from stacks.render import Registered, Rendering
 
 SERVICE = "gcp:cloudrunv2/service:Service"
@@ -21,10 +22,13 @@ POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
 JOB = "gcp:cloudrunv2/job:Job"
 JOB_RUN = "pulumi-python:dynamic/liftoff:JobRun"
 LEDGER = "pulumi-python:dynamic/liftoff:ReleaseLedger"
+PROPAGATION = "pulumi-python:dynamic/liftoff:GrantPropagation"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
 WORKLOADS = (SERVICE, POOL, JOB)
+# How long JobRun's provider waits between tries while IAM propagates, at most (its backoff's cap).
+RETRY_SECONDS = 60.0
 # What a refresh reads back of a service and a pool: their traffic, as the control plane has it.
 REFRESHED = {SERVICE: ("traffics", "TRAFFIC_TARGET"), POOL: ("instanceSplits", "INSTANCE_SPLIT")}
 
@@ -51,10 +55,13 @@ RULES = {
         " to send this portion of traffic'); https://cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration",
     ),
     "secret-access": Rule(
-        "A revision's (or an execution's) service account must be able to access each secret it"
-        " references when the revision is deployed; otherwise the deployment fails.",
+        "A revision's (or a job's, or an execution's) service account must be able to access each"
+        " secret it references when the revision is deployed (the job created or updated, the"
+        " execution started); otherwise the deployment fails.",
         "https://cloud.google.com/run/docs/configuring/services/secrets#access-secret ('the service"
-        " account ... must have the Secret Manager Secret Accessor role')",
+        " account ... must have the Secret Manager Secret Accessor role');"
+        " hashicorp/terraform-provider-google#13828 (a job 'errors when trying to use secret it"
+        " doesn't have access to')",
     ),
     "iam-propagation": Rule(
         "An IAM grant takes effect only once it has propagated, typically 2 minutes after it is made,"
@@ -368,15 +375,31 @@ class Engine:
         elif new.type in (SERVICE, POOL):
             self._deploy_workload(new)
         elif new.type == JOB:
+            self._check_access(JOB, inputs["template"], f"{new.name} job")
             cloud.jobs[inputs["name"]] = inputs
             token = inputs.get("runExecutionToken")
             if token:
                 self._execute(inputs["name"], f"{inputs['name']}-{token}")
         elif new.type == JOB_RUN:
-            job = str(inputs["job"]).rsplit("/", 1)[-1]
-            count = len(self.cloud.executions.get(job, [])) + 1
-            self._execute(job, f"{job}-{count:05d}")
+            self._run_job(str(inputs["job"]).rsplit("/", 1)[-1])
+        elif new.type == PROPAGATION:
+            cloud.iam.wait(float(inputs["seconds"]))
         # LEDGER: a dynamic resource that lives in the state only; nothing happens in the cloud.
+
+    def _run_job(self, job: str) -> None:
+        """JobRun's provider: an execution refused while a grant propagates is tried again, for
+        PROPAGATION_SECONDS after the first refusal (components/jobrun.py; its own tests hold the
+        provider to this against the same Iam rule)."""
+        refused_at: float | None = None
+        while True:
+            count = len(self.cloud.executions.get(job, [])) + 1
+            try:
+                return self._execute(job, f"{job}-{count:05d}")
+            except CloudError as error:
+                refused_at = self.cloud.iam.now if refused_at is None else refused_at
+                if error.rule != "iam-propagation" or self.cloud.iam.now - refused_at >= PROPAGATION_SECONDS:
+                    raise
+            self.cloud.iam.wait(RETRY_SECONDS)
 
     def _deploy_workload(self, resource: Registered) -> None:
         kind, inputs = resource.type, resource.inputs
