@@ -269,6 +269,7 @@ def test_a_first_deploy_waits_for_its_grants_to_take_effect():
 
 def test_without_the_wait_a_first_deploy_uses_grants_before_they_work(monkeypatch):
     """The defect the wait prevents: the first Cloud Run workload is created with its grant unseen."""
+
     def no_wait(name: str, grants: Any, opts: Any = None) -> Any:
         return GrantPropagation(name, grants, seconds=0, opts=opts)
 
