@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dill
-import grpc
+import grpc  # type: ignore[import-untyped]
 import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime import rpc
