@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pulumi
 import pulumi_gcp as gcp
+
+from components.propagation import GrantPropagation
 
 SECRET_ID = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
@@ -47,8 +49,9 @@ class SecretsArgs:
 class SecretRef:
     """Where a workload reads a secret: the secret's id, the pinned version, and who may read it.
 
-    `grants` are the accessor IAM members: Cloud Run checks that a revision's service account can
-    access every secret it mounts when the revision is created, so a workload depends on them.
+    `grants` are the accessor IAM members, and the wait for new ones to take effect: Cloud Run
+    checks that a revision's (or a job's) service account can access every secret it mounts when
+    it is created, so a workload depends on them.
     """
 
     secret: pulumi.Output[str]
@@ -64,7 +67,8 @@ class Secrets(pulumi.ComponentResource):
     def __init__(self, name: str, args: SecretsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:Secrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        self.refs = {}
+        refs: dict[str, SecretRef] = {}
+        made: list[pulumi.CustomResource] = []
         for secret_name, spec in sorted(args.secrets.items()):
             slug = args.secret_id(secret_name)
             secret = gcp.secretmanager.Secret(
@@ -102,7 +106,8 @@ class Secrets(pulumi.ComponentResource):
                 )
                 for account in sorted(spec.accessors)
             )
-            self.refs[secret_name] = SecretRef(
-                secret=secret.secret_id, version=version.version, grants=grants
-            )
+            made += grants
+            refs[secret_name] = SecretRef(secret=secret.secret_id, version=version.version, grants=grants)
+        settled = GrantPropagation(f"{name}-grant-propagation", made, opts=child)
+        self.refs = {key: replace(ref, grants=(*ref.grants, settled)) for key, ref in refs.items()}
         self.register_outputs({name: ref.secret for name, ref in self.refs.items()})

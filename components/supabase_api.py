@@ -12,6 +12,13 @@ supabase/supabase `apps/docs/spec/api_v1_openapi.json` and supabase/cli
     DELETE /v1/projects/{ref}
     GET    /v1/projects/{ref}/config/database/pooler  -> [SupavisorConfigResponse]
 
+A new project reports ACTIVE_HEALTHY before its pooler lets anyone in: Supavisor answers "Tenant or
+user not found" (SQLSTATE XX000) until it knows the project (supabase/cli#4277, on a new project;
+"The Postgres core can report Healthy while Supavisor's tenant registration is still catching up",
+https://github.com/orgs/supabase/discussions/51649), and a new password reaches it after the
+database has it. So create, and an update that sets a new password, end with a login through the
+pooler (the session port, which the migrations use first), tried again until POOLER_TIMEOUT_SECONDS.
+
 The engine runs this provider in its own process after unpickling it (dill), so the provider
 holds only plain values; the HTTP client is made per call and the access token arrives through
 `configure`, from the stack's configuration, so it never enters the resource's inputs, outputs
@@ -21,13 +28,15 @@ config in `configure`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+import asyncpg
 import pulumi
 import pulumi.dynamic as dynamic
 from pulumi.runtime import rpc
@@ -52,6 +61,10 @@ PORTS = {"transaction": 6543, "session": 5432}
 # Inputs whose change needs a new project: a project cannot move organization or region.
 REPLACE_ON = ("organization_slug", "region", "project_ref")
 UPDATE_ON = ("name", "db_pass_sha256", "deletion_protection")
+# How long a login through a new project's pooler may be refused before the step fails.
+POOLER_TIMEOUT_SECONDS = 600.0
+# What a refused login raises: the pooler's answer, or the network's.
+LOGIN_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class SupabaseApiError(ApiError):
@@ -78,6 +91,43 @@ class ProjectInputs:
             "db_pass": pulumi.Output.secret(self.db_pass) if self.db_pass is not None else None,
             "deletion_protection": self.deletion_protection,
         }
+
+
+@dataclass(frozen=True)
+class PoolerLogin:
+    """Where and as whom the migrations first log in: the pooler's session port."""
+
+    host: str
+    port: int
+    user: str
+    database: str
+    password: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def pooler_login(target: PoolerLogin, timeout: float = 10.0) -> None:
+    """Log in through the pooler over TLS, as the DSNs do (sslmode=require), run `SELECT 1` and
+    leave; raises one of LOGIN_ERRORS when refused."""
+
+    async def attempt() -> None:
+        conn = await asyncpg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.user,
+            password=target.password,
+            database=target.database,
+            ssl="require",
+            timeout=timeout,
+            statement_cache_size=0,
+        )
+        try:
+            await conn.execute("SELECT 1")
+        finally:
+            await conn.close(timeout=timeout)
+
+    asyncio.run(attempt())
 
 
 def input_problems(props: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -118,6 +168,7 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
         attempts: int = 6,
         max_backoff_seconds: float = 60.0,
         request_timeout_seconds: float = 30.0,
+        pooler_timeout_seconds: float = POOLER_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
         self.api_url = api_url.rstrip("/")
@@ -126,8 +177,10 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
         self.attempts = attempts
         self.max_backoff_seconds = max_backoff_seconds
         self.request_timeout_seconds = request_timeout_seconds
+        self.pooler_timeout_seconds = pooler_timeout_seconds
         self.token: str | None = None
         self.sleep: Callable[[float], None] = time.sleep
+        self.login: Callable[[PoolerLogin], None] = pooler_login
 
     def __getstate__(self) -> dict[str, Any]:
         # The serialized provider is stored in the state: never with a token in it.
@@ -165,7 +218,15 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
                 ref = str(created["ref"])
             project = self._wait_until_healthy(client, ref)
             pooler = self._primary_pooler(client, ref, wait=True)
-            return dynamic.CreateResult(ref, _outputs(project, pooler, props))
+        outputs = _outputs(project, pooler, props)
+        if props.get("db_pass"):  # created here; an adopted project's pooler has long been serving
+            # A failed create records nothing, so the next `pulumi up` would make another project.
+            then = (
+                f"Pulumi records nothing for a failed create: adopt the project (liftoff:supabase.mode"
+                f" adopt, projectRef {ref}) or delete it before running `pulumi up` again"
+            )
+            self._wait_for_login(ref, outputs, str(props["db_pass"]), then)
+        return dynamic.CreateResult(ref, outputs)
 
     def read(self, id_: str, props: dict[str, Any]) -> dynamic.ReadResult:
         with self._client() as client:
@@ -194,7 +255,8 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
             if not adopted and news.get("name") != olds.get("name"):
                 self._call(client, "PATCH", f"/v1/projects/{id_}", json={"name": news["name"]})
             digest = self._digest_of(news)
-            if not adopted and news.get("db_pass") and digest != olds.get("db_pass_sha256"):
+            new_password = not adopted and news.get("db_pass") and digest != olds.get("db_pass_sha256")
+            if new_password:
                 self._call(
                     client,
                     "PATCH",
@@ -203,7 +265,10 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
                 )
             project = self._wait_until_healthy(client, id_)
             pooler = self._primary_pooler(client, id_, wait=True)
-            return dynamic.UpdateResult(_outputs(project, pooler, news))
+        outputs = _outputs(project, pooler, news)
+        if new_password:  # the pooler learns a new password after the database does
+            self._wait_for_login(id_, outputs, str(news["db_pass"]), "run `pulumi up` again")
+        return dynamic.UpdateResult(outputs)
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         # The engine never tells a provider about the `protect` option (it refuses to call
@@ -271,6 +336,32 @@ class SupabaseProjectProvider(dynamic.ResourceProvider):
                 return {}
             if time.monotonic() + self.poll_seconds > deadline:
                 raise SupabaseApiError(f"Supabase project {ref} has no PRIMARY pooler configuration")
+            self.sleep(self.poll_seconds)
+
+    def _wait_for_login(self, ref: str, outputs: Mapping[str, Any], password: str, then: str) -> None:
+        """Until a login through the project's pooler succeeds, or POOLER_TIMEOUT_SECONDS pass."""
+        target = PoolerLogin(
+            host=str(outputs["pooler_host"]),
+            port=int(outputs["pooler_session_port"]),
+            user=str(outputs["pooler_user"]),
+            database=str(outputs["pooler_database"]),
+            password=password,
+        )
+        started = time.monotonic()
+        while True:
+            try:
+                self.login(target)
+                return
+            except LOGIN_ERRORS as error:
+                refused = f"{type(error).__name__}: {error}"
+            waited = time.monotonic() - started
+            if waited + self.poll_seconds > self.pooler_timeout_seconds:
+                raise SupabaseApiError(
+                    f"Supabase project {ref}: its pooler {target.host}:{target.port} still refuses"
+                    f" {target.user} after {waited:.0f}s ({refused}). A new project's pooler, or a new"
+                    f" password, can take minutes to be accepted; if it is not a wrong password, {then}"
+                )
+            pulumi.log.info(f"Supabase project {ref}: the pooler refuses {target} for now ({refused})")
             self.sleep(self.poll_seconds)
 
     # HTTP -----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pulumi._types import _py_properties, is_input_type
 
 from components.jobrun import JobRun
 from components.ledger import ReleaseLedger
+from components.propagation import GrantPropagation
 from components.supabase_api import SupabaseProject
 from stacks.render import Registered
 
@@ -34,7 +35,7 @@ PACKAGES = {
 # Dynamic resources (pulumi.dynamic, providers in components/) have no SDK: each declares the
 # properties its provider reads. Outputs it declares arrive as None inputs.
 DYNAMIC: dict[str, frozenset[str]] = {
-    cls.TYPE: cls.PROPERTIES for cls in (JobRun, ReleaseLedger, SupabaseProject)
+    cls.TYPE: cls.PROPERTIES for cls in (GrantPropagation, JobRun, ReleaseLedger, SupabaseProject)
 }
 
 

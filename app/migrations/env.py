@@ -1,19 +1,62 @@
-"""Alembic environment: migrates over MIGRATIONS_DATABASE_URL, never the app's pooled URL."""
+"""Alembic environment: migrates over MIGRATIONS_DATABASE_URL, never the app's pooled URL.
+
+One upgrade is one transaction, and it starts by taking a transaction-scoped advisory lock, so
+two migration runs (a retried deploy while a cancelled one's execution still runs, say) never
+interleave: the second waits for the first to commit, then finds the schema at head and does
+nothing. A transaction-scoped lock (`pg_advisory_xact_lock`) is released by the commit or the
+rollback itself, so it also holds through a transaction-mode pooler, which may give each
+transaction another server connection (a session lock could be left held on one of them).
+Postgres's DDL is transactional, so a run that fails, or is cancelled, leaves nothing half done.
+https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
+"""
 
 from __future__ import annotations
 
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from app.core.db import create_engine
 from app.models import metadata
 from app.settings import PoolMode, Role, Settings
 
+# The advisory lock's key: any fixed bigint, the same for every run against the database.
+LOCK_KEY = 0x6C6966746F6666  # "liftoff"
+# How long a run waits for another to finish: under the migrations job's task timeout (600 s),
+# so the wait ends with the message below rather than with the task being killed.
+LOCK_WAIT_SECONDS = 300.0
+
+
+class MigrationLockTimeout(RuntimeError):
+    """Another migration run held the lock for longer than this one would wait."""
+
+
+def _lock(connection: Connection, wait_seconds: float) -> None:
+    """Take the migrations lock for this transaction, waiting at most `wait_seconds`."""
+    # SET LOCAL: the timeout ends with the transaction, so it bounds this wait and nothing after.
+    connection.execute(text(f"SET LOCAL lock_timeout = '{int(wait_seconds * 1000)}ms'"))
+    try:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+    except DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise MigrationLockTimeout(
+            f"another migration run held the migrations lock for {wait_seconds:g}s; it is still"
+            " running (see the migrations job's executions) or its connection is stuck: run again"
+            " once it has finished"
+        ) from error
+    connection.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata, transaction_per_migration=True)
+    wait = float(context.config.attributes.get("lock_wait_seconds", LOCK_WAIT_SECONDS))
+    # The lock begins the transaction; Alembic then runs inside it (an "external" transaction),
+    # reading the current revision only once the lock is held.
+    _lock(connection, wait)
+    context.configure(connection=connection, target_metadata=metadata)
     with context.begin_transaction():
         context.run_migrations()
 

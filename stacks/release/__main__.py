@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from stacks.release.cancel import CANCELLATION
 from stacks.release.config import KEY, ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
 from stacks.render import ROOT, stack_config
@@ -34,13 +35,13 @@ PINS = (("liftoff:api", "traffic"), ("liftoff:worker", "split"))
 
 
 class RealClock:
-    """Wall-clock time."""
+    """Wall-clock time; a wait ends early when the run is cancelled."""
 
     def now(self) -> float:
         return time.time()
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+        CANCELLATION.sleep(seconds)
 
 
 class TerminalApprover:
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("pulumi") is None:
         print("error: the Pulumi CLI is required (https://www.pulumi.com/docs/install/)", file=sys.stderr)
         return EXIT_USAGE
+    CANCELLATION.install()
     try:
         report = run(
             args.command,

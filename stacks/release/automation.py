@@ -17,6 +17,7 @@ import pulumi
 from pulumi import automation as auto
 from pulumi.automation.errors import CommandError, InvalidVersionError
 
+from stacks.release.cancel import CANCELLATION, Cancellation
 from stacks.release.ledger import Release
 from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError
@@ -127,10 +128,18 @@ def release_of(outputs: Mapping[str, Any]) -> Release:
 class AutomationDeployer:
     """`pulumi up` of one stack with a release plan, checked by the policy pack."""
 
-    def __init__(self, stack: str, root: Path = ROOT, *, on_output: Callable[[str], Any] = print) -> None:
+    def __init__(
+        self,
+        stack: str,
+        root: Path = ROOT,
+        *,
+        on_output: Callable[[str], Any] = print,
+        cancellation: Cancellation = CANCELLATION,
+    ) -> None:
         self.stack = stack
         self.root = root
         self.on_output = on_output
+        self.cancellation = cancellation
 
     @property
     def policy_pack(self) -> tuple[str, str]:
@@ -168,6 +177,8 @@ class AutomationDeployer:
         return auto.LocalWorkspaceOptions(work_dir=str(self.root), env_vars=provider_env())
 
     def _up(self, plan: ReleasePlan, *, targets: list[str] | None, refresh: bool) -> dict[str, Any]:
+        if self.cancellation.requested:
+            raise DeployError(f"{self.stack}: the release was cancelled, so no further `pulumi up` starts")
         pack, config = self.policy_pack
 
         def up() -> auto.UpResult:
@@ -189,6 +200,7 @@ class AutomationDeployer:
         try:
             return call()
         except CommandError as error:
-            raise DeployError(f"pulumi ({self.stack}) failed: {str(error)[-MESSAGE_CHARS:]}") from error
+            how = "was cancelled" if self.cancellation.requested else "failed"
+            raise DeployError(f"pulumi ({self.stack}) {how}: {str(error)[-MESSAGE_CHARS:]}") from error
         except (FileNotFoundError, InvalidVersionError) as error:
             raise DeployError(f"the Pulumi CLI is missing or too old: {error}") from error

@@ -16,6 +16,7 @@ TYPE = "liftoff:index:Secrets"
 SECRET = "gcp:secretmanager/secret:Secret"
 VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 ACCESSOR = "gcp:secretmanager/secretIamMember:SecretIamMember"
+PROPAGATION = "pulumi-python:dynamic/liftoff:GrantPropagation"
 ACCOUNTS = {
     "api": "liftoff-prod-api@acme-prod.iam.gserviceaccount.com",
     "worker": "liftoff-prod-worker@acme-prod.iam.gserviceaccount.com",
@@ -101,7 +102,7 @@ def test_only_the_named_accounts_may_read_each_secret(declared):
 
 
 def test_everything_is_a_child_of_the_component(declared):
-    assert len(declared.children(TYPE)) == len(declared.resources) - 1 == 7
+    assert len(declared.children(TYPE)) == len(declared.resources) - 1 == 8
 
 
 def test_refs_pin_the_version_and_carry_the_grants(declared):
@@ -110,8 +111,18 @@ def test_refs_pin_the_version_and_carry_the_grants(declared):
     version = declared.one(VERSION, "secrets-liftoff-prod-database-url-version")
     assert outputs["DATABASE_URL.version"] == version.outputs["version"]
     grants = {r.urn for r in declared.of_type(ACCESSOR) if "database-url" in r.name}
-    assert set(outputs["DATABASE_URL.grants"]) == grants
-    assert len(outputs["OPENAI_API_KEY.grants"]) == 1
+    wait = declared.one(PROPAGATION).urn
+    assert set(outputs["DATABASE_URL.grants"]) == grants | {wait}
+    assert len(outputs["OPENAI_API_KEY.grants"]) == 2
+
+
+def test_what_reads_a_secret_waits_for_new_grants_to_take_effect(declared):
+    """Cloud Run checks access when a job or revision is created; IAM takes time to propagate."""
+    wait = declared.one(PROPAGATION)
+    accessors = declared.of_type(ACCESSOR)
+    assert set(wait.dependencies) >= {r.urn for r in accessors}
+    assert sorted(wait.inputs["grants"]) == sorted(r.id for r in accessors)
+    assert wait.inputs["seconds"] == 120
 
 
 def test_a_secret_output_value_stays_secret(declare: Declare):

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import ssl
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import dill
 import pytest
 from pulumi.dynamic import Config, ConfigureRequest
@@ -17,11 +20,13 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from components.supabase_api import (
     REPLACE_ON,
+    PoolerLogin,
     SupabaseApiError,
     SupabaseProjectProvider,
     password_digest,
+    pooler_login,
 )
-from tests.components.supabase_double import TOKEN, ManagementApi, serve
+from tests.components.supabase_double import TOKEN, ManagementApi, Supavisor, self_signed, serve
 
 pytestmark = pytest.mark.unit
 
@@ -34,6 +39,30 @@ def api() -> Iterator[ManagementApi]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    return self_signed(tmp_path_factory.mktemp("pooler"))
+
+
+@pytest.fixture
+def pooler(api: ManagementApi, tls: ssl.SSLContext) -> Iterator[Supavisor]:
+    with Supavisor(api, tls).running() as running:
+        yield running
+
+
+class Resolver:
+    """The provider's real login, with the pooler the API reported reached at the double, as DNS
+    would resolve it; keeps what it was asked to log in to."""
+
+    def __init__(self, pooler: Supavisor) -> None:
+        self.pooler = pooler
+        self.asked: list[PoolerLogin] = []
+
+    def __call__(self, target: PoolerLogin) -> None:
+        self.asked.append(target)
+        pooler_login(replace(target, host="127.0.0.1", port=self.pooler.port), timeout=5.0)
+
+
 class Recorder:
     """Stands in for time.sleep: notes each wait instead of spending it."""
 
@@ -44,17 +73,20 @@ class Recorder:
         self.waits.append(seconds)
 
 
-def make_provider(api: ManagementApi, token: str | None = TOKEN, **options: Any) -> SupabaseProjectProvider:
+def make_provider(
+    api: ManagementApi, pooler: Supavisor, token: str | None = TOKEN, **options: Any
+) -> SupabaseProjectProvider:
     settings: dict[str, Any] = {"poll_seconds": 5.0, "ready_timeout_seconds": 600.0, "attempts": 4}
     provider = SupabaseProjectProvider(api.url, **{**settings, **options})
     provider.configure(ConfigureRequest(Config({"supabase:accessToken": token} if token else {}, "liftoff")))
     provider.sleep = Recorder()
+    provider.login = Resolver(pooler)
     return provider
 
 
 @pytest.fixture
-def provider(api: ManagementApi) -> SupabaseProjectProvider:
-    return make_provider(api)
+def provider(api: ManagementApi, pooler: Supavisor) -> SupabaseProjectProvider:
+    return make_provider(api, pooler)
 
 
 def creating(**overrides: Any) -> dict[str, Any]:
@@ -106,9 +138,9 @@ def test_create_waits_until_the_project_is_healthy_and_reads_the_pooler(api, pro
     assert all(s.authorization == f"Bearer {TOKEN}" for s in api.seen)
 
 
-def test_create_gives_up_after_its_timeout_naming_the_project(api):
+def test_create_gives_up_after_its_timeout_naming_the_project(api, pooler):
     api.polls_until_healthy = 10**6
-    provider = make_provider(api, poll_seconds=0.02, ready_timeout_seconds=0.3)
+    provider = make_provider(api, pooler, poll_seconds=0.02, ready_timeout_seconds=0.3)
     provider.sleep = time.sleep
     with pytest.raises(SupabaseApiError, match=r"is still COMING_UP after 0s; it exists: .* projectRef"):
         provider.create(creating())
@@ -261,15 +293,15 @@ def test_adopting_a_missing_project_says_so(api, provider):
         provider.create({"name": "x", "region": "eu-west-1", "project_ref": "abcdefghijklmnopqrst"})
 
 
-def test_a_missing_token_names_the_config_key(api):
-    provider = make_provider(api, token=None)
+def test_a_missing_token_names_the_config_key(api, pooler):
+    provider = make_provider(api, pooler, token=None)
     with pytest.raises(SupabaseApiError, match="pulumi config set --secret supabase:accessToken"):
         provider.create(creating())
     assert api.seen == []
 
 
-def test_a_refused_token_is_reported_without_echoing_it(api):
-    provider = make_provider(api, token="sbp_wrong-token-value")
+def test_a_refused_token_is_reported_without_echoing_it(api, pooler):
+    provider = make_provider(api, pooler, token="sbp_wrong-token-value")
     with pytest.raises(SupabaseApiError, match="401") as failure:
         provider.create(creating())
     assert "sbp_wrong-token-value" not in str(failure.value)
@@ -292,9 +324,11 @@ def test_check_names_each_bad_input(props, prop, reason):
 
 def test_the_serialized_provider_carries_no_token(api, provider):
     # What the engine stores in the state and unpickles in its provider process.
+    provider.login = pooler_login  # as the program makes it, not this test's resolver
     encoded = serialize_provider(provider)
     restored = dill.loads(base64.b64decode(encoded))  # noqa: S301 (bytes made just above)
     assert isinstance(restored, SupabaseProjectProvider)
+    assert restored.login is pooler_login
     assert restored.token is None
     assert restored.api_url == api.url
     assert TOKEN.encode() not in base64.b64decode(encoded)
@@ -323,3 +357,67 @@ def test_an_unknown_password_at_preview_has_an_unknown_digest(provider):
         {}, {"name": "n", "region": "eu-west-1", "organization_slug": "o", "db_pass": "pw"}
     )
     assert known.inputs["db_pass_sha256"] not in (None, rpc.UNKNOWN)
+
+
+# The pooler of a new project ----------------------------------------------------------------
+
+
+def test_create_ends_with_a_login_through_the_pooler_the_migrations_use(api, provider, pooler):
+    ref = provider.create(creating()).id
+    (asked,) = provider.login.asked
+    assert (asked.host, asked.port) == ("aws-1-eu-west-1.pooler.supabase.com", 5432)
+    assert (asked.user, asked.database, asked.password) == (f"postgres.{ref}", "postgres", PASSWORD)
+    assert PASSWORD not in repr(asked)
+    assert pooler.logins == [(f"postgres.{ref}", "ok")]
+
+
+def test_a_new_project_the_pooler_does_not_know_yet_is_waited_for(api, provider, pooler):
+    """Supavisor's "Tenant or user not found" while a new project is registered with it."""
+    pooler.unknown_for = 4
+    ref = provider.create(creating()).id
+    assert [outcome for _, outcome in pooler.logins] == ["unknown"] * 4 + ["ok"]
+    assert waits(provider) == [5.0] * 3 + [5.0] * 4  # three health polls, then four pooler polls
+    assert all(user == f"postgres.{ref}" for user, _ in pooler.logins)
+
+
+def test_a_pooler_that_never_lets_in_fails_naming_the_project_the_host_and_the_wait(api, pooler):
+    pooler.unknown_for = 10**6
+    provider = make_provider(api, pooler, poll_seconds=0.05, pooler_timeout_seconds=0.5)
+    provider.sleep = time.sleep
+    with pytest.raises(SupabaseApiError) as failed:
+        provider.create(creating())
+    (ref,) = api.projects
+    message = str(failed.value)
+    assert f"Supabase project {ref}: its pooler aws-1-eu-west-1.pooler.supabase.com:5432" in message
+    assert f"still refuses postgres.{ref} after 0s" in message
+    assert "Tenant or user not found" in message
+    assert f"projectRef {ref}" in message, "a failed create records nothing: it says how to go on"
+    assert PASSWORD not in message
+
+
+def test_a_new_password_is_waited_for_until_the_pooler_has_it(api, provider, pooler):
+    created = provider.create(creating())
+    pooler.stale_password_for = 2
+    news = creating(db_pass="a-new-password-value")
+    provider.update(created.id, created.outs or {}, news)
+    assert [outcome for _, outcome in pooler.logins] == ["ok", "bad password", "bad password", "ok"]
+
+
+def test_a_rename_logs_in_to_nothing(api, provider, pooler):
+    created = provider.create(creating())
+    provider.update(created.id, created.outs or {}, creating(name="liftoff-staging-2"))
+    assert len(pooler.logins) == 1
+
+
+def test_an_adopted_project_is_not_logged_in_to(api, provider, pooler):
+    project = api.add()
+    provider.create(creating(organization_slug=None, project_ref=project.ref, db_pass=None))
+    assert pooler.logins == []
+
+
+def test_the_pooler_double_checks_what_a_real_client_sends(api, provider, pooler):
+    """asyncpg over TLS against the double: a wrong password is refused as Postgres refuses it."""
+    ref = provider.create(creating()).id
+    target = PoolerLogin("127.0.0.1", pooler.port, f"postgres.{ref}", "postgres", "wrong-password")
+    with pytest.raises(asyncpg.InvalidPasswordError, match="password authentication failed"):
+        pooler_login(target, timeout=5.0)

@@ -233,6 +233,21 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
     assert "${{" not in step["run"]  # values reach the shell through env, never spliced into it
 
 
+@pytest.mark.parametrize(("workflow", "command"), [("release.yml", "release"), ("rollback.yml", "rollback")])
+def test_a_cancelled_run_reaches_the_controller_and_pulumi_as_ctrl_c(workflow, command):
+    """GitHub signals only the step's shell (tests/stacks/release/test_cancel.py shows the rest)."""
+    lines = [
+        line
+        for job in load(workflow)["jobs"].values()
+        for step in job["steps"]
+        for line in str(step.get("run", "")).splitlines()
+        if f"-m stacks.release {command} " in line
+    ]
+    assert lines, f"{workflow} runs no {command}"
+    wrapped = f"stacks/release/cancellable.sh .venv/bin/python -m stacks.release {command} "
+    assert all(line.strip().startswith(wrapped) for line in lines), lines
+
+
 def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():
     workflow = load("rollback.yml")
     assert set(workflow["on"]) == {"workflow_dispatch", "workflow_call"}

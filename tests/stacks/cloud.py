@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from components.jobrun import PROPAGATION_SECONDS
 from stacks.render import Registered, Rendering
 
 SERVICE = "gcp:cloudrunv2/service:Service"
@@ -22,6 +23,7 @@ POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
 JOB = "gcp:cloudrunv2/job:Job"
 JOB_RUN = "pulumi-python:dynamic/liftoff:JobRun"
 LEDGER = "pulumi-python:dynamic/liftoff:ReleaseLedger"
+PROPAGATION = "pulumi-python:dynamic/liftoff:GrantPropagation"
 SECRET = "gcp:secretmanager/secret:Secret"
 SECRET_VERSION = "gcp:secretmanager/secretVersion:SecretVersion"
 SECRET_ACCESS = "gcp:secretmanager/secretIamMember:SecretIamMember"
@@ -30,6 +32,8 @@ ACCOUNT = "gcp:serviceaccount/account:Account"
 METRIC = "gcp:logging/metric:Metric"
 SCHEDULE = "gcp:cloudscheduler/job:Job"
 WORKLOADS = (SERVICE, POOL, JOB)
+# How long JobRun's provider waits between tries while IAM propagates, at most (its backoff's cap).
+RETRY_SECONDS = 60.0
 # What a refresh reads back of a service and a pool: their traffic, as the control plane has it.
 REFRESHED = {SERVICE: ("traffics", "TRAFFIC_TARGET"), POOL: ("instanceSplits", "INSTANCE_SPLIT")}
 
@@ -128,10 +132,23 @@ RULES = {
         " to send this portion of traffic'); https://cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration",
     ),
     "secret-access": Rule(
-        "A revision's (or an execution's) service account must be able to access each secret it"
-        " references when the revision is deployed; otherwise the deployment fails.",
+        "A revision's (or a job's, or an execution's) service account must be able to access each"
+        " secret it references when the revision is deployed (the job created or updated, the"
+        " execution started); otherwise the deployment fails.",
         "https://cloud.google.com/run/docs/configuring/services/secrets#access-secret ('the service"
-        " account ... must have the Secret Manager Secret Accessor role')",
+        " account ... must have the Secret Manager Secret Accessor role');"
+        " hashicorp/terraform-provider-google#13828 (a job 'errors when trying to use secret it"
+        " doesn't have access to')",
+    ),
+    "iam-propagation": Rule(
+        "An IAM grant takes effect only once it has propagated, typically 2 minutes after it is made,"
+        " potentially 7 minutes or longer; until then a use of the access it grants is refused as if"
+        " it had not been made (a revision, job or execution whose service account cannot read a"
+        " secret yet; a caller not yet allowed to run a job).",
+        "https://cloud.google.com/iam/docs/access-change-propagation ('Change a policy ... Typically 2"
+        " minutes, potentially 7 minutes or longer'); https://cloud.google.com/secret-manager/docs/reference/consistency"
+        " ('Propagating IAM permissions is eventually consistent'); hashicorp/terraform-provider-google#16350"
+        " ('Apply fails always the first time, second time succeeds')",
     ),
     "secret-version-state": Rule(
         "A destroyed or disabled secret version cannot be accessed, so an instance of a revision"
@@ -220,6 +237,32 @@ class Workload:
 
 
 @dataclass
+class Iam:
+    """Who has been granted access to what, and when: RULES["iam-propagation"] on a clock.
+
+    `now` is the control planes' time in seconds; what waits (a dynamic provider's backoff, an
+    execution's run) moves it on. With `delay` 0 a grant takes effect at once.
+    """
+
+    delay: float = 0.0
+    now: float = 0.0
+    granted: dict[tuple[str, str], float] = field(default_factory=dict)  # (resource, member) -> when
+
+    def grant(self, resource: str, member: str) -> None:
+        self.granted.setdefault((resource, member), self.now)
+
+    def revoke(self, resource: str, member: str) -> None:
+        self.granted.pop((resource, member), None)
+
+    def allows(self, resource: str, member: str) -> bool:
+        since = self.granted.get((resource, member))
+        return since is not None and self.now >= since + self.delay
+
+    def wait(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
 class Execution:
     name: str
     image: str
@@ -235,7 +278,7 @@ class Cloud:
     executions: dict[str, list[Execution]] = field(default_factory=dict)
     # secret id -> version -> "enabled" | "disabled" | "destroyed"
     versions: dict[str, dict[str, str]] = field(default_factory=dict)
-    access: set[tuple[str, str]] = field(default_factory=set)  # (secret id, member)
+    iam: Iam = field(default_factory=Iam)  # secret accessors: (secret id, member)
     # Images whose migrations fail when run (a bad migration, or a database that is down).
     failing_images: set[str] = field(default_factory=set)
     # RULES["unique-id"]: (type, project, location, id) -> the URN of the resource holding it.
@@ -455,23 +498,39 @@ class Engine:
         inputs = new.inputs
         if new.type == SECRET_ACCESS:
             if old is not None:
-                cloud.access.discard((old.inputs["secretId"], old.inputs["member"]))
-            cloud.access.add((inputs["secretId"], inputs["member"]))
+                cloud.iam.revoke(old.inputs["secretId"], old.inputs["member"])
+            cloud.iam.grant(inputs["secretId"], inputs["member"])
         elif new.type == SECRET_VERSION:
             secret = ids[inputs["secret"]].inputs["secretId"]
             cloud.versions.setdefault(secret, {})[str(new.outputs["version"])] = "enabled"
         elif new.type in (SERVICE, POOL):
             self._deploy_workload(new)
         elif new.type == JOB:
+            self._check_access(JOB, inputs["template"], f"{new.name} job")
             cloud.jobs[inputs["name"]] = inputs
             token = inputs.get("runExecutionToken")
             if token:
                 self._execute(inputs["name"], f"{inputs['name']}-{token}")
         elif new.type == JOB_RUN:
-            job = str(inputs["job"]).rsplit("/", 1)[-1]
-            count = len(self.cloud.executions.get(job, [])) + 1
-            self._execute(job, f"{job}-{count:05d}")
+            self._run_job(str(inputs["job"]).rsplit("/", 1)[-1])
+        elif new.type == PROPAGATION:
+            cloud.iam.wait(float(inputs["seconds"]))
         # LEDGER: a dynamic resource that lives in the state only; nothing happens in the cloud.
+
+    def _run_job(self, job: str) -> None:
+        """JobRun's provider: an execution refused while a grant propagates is tried again, for
+        PROPAGATION_SECONDS after the first refusal (components/jobrun.py; its own tests hold the
+        provider to this against the same Iam rule)."""
+        refused_at: float | None = None
+        while True:
+            count = len(self.cloud.executions.get(job, [])) + 1
+            try:
+                return self._execute(job, f"{job}-{count:05d}")
+            except CloudError as error:
+                refused_at = self.cloud.iam.now if refused_at is None else refused_at
+                if error.rule != "iam-propagation" or self.cloud.iam.now - refused_at >= PROPAGATION_SECONDS:
+                    raise
+            self.cloud.iam.wait(RETRY_SECONDS)
 
     def _deploy_workload(self, resource: Registered) -> None:
         kind, inputs = resource.type, resource.inputs
@@ -511,9 +570,15 @@ class Engine:
 
     def _check_access(self, kind: str, template: Mapping[str, Any], what: str) -> None:
         member = account(kind, template)
+        iam = self.cloud.iam
         for secret, _ in secret_refs(kind, template):
-            if (secret, member) not in self.cloud.access:
+            if (secret, member) not in iam.granted:
                 raise CloudError("secret-access", f"{what}: {member} cannot access {secret}")
+            if not iam.allows(secret, member):
+                age = iam.now - iam.granted[(secret, member)]
+                raise CloudError(
+                    "iam-propagation", f"{what}: {member}'s access to {secret}, granted {age:g}s ago"
+                )
 
     def _execute(self, job: str, execution: str) -> None:
         history = self.cloud.executions.setdefault(job, [])
@@ -530,7 +595,7 @@ class Engine:
     def _delete(self, resource: Registered, ids: Mapping[str, Registered]) -> None:
         self._release(resource)
         if resource.type == SECRET_ACCESS:
-            self.cloud.access.discard((resource.inputs["secretId"], resource.inputs["member"]))
+            self.cloud.iam.revoke(resource.inputs["secretId"], resource.inputs["member"])
         elif resource.type == SECRET_VERSION:
             owner = ids.get(resource.inputs["secret"]) or self._by_id(resource.inputs["secret"])
             policy = resource.inputs.get("deletionPolicy", "DELETE")
