@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +28,9 @@ import pytest
 from app.local.servers import LocalPgBouncer, free_port, wait_until
 from app.migrate import downgrade, upgrade
 from app.worker.retention import delete_old_logs
-from tests.conftest import JWT_SECRET, Servers, Supabase, bearer, make_token
+from tests.conftest import JWT_SECRET, Servers, Supabase, bearer, make_token, truncate
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_tables")]
 
 TENANTS = 4
 JOBS_PER_TENANT = 30
@@ -39,6 +39,13 @@ IN_FLIGHT = 6
 WORKERS = 2
 USER = "postgres"
 DONE = ("succeeded", "cancelled")
+
+
+@pytest.fixture
+async def empty_tables(supabase: Supabase) -> AsyncIterator[None]:
+    await truncate(supabase.dsn)
+    yield
+    await truncate(supabase.dsn)
 
 
 @dataclass
@@ -166,6 +173,8 @@ async def _direct(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
 
 @dataclass
 class Tenant:
+    """An organization with a token of one of its members, and the jobs it submitted."""
+
     org: uuid.UUID
     headers: dict[str, str]
     submitted: set[str]
@@ -209,7 +218,6 @@ async def wait_done(dsn: str, count: int, timeout: float = 60.0) -> None:
 async def test_api_and_workers_under_load_from_several_tenants(
     pooler: LocalPgBouncer, supabase: Supabase, servers: Servers, tmp_path: Path
 ):
-    await _direct(supabase.dsn, "TRUNCATE generation_logs, generations, organization_members, organizations")
     api_env = app_env(pooler, servers, SUPABASE_JWT_SECRET=JWT_SECRET)
     base = f"http://127.0.0.1:{api_env['PORT']}"
     worker_env = app_env(
@@ -292,7 +300,6 @@ async def test_migrations_run_through_the_pooler(pooler: LocalPgBouncer, supabas
 
 
 async def test_cleanup_runs_through_the_pooler(pooler: LocalPgBouncer, supabase: Supabase):
-    await _direct(supabase.dsn, "TRUNCATE generation_logs, generations, organization_members, organizations")
     org = uuid.uuid4()
     await _direct(
         supabase.dsn,
