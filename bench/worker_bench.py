@@ -8,6 +8,8 @@ Measures, for Liftoff's worker (and the anchors where the figure applies):
   per job      Redis commands per job, submitter and worker together
   recovery     seconds from a SIGKILL mid-job to that job's completion by another worker
   memory       the worker's idle RSS
+  pooler       Liftoff's throughput direct against through PgBouncer in transaction mode
+               (Debian's package), alternating (--only pooler)
 
 Celery and arq need conflicting redis-py versions, so each runs from its own virtualenv under
 bench/, made here on first use. Every figure comes from this one run: compare them as ratios.
@@ -37,7 +39,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.local.servers import LocalPostgres, LocalRedis, free_port  # noqa: E402
+from app.local.servers import LocalPgBouncer, LocalPostgres, LocalRedis, free_port  # noqa: E402
 from app.migrate import upgrade  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -158,6 +160,16 @@ class Bench:
         self.procs.append(proc)
         return proc
 
+    def pgbouncer(self, pool_size: int) -> LocalPgBouncer:
+        """PgBouncer in transaction mode in front of the bench's Postgres, as Supabase's poolers."""
+        return LocalPgBouncer(
+            self.workdir / "pgbouncer",
+            free_port(),
+            server_port=self.pg.port,
+            users={"postgres": "bench"},
+            pool_size=pool_size,
+        ).start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def liftoff(self, name: str, broker: LocalRedis, **settings: Any) -> subprocess.Popen[bytes]:
         env = {
             "DATABASE_URL": self.pg.dsn(),
@@ -203,13 +215,15 @@ class Bench:
             time.sleep(0.2)
 
 
-async def throughput_once(bench: Bench, system: str, jobs: int) -> dict[str, Any]:
+async def throughput_once(
+    bench: Bench, system: str, jobs: int, settings: dict[str, str] | None = None
+) -> dict[str, Any]:
     await bench.reset()
     broker = bench.redis_for(f"tp-{system}")
     client = redis.Redis.from_url(broker.url())
     client.flushall()
-    if system == "liftoff":
-        worker = bench.liftoff("tp-liftoff", broker, local_provider_latency_ms=0)
+    if system.startswith("liftoff"):
+        worker = bench.liftoff("tp-liftoff", broker, local_provider_latency_ms=0, **(settings or {}))
         time.sleep(3)
         submit = [sys.executable, str(BENCH / "submit_liftoff.py"), broker.url()]
     else:
@@ -255,6 +269,39 @@ async def throughput(bench: Bench, jobs: int, rounds: int) -> dict[str, Any]:
         }
     results["ratio"] = round(
         results["liftoff"]["median_jobs_per_second"] / results["celery"]["median_jobs_per_second"], 2
+    )
+    return results
+
+
+async def pooler(bench: Bench, jobs: int, rounds: int) -> dict[str, Any]:
+    """Liftoff's worker direct, direct with the transaction-pooler settings, and through
+    PgBouncer in transaction mode with as many server connections as the worker's pool holds
+    (so the pooler is a hop, not a queue), alternating."""
+    bouncer = bench.pgbouncer(pool_size=CONCURRENCY + 2)
+    systems = {
+        "liftoff-direct": {},
+        # The pooler's settings without the pooler: what they cost apart from the hop.
+        "liftoff-direct-pooler-settings": {"db_transaction_pooler": "true"},
+        "liftoff-pgbouncer": {"database_url": bouncer.dsn("postgres"), "db_transaction_pooler": "true"},
+    }
+    runs: dict[str, list[float]] = {system: [] for system in systems}
+    try:
+        for _ in range(rounds):
+            for system, settings in systems.items():
+                result = await throughput_once(bench, system, jobs, settings)
+                runs[system].append(result["jobs_per_second"])
+    finally:
+        bouncer.stop()
+    results: dict[str, Any] = {"jobs": jobs, "rounds": rounds, "pgbouncer_pool_size": bouncer.pool_size}
+    for system, rates in runs.items():
+        results[system] = {
+            "median_jobs_per_second": statistics.median(rates),
+            "rounds_jobs_per_second": rates,
+        }
+    results["ratio"] = round(
+        results["liftoff-pgbouncer"]["median_jobs_per_second"]
+        / results["liftoff-direct"]["median_jobs_per_second"],
+        2,
     )
     return results
 
@@ -321,10 +368,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=480)
     parser.add_argument("--skip-recovery", action="store_true")
-    parser.add_argument("--only", choices=["throughput", "idle", "recovery"], help="run one measurement")
+    parser.add_argument(
+        "--only", choices=["throughput", "idle", "recovery", "pooler"], help="run one measurement"
+    )
     args = parser.parse_args()
-    for name in ANCHOR_VENVS:
-        ensure_venv(name)
+    if args.only != "pooler":
+        for name in ANCHOR_VENVS:
+            ensure_venv(name)
     memory = round(psutil.virtual_memory().total / 2**30)
     with tempfile.TemporaryDirectory(prefix="liftoff-bench-") as tmp:
         bench = Bench(Path(tmp))
@@ -341,6 +391,8 @@ def main() -> None:
                 results["idle"] = idle(bench, args.idle_seconds)
             if args.only == "recovery" or (args.only is None and not args.skip_recovery):
                 results["recovery"] = asyncio.run(recovery(bench))
+            if args.only == "pooler":
+                results["pooler"] = asyncio.run(pooler(bench, args.jobs, args.rounds))
         finally:
             bench.close()
     out = BENCH / "results" / f"worker-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"

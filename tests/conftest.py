@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,11 +20,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 
-from app.local.servers import LocalPostgres, LocalRedis, free_port
+from app.local.servers import LocalPgBouncer, LocalPostgres, LocalRedis, free_port
 from app.main import create_app
 from app.migrate import upgrade
 from app.settings import Settings
 from tests.http_double import Reply, Request, serve_json
+from tests.supabase import SUPERUSER, shape_like_supabase
 
 JWT_SECRET = "test-jwt-secret-of-at-least-thirty-two-bytes"
 ORG_A = uuid.UUID("aaaaaaaa-0000-4000-8000-000000000001")
@@ -54,6 +58,60 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     finally:
         redis.stop()
         postgres.stop()
+
+
+@dataclass
+class Supabase:
+    """A cluster set up as Supabase sets up a project's database (tests/supabase.py), migrated
+    by its `postgres`, which is no superuser there. The server's log is kept, for its errors."""
+
+    postgres: LocalPostgres
+    log: Path
+
+    @property
+    def dsn(self) -> str:
+        """As `postgres`: the role the app migrates and runs as on Supabase."""
+        return self.postgres.dsn(user="postgres")
+
+    @property
+    def admin_dsn(self) -> str:
+        """As the cluster's superuser, `supabase_admin`, which the app never uses."""
+        return self.postgres.dsn()
+
+
+@pytest.fixture(scope="session")
+def supabase(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Supabase]:
+    root = tmp_path_factory.mktemp("supabase")
+    log = root / "postgres.log"
+    postgres = LocalPostgres(root / "postgres", free_port(), durable=False, superuser=SUPERUSER)
+    with log.open("ab") as out:
+        postgres.start(stdout=out, stderr=out)
+    try:
+        database = Supabase(postgres, log)
+        asyncio.run(shape_like_supabase(database.admin_dsn, database.dsn))
+        upgrade(database.dsn)
+        yield database
+    finally:
+        postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def pooler(supabase: Supabase, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPgBouncer]:
+    """PgBouncer in transaction mode with three server connections, in front of `supabase`:
+    the shape of Supabase's own poolers. Fails, naming the package, where it is not installed."""
+    bouncer = LocalPgBouncer(
+        tmp_path_factory.mktemp("pgbouncer") / "data",
+        free_port(),
+        server_port=supabase.postgres.port,
+        users={"postgres": secrets.token_urlsafe(16)},
+        pool_size=3,
+    )
+    # It writes the same lines to its log file.
+    bouncer.start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 @dataclass

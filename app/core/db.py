@@ -1,9 +1,42 @@
-"""SQLAlchemy engines that work through Supabase's transaction-mode pooler (worker, cleanup, migrations)."""
+"""SQLAlchemy engines that work through Supabase's transaction-mode pooler (worker, cleanup, migrations).
+
+Behind a pooler in transaction mode (Supavisor's port 6543, Supabase's dedicated PgBouncer,
+PgBouncer's `pool_mode = transaction`), each transaction, and each statement outside one, may
+run on another server connection. So nothing may outlive its transaction on the server:
+
+- No named prepared statement. SQLAlchemy's asyncpg dialect prepares every statement with
+  `Connection.prepare()`, which asyncpg's FAQ says to avoid behind such a pooler
+  (https://magicstack.github.io/asyncpg/current/faq.html#why-am-i-getting-prepared-statement-errors).
+  SQLAlchemy's remedy, a unique name per statement
+  (https://docs.sqlalchemy.org/en/20/dialects/postgresql.html#prepared-statement-name-with-pgbouncer),
+  avoids clashes of names, but each statement then stays prepared on the server connection
+  that parsed it unless the pooler runs DISCARD after every transaction (its own warning),
+  which a hosted pooler cannot be told to do; and outside a transaction it is executed where
+  it may not exist. PgBouncer's `max_prepared_statements` would track them, but only from
+  1.21 (https://www.pgbouncer.org/config.html#max_prepared_statements; Debian 12 ships 1.18),
+  and Supabase documents that Supavisor's transaction mode supports no prepared statements
+  (https://supabase.com/docs/guides/troubleshooting/disabling-prepared-statements-qL8lEL).
+  So every statement is the unnamed one: asyncpg sends its Parse again in the round trip
+  that binds and executes it (it does so for unnamed statements whenever its statement cache
+  is off), and the next statement replaces it. Nothing is left behind by name, and no round
+  trip relies on an earlier one having reached the same server connection.
+- No statement cache, in asyncpg or in SQLAlchemy. (asyncpg's cache of type codecs is the
+  client's own, and holds on every server connection of the database.)
+- Every statement in a transaction, the worker's included (see Worker.db): asyncpg describes
+  a statement in a round trip of its own and, the first time a connection meets an array or
+  another type it has no codec for, looks the type up between two session-level
+  `set_config('jit', ...)` calls, the second restoring what the first changed. Outside a
+  transaction those round trips may reach three server connections, and leave one of them
+  with JIT off; in a transaction they reach one.
+
+The app's tests run the worker, the API, the migrations and the cleanup job through Debian's
+PgBouncer in transaction mode and read every server connection afterwards
+(tests/app/test_pooler.py).
+"""
 
 from __future__ import annotations
 
 from typing import Any
-from uuid import uuid4
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -28,6 +61,12 @@ def async_url(dsn: str) -> URL:
     return url.set(query=query)
 
 
+def unnamed_statement() -> str:
+    """The name SQLAlchemy's dialect gives asyncpg for each statement it prepares: the empty
+    name, PostgreSQL's unnamed statement, which asyncpg parses again when executing it."""
+    return ""
+
+
 def pooler_safe_connect_args(
     connect_timeout: float, application_name: str, command_timeout: float | None = None
 ) -> dict[str, Any]:
@@ -35,8 +74,8 @@ def pooler_safe_connect_args(
     return {
         # No reuse of prepared statements across transactions...
         "statement_cache_size": 0,
-        # ...and unique names, so a statement prepared on one backend never collides on another.
-        "prepared_statement_name_func": lambda: f"__liftoff_{uuid4().hex}__",
+        # ...and none prepared by name: see the module's docstring.
+        "prepared_statement_name_func": unnamed_statement,
         **direct_connect_args(connect_timeout, application_name, command_timeout),
     }
 

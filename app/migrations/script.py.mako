@@ -18,6 +18,8 @@ depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
 def upgrade() -> None:
+    # A new table, sequence or function: revoke it from anon and authenticated (a function:
+    # from PUBLIC too) and grant back only what docs/api.md lists; see migration 0005.
     ${upgrades if upgrades else "pass"}
 
 

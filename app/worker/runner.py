@@ -162,7 +162,7 @@ class FinishWriter:
             if not batch:
                 continue
             try:
-                async with self.db.connect() as conn:
+                async with self.db.begin() as conn:
                     written = await store.finish(
                         conn, [p.entry for p in batch], worker=self.worker, provider=self.provider
                     )
@@ -234,8 +234,15 @@ class Worker:
         self.engine = engine_for(
             settings, application_name="liftoff-worker", min_pool_size=self.concurrency + 2
         )
-        # Every statement here is atomic on its own: no BEGIN and COMMIT round trips around it.
-        self.db = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Every statement here is atomic on its own. On a direct connection each runs in
+        # autocommit: no BEGIN and COMMIT round trips around it (`begin()` then sends none).
+        # Behind a transaction pooler each gets a transaction of its own, so that the driver's
+        # round trips for it reach one server connection (see app/core/db.py).
+        self.db = (
+            self.engine
+            if settings.transaction_pooler()
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self.redis = Redis.from_url(
             settings.secret("redis_url"),
             socket_connect_timeout=5,
@@ -342,7 +349,7 @@ class Worker:
             free = self.concurrency - len(self.running)
             if free <= 0 or self._stopping.is_set() or self._write_backlog():
                 return []
-            async with self.db.connect() as conn:
+            async with self.db.begin() as conn:
                 jobs = await store.claim(conn, worker=self.id, limit=free, lease_seconds=self.lease)
             for job in jobs:
                 self._start(job)
@@ -386,7 +393,7 @@ class Worker:
 
     async def _recover_expired(self) -> list[UUID]:
         """Take back the jobs of workers whose leases ran out; the ids of those queued again."""
-        async with self.db.connect() as conn:
+        async with self.db.begin() as conn:
             recovered = await store.recover_expired(
                 conn, max_attempts=self.settings.worker_max_attempts, provider=self.provider.name
             )
@@ -398,7 +405,7 @@ class Worker:
         return [job_id for job_id, status in recovered if status == "queued"]
 
     async def _gauge_queue(self) -> None:
-        async with self.db.connect() as conn:
+        async with self.db.begin() as conn:
             depth, oldest = await store.queue_stats(conn)
         self.metrics.queue_depth.set(depth)
         self.metrics.oldest_age.set(oldest)
@@ -427,7 +434,7 @@ class Worker:
             if not held:
                 continue
             try:
-                async with self.db.connect() as conn:
+                async with self.db.begin() as conn:
                     leases = await store.heartbeat(
                         conn, worker=self.id, job_ids=held, lease_seconds=self.lease
                     )

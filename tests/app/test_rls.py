@@ -1,4 +1,5 @@
-"""Row Level Security: isolation holds in the database itself, whatever a query forgets."""
+"""Row Level Security: isolation holds in the database itself, whatever a query forgets, on plain
+PostgreSQL and on a database set up as Supabase sets one up."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.conftest import ORG_A, ORG_B, USER_A, USER_B, Servers, truncate
+from tests.conftest import ORG_A, ORG_B, USER_A, USER_B, truncate
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +25,9 @@ def claims(org: uuid.UUID, user: uuid.UUID) -> str:
 
 
 @pytest.fixture
-async def seeded(servers: Servers) -> AsyncIterator[uuid.UUID]:
+async def seeded(database: str) -> AsyncIterator[uuid.UUID]:
     """A job of tenant A, inserted with the owner's privileges."""
-    conn = await asyncpg.connect(servers.dsn)
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute("INSERT INTO organizations (id) VALUES ($1), ($2)", ORG_A, ORG_B)
         job_id = await conn.fetchval(
@@ -48,7 +49,7 @@ async def seeded(servers: Servers) -> AsyncIterator[uuid.UUID]:
     finally:
         await conn.close()
     yield job_id
-    await truncate(servers.dsn)
+    await truncate(database)
 
 
 async def as_authenticated(dsn: str, org: uuid.UUID, user: uuid.UUID) -> asyncpg.Connection:
@@ -59,8 +60,8 @@ async def as_authenticated(dsn: str, org: uuid.UUID, user: uuid.UUID) -> asyncpg
     return conn
 
 
-async def test_other_tenant_sees_zero_rows_without_any_where_clause(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_B, USER_B)
+async def test_other_tenant_sees_zero_rows_without_any_where_clause(database: str, seeded):
+    conn = await as_authenticated(database, ORG_B, USER_B)
     try:
         for table in ("generations", "generation_logs", "organization_members"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
@@ -70,8 +71,8 @@ async def test_other_tenant_sees_zero_rows_without_any_where_clause(servers: Ser
         await conn.close()
 
 
-async def test_own_tenant_sees_its_rows(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_A, USER_A)
+async def test_own_tenant_sees_its_rows(database: str, seeded):
+    conn = await as_authenticated(database, ORG_A, USER_A)
     try:
         assert await conn.fetchval("SELECT count(*) FROM generations") == 1
         assert await conn.fetchval("SELECT count(*) FROM generation_logs") == 1
@@ -81,8 +82,8 @@ async def test_own_tenant_sees_its_rows(servers: Servers, seeded):
         await conn.close()
 
 
-async def test_other_tenant_cannot_insert_into_a_tenant_not_its_own(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_B, USER_B)
+async def test_other_tenant_cannot_insert_into_a_tenant_not_its_own(database: str, seeded):
+    conn = await as_authenticated(database, ORG_B, USER_B)
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
             await conn.execute(
@@ -94,8 +95,8 @@ async def test_other_tenant_cannot_insert_into_a_tenant_not_its_own(servers: Ser
         await conn.close()
 
 
-async def test_cannot_insert_on_behalf_of_another_user(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_A, USER_B)
+async def test_cannot_insert_on_behalf_of_another_user(database: str, seeded):
+    conn = await as_authenticated(database, ORG_A, USER_B)
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
             await conn.execute(
@@ -107,8 +108,8 @@ async def test_cannot_insert_on_behalf_of_another_user(servers: Servers, seeded)
         await conn.close()
 
 
-async def test_other_tenant_updates_and_deletes_touch_nothing(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_B, USER_B)
+async def test_other_tenant_updates_and_deletes_touch_nothing(database: str, seeded):
+    conn = await as_authenticated(database, ORG_B, USER_B)
     try:
         assert await conn.execute("UPDATE generations SET cancel_requested = true") == "UPDATE 0"
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
@@ -117,8 +118,8 @@ async def test_other_tenant_updates_and_deletes_touch_nothing(servers: Servers, 
         await conn.close()
 
 
-async def test_tenant_cannot_write_results(servers: Servers, seeded):
-    conn = await as_authenticated(servers.dsn, ORG_A, USER_A)
+async def test_tenant_cannot_write_results(database: str, seeded):
+    conn = await as_authenticated(database, ORG_A, USER_A)
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("UPDATE generations SET result = '{}'::jsonb")
@@ -127,8 +128,8 @@ async def test_tenant_cannot_write_results(servers: Servers, seeded):
 
 
 @pytest.mark.parametrize("raw", ["not-a-uuid", "", None])
-async def test_malformed_or_missing_claims_see_nothing(servers: Servers, seeded, raw):
-    conn = await asyncpg.connect(servers.dsn)
+async def test_malformed_or_missing_claims_see_nothing(database: str, seeded, raw):
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute("SET ROLE authenticated")
         payload = {"sub": str(USER_A), "app_metadata": {"organization_id": raw}} if raw is not None else {}
@@ -138,8 +139,8 @@ async def test_malformed_or_missing_claims_see_nothing(servers: Servers, seeded,
         await conn.close()
 
 
-async def test_claim_path_follows_the_configured_setting(servers: Servers, seeded):
-    conn = await asyncpg.connect(servers.dsn)
+async def test_claim_path_follows_the_configured_setting(database: str, seeded):
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute("SET ROLE authenticated")
         payload = {"sub": str(USER_A), "org": {"id": str(ORG_A)}}
@@ -151,8 +152,8 @@ async def test_claim_path_follows_the_configured_setting(servers: Servers, seede
         await conn.close()
 
 
-async def test_auth_functions_read_the_claims(servers: Servers):
-    conn = await asyncpg.connect(servers.dsn)
+async def test_auth_functions_read_the_claims(database: str):
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute("SELECT set_config('request.jwt.claims', $1, false)", claims(ORG_A, USER_A))
         assert await conn.fetchval("SELECT auth.uid()") == USER_A

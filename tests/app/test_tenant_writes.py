@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from tests.conftest import ORG_A, ORG_B, USER_A, USER_B, Servers, truncate
+from tests.conftest import ORG_A, ORG_B, USER_A, USER_B, truncate
 
 pytestmark = pytest.mark.integration
 
@@ -70,11 +70,11 @@ async def as_role(
 
 
 @pytest.fixture
-async def jobs(servers: Servers) -> AsyncIterator[dict[str, uuid.UUID]]:
+async def jobs(database: str) -> AsyncIterator[dict[str, uuid.UUID]]:
     """Tenant A's jobs in each state, written with the owner's privileges (as the worker)."""
     # From empty tables, whatever ran before (tests of the real server process leave rows).
-    await truncate(servers.dsn)
-    conn = await asyncpg.connect(servers.dsn)
+    await truncate(database)
+    conn = await asyncpg.connect(database)
     try:
         await conn.execute("INSERT INTO organizations (id) VALUES ($1), ($2)", ORG_A, ORG_B)
         ids = {}
@@ -89,11 +89,11 @@ async def jobs(servers: Servers) -> AsyncIterator[dict[str, uuid.UUID]]:
     finally:
         await conn.close()
     yield ids
-    await truncate(servers.dsn)
+    await truncate(database)
 
 
-async def test_a_tenant_inserts_a_job_with_client_columns_only(servers: Servers, jobs):
-    conn = await as_role(servers.dsn, "authenticated")
+async def test_a_tenant_inserts_a_job_with_client_columns_only(database: str, jobs):
+    conn = await as_role(database, "authenticated")
     try:
         row = await conn.fetchrow(CLIENT_INSERT, ORG_A, USER_A)
     finally:
@@ -102,8 +102,8 @@ async def test_a_tenant_inserts_a_job_with_client_columns_only(servers: Servers,
 
 
 @pytest.mark.parametrize("forged", FORGED_INSERTS.values(), ids=FORGED_INSERTS.keys())
-async def test_a_tenant_cannot_insert_worker_state(servers: Servers, jobs, forged):
-    conn = await as_role(servers.dsn, "authenticated")
+async def test_a_tenant_cannot_insert_worker_state(database: str, jobs, forged):
+    conn = await as_role(database, "authenticated")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await conn.execute(
@@ -117,10 +117,8 @@ async def test_a_tenant_cannot_insert_worker_state(servers: Servers, jobs, forge
 
 @pytest.mark.parametrize("assignment", FORGED_UPDATES)
 @pytest.mark.parametrize("status", ["queued", "running", "succeeded"])
-async def test_a_tenant_cannot_update_worker_state_of_its_own_jobs(
-    servers: Servers, jobs, assignment, status
-):
-    conn = await as_role(servers.dsn, "authenticated")
+async def test_a_tenant_cannot_update_worker_state_of_its_own_jobs(database: str, jobs, assignment, status):
+    conn = await as_role(database, "authenticated")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
             await conn.execute(f"UPDATE generations SET {assignment} WHERE id = $1", jobs[status])  # noqa: S608
@@ -128,9 +126,9 @@ async def test_a_tenant_cannot_update_worker_state_of_its_own_jobs(
         await conn.close()
 
 
-async def test_a_finished_job_cannot_be_requeued(servers: Servers, jobs):
+async def test_a_finished_job_cannot_be_requeued(database: str, jobs):
     """Re-queueing a finished job would make the worker run it again: another paid call."""
-    conn = await as_role(servers.dsn, "authenticated")
+    conn = await as_role(database, "authenticated")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(
@@ -139,7 +137,7 @@ async def test_a_finished_job_cannot_be_requeued(servers: Servers, jobs):
             )
     finally:
         await conn.close()
-    owner = await asyncpg.connect(servers.dsn)
+    owner = await asyncpg.connect(database)
     try:
         assert await owner.fetchval("SELECT ai_status FROM generations WHERE id = $1", jobs["succeeded"]) == (
             "succeeded"
@@ -148,8 +146,8 @@ async def test_a_finished_job_cannot_be_requeued(servers: Servers, jobs):
         await owner.close()
 
 
-async def test_a_tenant_requests_cancellation_and_nothing_more(servers: Servers, jobs):
-    conn = await as_role(servers.dsn, "authenticated")
+async def test_a_tenant_requests_cancellation_and_nothing_more(database: str, jobs):
+    conn = await as_role(database, "authenticated")
     try:
         queued = await conn.fetchrow(
             "UPDATE generations SET cancel_requested = true WHERE id = $1"
@@ -172,8 +170,8 @@ async def test_a_tenant_requests_cancellation_and_nothing_more(servers: Servers,
     assert running["ai_status"] == "running" and running["finished_at"] is None
 
 
-async def test_another_tenant_cannot_cancel(servers: Servers, jobs):
-    conn = await as_role(servers.dsn, "authenticated", ORG_B, USER_B)
+async def test_another_tenant_cannot_cancel(database: str, jobs):
+    conn = await as_role(database, "authenticated", ORG_B, USER_B)
     try:
         assert await conn.execute("UPDATE generations SET cancel_requested = true") == "UPDATE 0"
     finally:
@@ -203,8 +201,8 @@ async def test_another_tenant_cannot_cancel(servers: Servers, jobs):
         " 'p', 'm', '{}', NULL, NULL)",
     ],
 )
-async def test_a_tenant_cannot_write_anything_else(servers: Servers, jobs, statement):
-    conn = await as_role(servers.dsn, "authenticated")
+async def test_a_tenant_cannot_write_anything_else(database: str, jobs, statement):
+    conn = await as_role(database, "authenticated")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(statement)
@@ -227,8 +225,8 @@ async def test_a_tenant_cannot_write_anything_else(servers: Servers, jobs, state
         "DELETE FROM generations",
     ],
 )
-async def test_anon_can_do_nothing(servers: Servers, jobs, statement):
-    conn = await as_role(servers.dsn, "anon")
+async def test_anon_can_do_nothing(database: str, jobs, statement):
+    conn = await as_role(database, "anon")
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute(statement)
@@ -236,16 +234,16 @@ async def test_anon_can_do_nothing(servers: Servers, jobs, statement):
         await conn.close()
 
 
-async def test_raw_inserts_meet_the_tenant_limits_too(servers: Servers, jobs):
+async def test_raw_inserts_meet_the_tenant_limits_too(database: str, jobs):
     """The limits live in the database, so Supabase's REST API is held to them like the API."""
-    owner = await asyncpg.connect(servers.dsn)
+    owner = await asyncpg.connect(database)
     try:
         await owner.execute(
             "INSERT INTO liftoff.tenant_limits (organization_id, max_active_jobs) VALUES ($1, 4)", ORG_A
         )
     finally:
         await owner.close()
-    conn = await as_role(servers.dsn, "authenticated")
+    conn = await as_role(database, "authenticated")
     try:
         # Two jobs are queued or running already; two more fit.
         for _ in range(2):

@@ -1,4 +1,4 @@
-"""The local server wrappers: one start, wait and stop for PostgreSQL and Redis."""
+"""The local server wrappers: one start, wait and stop for PostgreSQL, Redis and PgBouncer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from app.local.servers import LocalRedis, PortInUseError, ServerError, free_port
+from app.local.servers import LocalPgBouncer, LocalRedis, PortInUseError, ServerError, free_port
 from tests.conftest import Servers
 
 pytestmark = pytest.mark.integration
@@ -45,3 +45,12 @@ def test_a_server_that_exits_at_start_is_an_error_naming_it(tmp_path: Path):
     server = BrokenRedis(tmp_path / "redis", free_port())
     with pytest.raises(ServerError, match=r"redis on port \d+ exited with 1"):
         server.start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_missing_pgbouncer_is_an_error_naming_the_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr("app.local.servers.PGBOUNCER_PATHS", (str(tmp_path / "pgbouncer"),))
+    server = LocalPgBouncer(tmp_path / "pgbouncer-data", free_port(), server_port=free_port())
+    with pytest.raises(ServerError, match=r"apt-get install -y pgbouncer"):
+        server.start()
+    assert server.process is None
