@@ -160,7 +160,12 @@ def test_the_release_reports_whether_the_controller_began_and_how_it_ended():
     assert order.index("began") == order.index("release") - 1
     script = next(s for s in release["steps"] if s.get("id") == "release")["run"].splitlines()
     controller = next(i for i, line in enumerate(script) if "-m stacks.release release" in line)
-    assert script[controller + 1].strip() == 'echo "exit_code=$status" >> "$GITHUB_OUTPUT"'
+    # A cancelled run records no exit code (tests/github/test_steps.py runs the step).
+    after = [line.strip() for line in script[controller + 1 :] if not line.strip().startswith("#")]
+    assert after[:2] == [
+        'if [ "$CANCELLED" = "true" ]; then exit 1; fi',
+        'echo "exit_code=$status" >> "$GITHUB_OUTPUT"',
+    ]
 
 
 def controller_run(exit_code: int | None, *, began: bool = True, result: str | None = None) -> Job:
@@ -235,17 +240,19 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
 
 @pytest.mark.parametrize(("workflow", "command"), [("release.yml", "release"), ("rollback.yml", "rollback")])
 def test_a_cancelled_run_reaches_the_controller_and_pulumi_as_ctrl_c(workflow, command):
-    """GitHub signals only the step's shell (tests/stacks/release/test_cancel.py shows the rest)."""
-    lines = [
-        line
+    """GitHub signals only the step's shell, so that shell runs the function itself, not a child
+    (tests/github/test_steps.py runs the steps, tests/stacks/release/test_cancel.py the rest)."""
+    scripts = [
+        str(step["run"]).splitlines()
         for job in load(workflow)["jobs"].values()
         for step in job["steps"]
-        for line in str(step.get("run", "")).splitlines()
-        if f"-m stacks.release {command} " in line
+        if f"-m stacks.release {command} " in str(step.get("run", ""))
     ]
-    assert lines, f"{workflow} runs no {command}"
-    wrapped = f"stacks/release/cancellable.sh .venv/bin/python -m stacks.release {command} "
-    assert all(line.strip().startswith(wrapped) for line in lines), lines
+    assert scripts, f"{workflow} runs no {command}"
+    for script in scripts:
+        controller = next(i for i, line in enumerate(script) if f"-m stacks.release {command} " in line)
+        assert script[controller].strip().startswith(f"cancellable .venv/bin/python -m stacks.release {command} ")
+        assert ". stacks/release/cancellable.sh" in (line.strip() for line in script[:controller])
 
 
 def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():
