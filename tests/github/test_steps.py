@@ -121,7 +121,9 @@ def cancel(step: subprocess.Popen[str]) -> int:
         return step.wait(timeout=2.5)
 
 
-@pytest.mark.parametrize(("code", "step_code", "paused"), [(0, 0, False), (3, 3, False), (4, 0, True), (1, 1, False)])
+@pytest.mark.parametrize(
+    ("code", "step_code", "paused"), [(0, 0, False), (3, 3, False), (4, 0, True), (1, 1, False)]
+)
 def test_a_release_step_records_the_controllers_exit_code(checkout, code, step_code, paused):
     step = start(checkout, "release.yml", "release", CONTROLLER_EXIT=str(code))
     assert step.wait(timeout=30) == step_code, step.communicate()[0]
@@ -143,7 +145,12 @@ def test_a_cancelled_release_step_hands_the_controller_ctrl_c_and_records_no_exi
 
 
 def test_a_cancelled_rollback_step_hands_the_controller_ctrl_c(checkout):
-    step = start(checkout, "rollback.yml", "rollback", CONTROLLER_WAITS="1", FURTHER="false", UNFINISHED="true")
+    step = start(
+        checkout, "rollback.yml", "rollback", CONTROLLER_WAITS="1", FURTHER="false", UNFINISHED="true"
+    )
     wait_until_ready(checkout)
     assert cancel(step) == 1, "the controller's own exit code"
-    assert controller_log(checkout) == ["ready -m stacks.release rollback --stack prod --unfinished", "SIGINT"]
+    assert controller_log(checkout) == [
+        "ready -m stacks.release rollback --stack prod --unfinished",
+        "SIGINT",
+    ]

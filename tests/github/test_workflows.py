@@ -251,7 +251,11 @@ def test_a_cancelled_run_reaches_the_controller_and_pulumi_as_ctrl_c(workflow, c
     assert scripts, f"{workflow} runs no {command}"
     for script in scripts:
         controller = next(i for i, line in enumerate(script) if f"-m stacks.release {command} " in line)
-        assert script[controller].strip().startswith(f"cancellable .venv/bin/python -m stacks.release {command} ")
+        assert (
+            script[controller]
+            .strip()
+            .startswith(f"cancellable .venv/bin/python -m stacks.release {command} ")
+        )
         assert ". stacks/release/cancellable.sh" in (line.strip() for line in script[:controller])
 
 
