@@ -171,6 +171,19 @@ RULES = {
         " (https://developer.hashicorp.com/terraform/plugin/sdkv2/resources/customizing-differences);"
         " pulumi-terraform-bridge returns it as partial state (pkg/tfbridge/provider.go, Update)",
     ),
+    "bridged-create-partial-state": Rule(
+        "When a bridged provider's create fails after the API accepted it (the Cloud Run service,"
+        " worker pool or job exists; its revision or its operation failed), the engine records the"
+        " resource with initialization errors: it holds its id, and the next `up` updates it, even"
+        " with no diff, instead of creating it again.",
+        "hashicorp/terraform-provider-google@e03b7622a26cf4e878f90bdccaca6aa3d03a7999"
+        " google/services/cloudrunv2/resource_cloud_run_v2_job.go and resource_cloud_run_v2_service.go"
+        " (Create: d.SetId before the operation wait, kept when it fails; #13828: the job 'still gets"
+        " created'); pulumi/pulumi-terraform-bridge@59de6c661df1e7561e6ece7ad7f1c835c63010c4"
+        " pkg/tfbridge/provider.go (Create: a state with an id and an error is an initializationError);"
+        " pulumi/pulumi@1b5949891b3cefcb9974752b24a5ecef0acc86c8 pkg/resource/deploy/step_generator.go"
+        " ('unchanged, but there were initialization errors, generate an empty update step')",
+    ),
     "dynamic-failure-state": Rule(
         "When a dynamic provider's create or update raises, nothing new is recorded: the resource"
         " keeps its old state (or stays absent), so the next `up` tries again.",
@@ -348,6 +361,8 @@ class Engine:
         self.cloud = cloud or Cloud()
         self.project = project
         self.state: dict[str, Registered] = {}
+        # RULES["bridged-create-partial-state"]: URNs recorded with initialization errors.
+        self.init_errors: set[str] = set()
 
     def up(self, rendering: Rendering, targets: Collection[str] | None = None) -> Up:
         """Apply a rendering; stop at the first refused step, as `pulumi up` does.
@@ -381,6 +396,7 @@ class Engine:
                 result.steps.append(("delete", gone.type, gone.name))
                 self._delete(gone, ids)
                 del self.state[gone.urn]
+                self.init_errors.discard(gone.urn)
             for old in replaced:
                 self._delete(old, ids)
         except CloudError as error:
@@ -406,7 +422,8 @@ class Engine:
         if old is None:
             return "create"
         if old.inputs == new.inputs:
-            return "same"
+            # RULES["bridged-create-partial-state"]: an empty update "continues" the create.
+            return "update" if old.urn in self.init_errors else "same"
         replace_keys = self.REPLACE_ON.get(new.type, ())
         if any(old.inputs.get(k) != new.inputs.get(k) for k in replace_keys):
             return "replace"
@@ -480,16 +497,22 @@ class Engine:
             del self.cloud.ids[key]
 
     def _apply(self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]) -> None:
+        self._claim(op, old, new)  # refused before anything exists: nothing is recorded
         try:
-            self._claim(op, old, new)
             self._cloud_step(op, old, new, ids)
         except CloudError as error:
-            if error.rule != "secret-version-state" and new.type.startswith("gcp:") and op == "update":
+            bridged = new.type.startswith("gcp:")
+            if bridged and op == "create":
+                # RULES["bridged-create-partial-state"]: it exists, with initialization errors.
+                self.state[new.urn] = new
+                self.init_errors.add(new.urn)
+            elif error.rule != "secret-version-state" and bridged and op == "update":
                 # RULES["bridged-partial-state"]: the new inputs are recorded despite the failure.
                 self.state[new.urn] = new
             # RULES["dynamic-failure-state"]: a failed dynamic step records nothing.
             raise
         self.state[new.urn] = new
+        self.init_errors.discard(new.urn)
 
     def _cloud_step(
         self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]

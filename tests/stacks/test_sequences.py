@@ -21,6 +21,7 @@ from components.jobrun import PROPAGATION_SECONDS
 from components.propagation import TYPICAL_SECONDS, GrantPropagation
 from stacks.render import Rendering, render, stack_config
 from tests.stacks.cloud import (
+    JOB,
     JOB_RUN,
     POOL,
     PROPAGATION,
@@ -284,13 +285,18 @@ def test_grants_slower_than_typical_fail_the_first_deploy_and_the_next_up_comple
 
     Google documents "potentially 7 minutes or longer"; the migrations run waits that long
     (components/jobrun.py), a Cloud Run job or revision created by pulumi-gcp does not, so the
-    first `pulumi up` fails at it and the next one, once the grant works, goes through.
+    first `pulumi up` fails at it and the next one, once the grant works, goes through. The job
+    exists after the failed create (RULES["bridged-create-partial-state"]), so the next `up`
+    updates it under its id rather than creating it again (which the project refuses: 409).
     """
     engine = Engine(Cloud(iam=Iam(delay=PROPAGATION_SECONDS)))
     failed = engine.up(prod())
     assert failed.error is not None and failed.error.rule == "iam-propagation"
     assert failed.error.detail.split(":")[0].endswith(" job"), "a job the bridged provider creates"
+    (job,) = [name for op, kind, name in failed.steps if kind == JOB and op == "create"]
     engine.cloud.iam.wait(PROPAGATION_SECONDS)  # the time a person takes to run it again
     retried = engine.up(prod())
     assert retried.error is None, retried.error
+    assert ("update", JOB, job) in retried.steps, "the job is continued, not created again"
+    assert not engine.init_errors
     assert engine.cloud.serving(API), "the API serves"
