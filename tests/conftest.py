@@ -155,6 +155,16 @@ def settings(servers: Servers, jwks: Jwks) -> Settings:
     )
 
 
+async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one query on a connection of its own (straight to the server, never pooled)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
+        return rows
+    finally:
+        await conn.close()
+
+
 async def truncate(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:

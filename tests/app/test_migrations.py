@@ -16,30 +16,21 @@ from alembic.script import ScriptDirectory
 
 from app.migrate import alembic_config, downgrade, upgrade
 from app.models import metadata
-from tests.conftest import Servers
+from tests.conftest import Servers, fetch
 
 LOCK_KEY = 0x6C6966746F6666  # app/migrations/env.py's (env.py runs as a script, not a module)
 
 pytestmark = pytest.mark.integration
 
 
-async def _fetch(dsn: str, query: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(query)
-        return rows
-    finally:
-        await conn.close()
-
-
 async def _public_tables(dsn: str) -> set[str]:
     return {
-        r["tablename"] for r in await _fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        r["tablename"] for r in await fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
     }
 
 
 async def test_schema_has_the_tables_the_models_declare(servers: Servers):
-    rows = await _fetch(
+    rows = await fetch(
         servers.dsn, "SELECT tablename, rowsecurity FROM pg_tables WHERE schemaname = 'public'"
     )
     tables = {r["tablename"]: r["rowsecurity"] for r in rows}
@@ -48,9 +39,9 @@ async def test_schema_has_the_tables_the_models_declare(servers: Servers):
 
 
 async def test_supabase_roles_and_auth_functions_exist(servers: Servers):
-    roles = {r["rolname"] for r in await _fetch(servers.dsn, "SELECT rolname FROM pg_roles")}
+    roles = {r["rolname"] for r in await fetch(servers.dsn, "SELECT rolname FROM pg_roles")}
     assert {"anon", "authenticated", "service_role"} <= roles
-    functions = await _fetch(
+    functions = await fetch(
         servers.dsn,
         "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
         " WHERE n.nspname = 'auth'",
@@ -90,11 +81,11 @@ async def test_fresh_database_migrates_up_and_down(servers: Servers):
     dsn = servers.postgres.dsn("migrate_roundtrip")
     await asyncio.to_thread(upgrade, dsn)
     assert {
-        r["tablename"] for r in await _fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        r["tablename"] for r in await fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
     } >= set(metadata.tables)
     await asyncio.to_thread(downgrade, dsn, "base")
     remaining = {
-        r["tablename"] for r in await _fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
+        r["tablename"] for r in await fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
     }
     assert remaining == {"alembic_version"}
     await asyncio.to_thread(upgrade, dsn)
@@ -156,7 +147,7 @@ async def test_two_concurrent_runs_take_turns_and_migrate_once(servers: Servers,
     finally:
         await holder.close()
     assert [run.returncode for run in runs] == [0, 0], outputs
-    heads = await _fetch(dsn, "SELECT version_num FROM alembic_version")
+    heads = await fetch(dsn, "SELECT version_num FROM alembic_version")
     assert [r["version_num"] for r in heads] == [_head()]
     assert await _public_tables(dsn) >= set(metadata.tables) | {"alembic_version"}
 

@@ -28,7 +28,7 @@ import pytest
 from app.local.servers import LocalPgBouncer, free_port, wait_until
 from app.migrate import downgrade, upgrade
 from app.worker.retention import delete_old_logs
-from tests.conftest import JWT_SECRET, Servers, Supabase, bearer, make_token, truncate
+from tests.conftest import JWT_SECRET, Servers, Supabase, bearer, fetch, make_token, truncate
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("empty_tables")]
 
@@ -162,15 +162,6 @@ def server_errors(lines: list[str]) -> list[str]:
     return [line for line in lines if "ERROR:" in line or "prepared statement" in line]
 
 
-async def _direct(dsn: str, query: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
-        return rows
-    finally:
-        await conn.close()
-
-
 @dataclass
 class Tenant:
     """An organization with a token of one of its members, and the jobs it submitted."""
@@ -206,7 +197,7 @@ async def run_tenant(http: httpx.AsyncClient, tenant: Tenant, statuses: list[int
 async def wait_done(dsn: str, count: int, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        rows = await _direct(dsn, "SELECT ai_status, count(*) AS n FROM generations GROUP BY ai_status")
+        rows = await fetch(dsn, "SELECT ai_status, count(*) AS n FROM generations GROUP BY ai_status")
         by_status = {row["ai_status"]: row["n"] for row in rows}
         if sum(by_status.get(status, 0) for status in DONE) == count:
             return
@@ -286,14 +277,14 @@ async def _sees_only_its_own(http: httpx.AsyncClient, tenant: Tenant, tenants: l
 
 async def test_migrations_run_through_the_pooler(pooler: LocalPgBouncer, supabase: Supabase):
     """Up, a second no-op run, down and up again: every DDL statement through the pooler."""
-    await _direct(supabase.dsn, "DROP DATABASE IF EXISTS pooled_migrations")
-    await _direct(supabase.dsn, "CREATE DATABASE pooled_migrations")
+    await fetch(supabase.dsn, "DROP DATABASE IF EXISTS pooled_migrations")
+    await fetch(supabase.dsn, "CREATE DATABASE pooled_migrations")
     dsn = pooler.dsn(USER, "pooled_migrations")
     with log_slice(supabase.log) as server_log:
         for step in (upgrade, upgrade, lambda url: downgrade(url, "base"), upgrade):
             await asyncio.to_thread(step, dsn)
     assert not server_errors(server_log), server_errors(server_log)[:5]
-    version = await _direct(supabase.postgres.dsn("pooled_migrations", USER), "SELECT * FROM alembic_version")
+    version = await fetch(supabase.postgres.dsn("pooled_migrations", USER), "SELECT * FROM alembic_version")
     assert len(version) == 1
     left = await session_state_left(pooler, "pooled_migrations")
     assert nothing_left(left), left
@@ -301,7 +292,7 @@ async def test_migrations_run_through_the_pooler(pooler: LocalPgBouncer, supabas
 
 async def test_cleanup_runs_through_the_pooler(pooler: LocalPgBouncer, supabase: Supabase):
     org = uuid.uuid4()
-    await _direct(
+    await fetch(
         supabase.dsn,
         """
         WITH o AS (INSERT INTO organizations (id) VALUES ($1) RETURNING id),

@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import asyncpg
 import pytest
 
 from app.migrate import upgrade
-from tests.conftest import Supabase
+from tests.conftest import Supabase, fetch
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +43,12 @@ SELECT format('version %s', version_num) FROM alembic_version
 """
 
 
-async def _fetch(dsn: str, query: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(query)
-        return rows
-    finally:
-        await conn.close()
-
-
 async def catalog(dsn: str) -> list[str]:
-    return sorted(row[0] for row in await _fetch(dsn, CATALOG))
+    return sorted(row[0] for row in await fetch(dsn, CATALOG))
 
 
 async def test_the_migrating_role_is_no_superuser_and_owns_what_it_created(supabase: Supabase):
-    (role,) = await _fetch(
+    (role,) = await fetch(
         supabase.dsn,
         "SELECT rolname, rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = current_user",
     )
@@ -68,14 +58,14 @@ async def test_the_migrating_role_is_no_superuser_and_owns_what_it_created(supab
         True,
         True,
     )
-    owners = await _fetch(
+    owners = await fetch(
         supabase.dsn,
         "SELECT DISTINCT pg_get_userbyid(c.relowner) AS owner FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'liftoff')",
     )
     assert [row["owner"] for row in owners] == ["postgres"]
     # Supabase's own auth functions were kept, not replaced by migration 0001's.
-    (auth,) = await _fetch(
+    (auth,) = await fetch(
         supabase.dsn,
         "SELECT pg_get_userbyid(proowner) AS owner FROM pg_proc WHERE oid = 'auth.uid()'::regprocedure",
     )

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from stacks.cost import load_prices
 from stacks.release.cloud import CloudMonitoringMetrics
 from stacks.release.config import ReleaseSettings
-from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK, Controller
+from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK
 from stacks.render import Rendering, stack_config
 from stacks.settings import ConfigError, UsageSettings, release_traffic_problems, seconds_per_month
 from tests.stacks.conftest import render_stack
-from tests.stacks.release.world import Approvals, World, release
+from tests.stacks.release.world import World, release
 
 pytestmark = pytest.mark.unit
 
@@ -149,22 +149,9 @@ def run_release(settings: ReleaseSettings, per_second: float) -> tuple[int, tupl
     """A release of B beside A at a steady `per_second`: exit code, breached gates, B's top share."""
     world = World(next_release=A, delay_seconds=CloudMonitoringMetrics.delay_seconds)
     world.requests_per_second = per_second
-
-    def controller() -> Controller:
-        return Controller(
-            settings=settings,
-            live=world,
-            deployer=world,
-            metrics=world,
-            smoke=world,
-            approver=Approvals(),
-            clock=world,
-            out=lambda line: None,
-        )
-
-    assert controller().release().exit_code == EXIT_OK  # A, a first deploy
+    assert world.controller(settings).release().exit_code == EXIT_OK  # A, a first deploy
     world.next_release = B
-    report = controller().release()
+    report = world.controller(settings).release()
     return report.exit_code, report.breached, max(state.get(B.api, 0) for state in world.history)
 
 

@@ -113,15 +113,6 @@ async def wait_all(dsn: str, status: str, count: int, timeout: float = 60.0) -> 
         raise AssertionError(f"{exc}; statuses now {await statuses(dsn)}") from None
 
 
-async def fetch(dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows: list[asyncpg.Record] = await conn.fetch(query, *args)
-        return rows
-    finally:
-        await conn.close()
-
-
 class InProcessWorker:
     """A Worker running as a task of the test's event loop."""
 

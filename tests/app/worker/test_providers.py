@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from app.worker.providers import LocalProvider, OpenAIProvider, ProviderError
-from tests.app.worker.conftest import fetch, submit, wait_all
-from tests.conftest import Servers
+from tests.app.worker.conftest import submit, wait_all
+from tests.conftest import Servers, fetch
 from tests.http_double import Reply, Request, serve_json
 
 JOB = uuid.UUID("12345678-1234-4678-9234-567812345678")

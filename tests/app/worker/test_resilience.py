@@ -11,8 +11,8 @@ import urllib.request
 import pytest
 import redis
 
-from tests.app.worker.conftest import fetch, statuses, submit, wait_all
-from tests.conftest import Servers
+from tests.app.worker.conftest import statuses, submit, wait_all
+from tests.conftest import Servers, fetch
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_queue")]
 

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from app.worker.retention import delete_old_logs
-from tests.app.worker.conftest import fetch, submit
-from tests.conftest import Servers
+from tests.app.worker.conftest import submit
+from tests.conftest import Servers, fetch
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_queue")]
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from app.worker.providers import LocalProvider, ProviderError
-from tests.app.worker.conftest import fetch, statuses, submit, wait_all
-from tests.conftest import Servers
+from tests.app.worker.conftest import statuses, submit, wait_all
+from tests.conftest import Servers, fetch
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("clean_queue")]
 

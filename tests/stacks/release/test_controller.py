@@ -27,16 +27,7 @@ A, B, C = release(1), release(2), release(3)
 def controller(
     world: World, settings: ReleaseSettings = SETTINGS, approver: Approvals | None = None
 ) -> Controller:
-    return Controller(
-        settings=settings,
-        live=world,
-        deployer=world,
-        metrics=world,
-        smoke=world,
-        approver=approver or Approvals(),
-        clock=world,
-        out=lambda line: None,
-    )
+    return world.controller(settings, approver)
 
 
 def failing(errors_per_request: float):

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from components.traffic import TrafficTarget, validate
+from stacks.release.config import ReleaseSettings
+from stacks.release.controller import Controller
 from stacks.release.gates import Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import ReleasePlan
@@ -73,6 +75,19 @@ class World:
     timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     # Per revision, the share of its requests that fail at a given time (default: 0.1 %).
     error_fraction: dict[str, Callable[[float], float]] = field(default_factory=dict)
+
+    def controller(self, settings: ReleaseSettings, approver: Approvals | None = None) -> Controller:
+        """The real controller, with this world as every port but the approvals."""
+        return Controller(
+            settings=settings,
+            live=self,
+            deployer=self,
+            metrics=self,
+            smoke=self,
+            approver=approver or Approvals(),
+            clock=self,
+            out=lambda line: None,
+        )
 
     # Deployer
     def ship(self, plan: ReleasePlan) -> Release:
