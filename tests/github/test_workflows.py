@@ -131,6 +131,11 @@ def test_deploy_goes_through_staging_then_approved_prod():
     assert unfinished["uses"] == "./.github/workflows/rollback.yml"
     assert unfinished["with"] == {"stack": "prod", "unfinished": True}
     assert unfinished["permissions"] == {"contents": "read", "id-token": "write"}
+    staging = jobs["staging-unfinished"]
+    assert staging["needs"] == "staging"
+    assert staging["uses"] == "./.github/workflows/rollback.yml"
+    assert staging["with"] == {"stack": "staging", "unfinished": True}
+    assert staging["permissions"] == {"contents": "read", "id-token": "write"}
 
 
 def test_the_workflows_use_the_environments_the_bootstrap_admits():
@@ -222,6 +227,33 @@ def test_a_prod_release_left_unfinished_goes_back_to_stable_and_only_then(prod, 
     assert due == (promote is not None), "the case's promotion does not match prod-promote's `if`"
     needs = {"prod": prod, "prod-promote": promote if promote is not None else Job("skipped")}
     assert job_runs(jobs["prod-unfinished"]["if"], Run(needs=needs, cancelled=bool(cancelled))) is expected
+
+
+# (staging's release as deploy.yml's `needs` sees it, whether the run was cancelled meanwhile,
+# whether staging-unfinished runs). Staging promotes without pausing (its stack file).
+STAGING_CASES = {
+    "promoted": (controller_run(0), False, False),
+    "a gate rolled it back": (controller_run(3), False, False),
+    "its rollback failed (the job says: roll back by hand)": (controller_run(1), False, False),
+    "refused before anything moved": (controller_run(2), False, False),
+    "failed before the controller started": (NOT_STARTED, False, False),
+    "cancelled before the controller started": (
+        controller_run(None, began=False, result="cancelled"),
+        True,
+        False,
+    ),
+    "cancelled mid-canary": (controller_run(None, result="cancelled"), True, True),
+    "timed out mid-canary": (controller_run(None), False, True),
+}
+
+
+@pytest.mark.parametrize(("staging", "cancelled", "expected"), STAGING_CASES.values(), ids=STAGING_CASES)
+def test_a_staging_release_left_unfinished_goes_back_to_stable_and_only_then(staging, cancelled, expected):
+    jobs = load("deploy.yml")["jobs"]
+    run = Run(needs={"staging": staging}, cancelled=cancelled)
+    assert job_runs(jobs["staging-unfinished"]["if"], run) is expected
+    # And prod never starts after an unfinished staging release.
+    assert not expected or not job_runs(jobs["prod"].get("if", "success()"), run)
 
 
 def test_the_release_runs_the_canary_controller_and_reports_a_pause():
