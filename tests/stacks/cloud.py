@@ -497,13 +497,14 @@ class Engine:
             del self.cloud.ids[key]
 
     def _apply(self, op: str, old: Registered | None, new: Registered, ids: Mapping[str, Registered]) -> None:
-        self._claim(op, old, new)  # refused before anything exists: nothing is recorded
         try:
+            self._claim(op, old, new)
             self._cloud_step(op, old, new, ids)
         except CloudError as error:
             bridged = new.type.startswith("gcp:")
-            if bridged and op == "create":
-                # RULES["bridged-create-partial-state"]: it exists, with initialization errors.
+            if bridged and op == "create" and error.rule != "unique-id":
+                # RULES["bridged-create-partial-state"]: it exists, with initialization errors (a
+                # create refused with 409 made nothing, and records nothing).
                 self.state[new.urn] = new
                 self.init_errors.add(new.urn)
             elif error.rule != "secret-version-state" and bridged and op == "update":
