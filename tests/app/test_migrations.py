@@ -80,13 +80,9 @@ async def test_fresh_database_migrates_up_and_down(servers: Servers):
         await conn.close()
     dsn = servers.postgres.dsn("migrate_roundtrip")
     await asyncio.to_thread(upgrade, dsn)
-    assert {
-        r["tablename"] for r in await fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
-    } >= set(metadata.tables)
+    assert await _public_tables(dsn) >= set(metadata.tables)
     await asyncio.to_thread(downgrade, dsn, "base")
-    remaining = {
-        r["tablename"] for r in await fetch(dsn, "SELECT tablename FROM pg_tables WHERE schemaname='public'")
-    }
+    remaining = await _public_tables(dsn)
     assert remaining == {"alembic_version"}
     await asyncio.to_thread(upgrade, dsn)
 

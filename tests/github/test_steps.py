@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.github.expressions import Job, Run, job_runs
-from tests.github.test_workflows import ROOT, load
+from tests.github.test_workflows import ROOT, load, step_script
 
 pytestmark = pytest.mark.unit
 
@@ -43,16 +43,6 @@ while time.monotonic() < deadline:
     time.sleep(0.05)
 sys.exit(9)
 """
-
-
-def step_script(workflow: str, command: str) -> str:
-    (script,) = (
-        str(step["run"])
-        for job in load(workflow)["jobs"].values()
-        for step in job["steps"]
-        if f"-m stacks.release {command} " in str(step.get("run", ""))
-    )
-    return script
 
 
 @pytest.fixture

@@ -42,6 +42,17 @@ def load(name: str) -> dict[Any, Any]:
     return document
 
 
+def step_script(workflow: str, command: str) -> str:
+    """The `run` of the one step in `workflow` that runs the release controller's `command`."""
+    (script,) = (
+        str(step["run"])
+        for job in load(workflow)["jobs"].values()
+        for step in job["steps"]
+        if f"-m stacks.release {command} " in str(step.get("run", ""))
+    )
+    return script
+
+
 def test_the_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"pr.yml", "deploy.yml", "drift.yml", "release.yml", "rollback.yml"}
 
@@ -274,21 +285,11 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
 def test_a_cancelled_run_reaches_the_controller_and_pulumi_as_ctrl_c(workflow, command):
     """GitHub signals only the step's shell, so that shell runs the function itself, not a child
     (tests/github/test_steps.py runs the steps, tests/stacks/release/test_cancel.py the rest)."""
-    scripts = [
-        str(step["run"]).splitlines()
-        for job in load(workflow)["jobs"].values()
-        for step in job["steps"]
-        if f"-m stacks.release {command} " in str(step.get("run", ""))
-    ]
-    assert scripts, f"{workflow} runs no {command}"
-    for script in scripts:
-        controller = next(i for i, line in enumerate(script) if f"-m stacks.release {command} " in line)
-        assert (
-            script[controller]
-            .strip()
-            .startswith(f"cancellable .venv/bin/python -m stacks.release {command} ")
-        )
-        assert ". stacks/release/cancellable.sh" in (line.strip() for line in script[:controller])
+    script = step_script(workflow, command).splitlines()
+    controller = next(i for i, line in enumerate(script) if f"-m stacks.release {command} " in line)
+    run = f"cancellable .venv/bin/python -m stacks.release {command} "
+    assert script[controller].strip().startswith(run)
+    assert ". stacks/release/cancellable.sh" in (line.strip() for line in script[:controller])
 
 
 def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():

@@ -35,6 +35,7 @@ from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
+from tests.stacks.release.world import controller_over
 
 pytestmark = pytest.mark.unit
 
@@ -138,16 +139,7 @@ class Model:
     # -- what the tests ask ----------------------------------------------------------------------
 
     def controller(self, settings: ReleaseSettings = SETTINGS) -> Controller:
-        return Controller(
-            settings=settings,
-            live=self,
-            deployer=self,
-            metrics=self,
-            smoke=self,
-            approver=Always(),
-            clock=self,
-            out=lambda line: None,
-        )
+        return controller_over(self, settings, Always())
 
     def release(self, image: str, **kwargs: Any) -> Report:
         self.image = image

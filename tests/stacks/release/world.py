@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from components.traffic import TrafficTarget, validate
 from stacks.release.config import ReleaseSettings
@@ -17,10 +18,28 @@ from stacks.release.controller import Controller
 from stacks.release.gates import Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import ReleasePlan
-from stacks.release.ports import DeployError, Live
+from stacks.release.ports import Approver, Clock, Deployer, DeployError, Live, LiveReader, Metrics, Smoke
 
 API = "liftoff-prod-api"
 WORKER = "liftoff-prod-worker"
+
+
+class Ports(LiveReader, Deployer, Metrics, Smoke, Clock, Protocol):
+    """A double that plays every port of the controller but the approvals."""
+
+
+def controller_over(world: Ports, settings: ReleaseSettings, approver: Approver) -> Controller:
+    """The real controller over a double of the cloud, printing nothing."""
+    return Controller(
+        settings=settings,
+        live=world,
+        deployer=world,
+        metrics=world,
+        smoke=world,
+        approver=approver,
+        clock=world,
+        out=lambda line: None,
+    )
 
 
 def release(n: int) -> Release:
@@ -78,16 +97,7 @@ class World:
 
     def controller(self, settings: ReleaseSettings, approver: Approvals | None = None) -> Controller:
         """The real controller, with this world as every port but the approvals."""
-        return Controller(
-            settings=settings,
-            live=self,
-            deployer=self,
-            metrics=self,
-            smoke=self,
-            approver=approver or Approvals(),
-            clock=self,
-            out=lambda line: None,
-        )
+        return controller_over(self, settings, approver or Approvals())
 
     # Deployer
     def ship(self, plan: ReleasePlan) -> Release:
