@@ -269,6 +269,35 @@ class Settings(BaseSettings):
             used_by=API,
         ),
     )
+    fault_job_error_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        **_var(
+            "Share of the worker's attempts that fail (retryably); `local` and `test` only, for"
+            " release rehearsals.",
+            used_by=WORKER,
+        ),
+    )
+    fault_job_delay_ms: int = Field(
+        0,
+        ge=0,
+        le=600_000,
+        **_var(
+            "Delay added to every attempt of the worker; `local` and `test` only, for release"
+            " rehearsals.",
+            used_by=WORKER,
+        ),
+    )
+    cloud_run_worker_pool_revision: str = Field(
+        "local",
+        min_length=1,
+        **_var(
+            "The worker pool revision the process runs as, recorded on every attempt (Cloud Run sets"
+            " it: https://cloud.google.com/run/docs/container-contract#env-vars).",
+            used_by=WORKER,
+        ),
+    )
     host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING))
     port: int = Field(8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING))
 
@@ -291,10 +320,17 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _faults_only_where_nobody_is_served(self) -> Settings:
         # A fault setting left on in a deployed environment would fail real users' requests.
-        if (self.fault_error_ratio or self.fault_delay_ms) and self.app_env not in ("local", "test"):
+        faults = {
+            "FAULT_ERROR_RATIO": self.fault_error_ratio,
+            "FAULT_DELAY_MS": self.fault_delay_ms,
+            "FAULT_JOB_ERROR_RATIO": self.fault_job_error_ratio,
+            "FAULT_JOB_DELAY_MS": self.fault_job_delay_ms,
+        }
+        set_faults = [name for name, value in faults.items() if value]
+        if set_faults and self.app_env not in ("local", "test"):
             raise ValueError(
-                "FAULT_ERROR_RATIO and FAULT_DELAY_MS are for rehearsals only: they are refused unless"
-                f" APP_ENV is local or test (APP_ENV is {self.app_env})"
+                f"{', '.join(set_faults)}: the FAULT_* settings are for rehearsals only: they are refused"
+                f" unless APP_ENV is local or test (APP_ENV is {self.app_env})"
             )
         return self
 

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.state import ApiState
 from app.core.errors import ApiError
+from app.core.probes import is_probe
 from app.core.security import AuthError, NoTenantError, Principal
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,9 @@ async def get_principal(
         raise _UNAUTHORIZED from None
     except NoTenantError as exc:
         raise ApiError(403, "no_organization", f"The token carries no organization id at {exc}.") from None
-    structlog.contextvars.bind_contextvars(user_id=str(principal.user_id), org_id=str(principal.org_id))
+    structlog.contextvars.bind_contextvars(
+        user_id=str(principal.user_id), org_id=str(principal.org_id), probe=is_probe(principal.org_id)
+    )
     return principal
 
 

@@ -42,6 +42,12 @@ class WorkerMetrics:
             buckets=DURATION_BUCKETS,
             registry=r,
         )
+        self.probe_attempts = Counter(
+            "liftoff_worker_probe_attempts",
+            "Attempts of release probes' jobs (counted nowhere else but the gauges).",
+            ["outcome"],
+            registry=r,
+        )
         self.running = Gauge("liftoff_worker_jobs_running", "Jobs running in this process.", registry=r)
         self.queue_depth = Gauge("liftoff_queue_depth", "Jobs waiting, at the last sweep.", registry=r)
         self.oldest_age = Gauge(

@@ -10,6 +10,7 @@ sends one Redis command per WORKER_WAIT_SECONDS; everything periodic goes to Pos
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import random
 import signal
@@ -29,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.typing import FilteringBoundLogger
 
 from app.core.db import engine_for
+from app.core.probes import is_probe
 from app.core.queue import QUEUE_KEY, signal_ready
 from app.settings import Settings
 from app.worker import store
 from app.worker.jobs import JobContext, generate
 from app.worker.metrics import WorkerMetrics, serve
-from app.worker.providers import Provider, ProviderError, make_provider
+from app.worker.providers import LocalProvider, Provider, ProviderError, make_provider
 from app.worker.store import ClaimedJob, Outcome
 
 log = structlog.get_logger(__name__)
@@ -142,8 +144,8 @@ class FinishWriter:
 
     BATCH = 500
 
-    def __init__(self, db: AsyncEngine, *, worker: str, provider: str) -> None:
-        self.db, self.worker, self.provider = db, worker, provider
+    def __init__(self, db: AsyncEngine, *, worker: str, provider: str, revision: str) -> None:
+        self.db, self.worker, self.provider, self.revision = db, worker, provider, revision
         self._pending: list[_Pending] = []
         self._ready = asyncio.Event()
 
@@ -164,7 +166,11 @@ class FinishWriter:
             try:
                 async with self.db.begin() as conn:
                     written = await store.finish(
-                        conn, [p.entry for p in batch], worker=self.worker, provider=self.provider
+                        conn,
+                        [p.entry for p in batch],
+                        worker=self.worker,
+                        provider=self.provider,
+                        revision=self.revision,
                     )
             except DB_ERRORS as exc:
                 await self._retry_later(batch, exc, backoff.next())
@@ -253,6 +259,10 @@ class Worker:
             driver_info=None,
         )
         self.provider = provider or make_provider(settings)
+        # Release probes run offline whatever AI_PROVIDER says: a canary's traffic costs nothing.
+        self.probe_provider: Provider = LocalProvider()
+        # The Cloud Run revision this process runs as, on every attempt it writes and logs.
+        self.revision = settings.cloud_run_worker_pool_revision
         self.metrics = WorkerMetrics()
         self.running: dict[UUID, RunningJob] = {}
         # Jobs done running whose outcome is being written: no slot, but their lease is still held.
@@ -265,7 +275,9 @@ class Worker:
         self._shutdown_deadline: float | None = None
         self._stats_logged = float("-inf")
         self.released: list[UUID] = []
-        self._writer = FinishWriter(self.db, worker=self.id, provider=self.provider.name)
+        self._writer = FinishWriter(
+            self.db, worker=self.id, provider=self.provider.name, revision=self.revision
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -284,6 +296,7 @@ class Worker:
         log.info(
             "worker_started",
             worker=self.id,
+            revision=self.revision,
             concurrency=self.concurrency,
             provider=self.provider.name,
             port=self.settings.port if serve_http else None,
@@ -350,7 +363,9 @@ class Worker:
             if free <= 0 or self._stopping.is_set() or self._write_backlog():
                 return []
             async with self.db.begin() as conn:
-                jobs = await store.claim(conn, worker=self.id, limit=free, lease_seconds=self.lease)
+                jobs = await store.claim(
+                    conn, worker=self.id, limit=free, lease_seconds=self.lease, revision=self.revision
+                )
             for job in jobs:
                 self._start(job)
             return jobs
@@ -469,7 +484,8 @@ class Worker:
 
     async def _run(self, rj: RunningJob) -> None:
         job = rj.job
-        bound = log.bind(job_id=str(job.id), attempt=job.attempt)
+        probe = is_probe(job.organization_id)
+        bound = log.bind(job_id=str(job.id), attempt=job.attempt, revision=self.revision, probe=probe)
         bound.debug("job_started")
         try:
             ending = await self._attempt(rj, bound)
@@ -490,7 +506,8 @@ class Worker:
         """Run the job once; how it ended."""
         job = rj.job
         try:
-            ctx = JobContext(job_id=job.id, attempt=job.attempt, provider=self.provider)
+            await self._fault(job)
+            ctx = JobContext(job_id=job.id, attempt=job.attempt, provider=self._provider_for(job))
             result = await generate(ctx, prompt=job.prompt, model=job.model, params=job.params)
         except asyncio.CancelledError:
             if rj.stop_reason is None:
@@ -503,9 +520,22 @@ class Worker:
             return self._failed(job, exc, failure)
         return Ending(Outcome.SUCCEEDED, result=result)
 
+    def _provider_for(self, job: ClaimedJob) -> Provider:
+        return self.probe_provider if is_probe(job.organization_id) else self.provider
+
+    async def _fault(self, job: ClaimedJob) -> None:
+        """FAULT_JOB_DELAY_MS and FAULT_JOB_ERROR_RATIO (rehearsals only, Settings refuses them
+        elsewhere): a faulty worker revision, probes included, as a bug in the worker would be."""
+        if self.settings.fault_job_delay_ms:
+            await asyncio.sleep(self.settings.fault_job_delay_ms / 1000)
+        ratio = self.settings.fault_job_error_ratio
+        if ratio and _roll(job) < ratio:
+            raise ProviderError("FAULT_JOB_ERROR_RATIO: simulated worker fault", retryable=True)
+
     def _failed(self, job: ClaimedJob, exc: Exception, failure: Failure) -> Ending:
         """Retry later while attempts remain and another may succeed; else the job has failed."""
-        self.metrics.failed.labels(retryable=str(failure.retryable).lower()).inc()
+        if not is_probe(job.organization_id):
+            self.metrics.failed.labels(retryable=str(failure.retryable).lower()).inc()
         error = str(exc) or type(exc).__name__
         if not failure.retryable or job.attempt >= self.settings.worker_max_attempts:
             return Ending(Outcome.FAILED, error=error)
@@ -532,7 +562,12 @@ class Worker:
             bound.warning("job_abandoned", reason="lease lost")
             return
         entry = store.Finish(
-            job, ending.outcome, result=ending.result, error=ending.error, retry_in=ending.retry_in
+            job,
+            ending.outcome,
+            result=ending.result,
+            error=ending.error,
+            retry_in=ending.retry_in,
+            provider=self._provider_for(job).name,
         )
         written = await self._writer.write(entry, self._write_deadline())
         if written:
@@ -556,20 +591,29 @@ class Worker:
             self._slot_free.set()
 
     def _count(self, outcome: Outcome, job: ClaimedJob, retry_in: float, elapsed: float) -> None:
-        self.metrics.duration.labels(outcome=outcome.value).observe(elapsed)
-        if outcome is Outcome.SUCCEEDED:
-            self.metrics.processed.inc()
-        elif outcome is Outcome.RETRY:
-            self.metrics.retried.inc()
+        if outcome is Outcome.RETRY:
             # This worker will likely be the one to run it again: look as soon as it is due.
             asyncio.get_running_loop().call_later(retry_in, self._poke.set)
-        elif outcome is Outcome.FAILED:
-            self.metrics.dead_lettered.inc()
-        elif outcome is Outcome.CANCELLED:
-            self.metrics.cancelled.inc()
         elif outcome is Outcome.RELEASED:
-            self.metrics.released.inc()
             self.released.append(job.id)
+        if is_probe(job.organization_id):
+            # A release's probes have a counter of their own: the tenants' figures stay theirs.
+            self.metrics.probe_attempts.labels(outcome=outcome.value).inc()
+            return
+        self.metrics.duration.labels(outcome=outcome.value).observe(elapsed)
+        counter = {
+            Outcome.SUCCEEDED: self.metrics.processed,
+            Outcome.RETRY: self.metrics.retried,
+            Outcome.FAILED: self.metrics.dead_lettered,
+            Outcome.CANCELLED: self.metrics.cancelled,
+            Outcome.RELEASED: self.metrics.released,
+        }[outcome]
+        counter.inc()
+
+def _roll(job: ClaimedJob) -> float:
+    """A number in [0, 1) fixed by (job, attempt): which attempts a fault fails is reproducible."""
+    digest = hashlib.sha256(f"fault:{job.id}:{job.attempt}".encode()).digest()
+    return int.from_bytes(digest[:8]) / 2**64
 
 
 def run_worker(settings: Settings) -> None:

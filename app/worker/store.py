@@ -67,6 +67,7 @@ _CLAIM = text(
     SET ai_status = 'running',
         attempts = g.attempts + 1,
         leased_by = :worker,
+        lease_revision = :revision,
         lease_expires_at = now() + make_interval(secs => :lease),
         started_at = coalesce(g.started_at, now()),
         updated_at = now()
@@ -79,7 +80,7 @@ _CLAIM = text(
 _RECOVER = text(
     """
     WITH expired AS (
-      SELECT id, updated_at AS attempt_started FROM generations
+      SELECT id, updated_at AS attempt_started, lease_revision FROM generations
       WHERE ai_status = 'running' AND lease_expires_at < now()
       ORDER BY lease_expires_at
       LIMIT :limit
@@ -94,16 +95,18 @@ _RECOVER = text(
           run_after = now(),
           lease_expires_at = NULL,
           leased_by = NULL,
+          lease_revision = NULL,
           updated_at = now()
       FROM expired
       WHERE g.id = expired.id
-      RETURNING g.id, g.organization_id, g.attempts, g.ai_status, expired.attempt_started
+      RETURNING g.id, g.organization_id, g.attempts, g.ai_status, expired.attempt_started,
+                expired.lease_revision
     ), logged AS (
       INSERT INTO generation_logs
         (generation_id, organization_id, attempt, status, provider,
-         started_at, finished_at, duration_ms, error)
+         started_at, finished_at, duration_ms, error, revision)
       SELECT id, organization_id, attempts, 'lost', :provider, attempt_started, now(),
-             (extract(epoch FROM now() - attempt_started) * 1000)::int, :lost_error
+             (extract(epoch FROM now() - attempt_started) * 1000)::int, :lost_error, lease_revision
       FROM recovered
     )
     SELECT id, ai_status FROM recovered
@@ -127,8 +130,8 @@ _FINISH = text(
         CAST(:ids AS uuid[]), CAST(:attempts AS int[]), CAST(:statuses AS text[]),
         CAST(:outcomes AS text[]), CAST(:results AS jsonb[]), CAST(:errors AS text[]),
         CAST(:refunds AS int[]), CAST(:delays AS float8[]), CAST(:terminals AS bool[]),
-        CAST(:started AS timestamptz[])
-      ) AS t(id, attempt, status, outcome, result, error, refund, delay, terminal, started_at)
+        CAST(:started AS timestamptz[]), CAST(:providers AS text[])
+      ) AS t(id, attempt, status, outcome, result, error, refund, delay, terminal, started_at, provider)
     ), done AS (
       UPDATE generations g
       SET ai_status = i.status,
@@ -139,16 +142,17 @@ _FINISH = text(
           finished_at = CASE WHEN i.terminal THEN now() END,
           lease_expires_at = NULL,
           leased_by = NULL,
+          lease_revision = NULL,
           updated_at = now()
       FROM input i
       WHERE g.id = i.id AND g.leased_by = :worker AND g.attempts = i.attempt AND g.ai_status = 'running'
-      RETURNING g.id, g.organization_id, i.attempt, i.outcome, i.started_at, i.error
+      RETURNING g.id, g.organization_id, i.attempt, i.outcome, i.started_at, i.error, i.provider
     )
     INSERT INTO generation_logs
       (generation_id, organization_id, attempt, status, provider,
-       started_at, finished_at, duration_ms, error)
-    SELECT id, organization_id, attempt, outcome, :provider, started_at, now(),
-           (extract(epoch FROM now() - started_at) * 1000)::int, error
+       started_at, finished_at, duration_ms, error, revision)
+    SELECT id, organization_id, attempt, outcome, provider, started_at, now(),
+           (extract(epoch FROM now() - started_at) * 1000)::int, error, :revision
     FROM done
     RETURNING generation_id
     """
@@ -163,9 +167,16 @@ _QUEUE_STATS = text(
 )
 
 
-async def claim(conn: AsyncConnection, *, worker: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
-    """Take up to `limit` ready jobs, oldest first, skipping rows other workers are claiming."""
-    rows = await conn.execute(_CLAIM, {"worker": worker, "limit": limit, "lease": lease_seconds})
+async def claim(
+    conn: AsyncConnection, *, worker: str, limit: int, lease_seconds: float, revision: str
+) -> list[ClaimedJob]:
+    """Take up to `limit` ready jobs, oldest first, skipping rows other workers are claiming.
+
+    The lease records the worker's revision: an attempt lost with its worker is that revision's.
+    """
+    rows = await conn.execute(
+        _CLAIM, {"worker": worker, "limit": limit, "lease": lease_seconds, "revision": revision}
+    )
     return [
         ClaimedJob(
             id=row.id,
@@ -208,9 +219,13 @@ class Finish:
     result: Any = None
     error: str | None = None
     retry_in: float = 0.0
+    # The provider that ran the attempt, when it is not the worker's own (a probe's).
+    provider: str | None = None
 
 
-async def finish(conn: AsyncConnection, finishes: list[Finish], *, worker: str, provider: str) -> set[UUID]:
+async def finish(
+    conn: AsyncConnection, finishes: list[Finish], *, worker: str, provider: str, revision: str
+) -> set[UUID]:
     """Record how these attempts ended, in one statement. Returns the ids written: an attempt
     missing from it had lost its lease, and another attempt owns that job now."""
     if not finishes:
@@ -219,7 +234,8 @@ async def finish(conn: AsyncConnection, finishes: list[Finish], *, worker: str, 
         _FINISH,
         {
             "worker": worker,
-            "provider": provider,
+            "revision": revision,
+            "providers": [f.provider or provider for f in finishes],
             "ids": [f.job.id for f in finishes],
             "attempts": [f.job.attempt for f in finishes],
             "statuses": [_NEXT_STATUS[f.outcome] for f in finishes],

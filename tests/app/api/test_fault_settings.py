@@ -1,4 +1,5 @@
-"""Rehearsal faults: FAULT_ERROR_RATIO and FAULT_DELAY_MS, refused outside local and test."""
+"""Rehearsal faults: FAULT_ERROR_RATIO, FAULT_DELAY_MS and the worker's FAULT_JOB_*, refused outside
+local and test."""
 
 from __future__ import annotations
 
@@ -18,9 +19,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.unit
 @pytest.mark.parametrize("env", ["staging", "prod"])
-@pytest.mark.parametrize("fault", [{"fault_error_ratio": 0.1}, {"fault_delay_ms": 100}])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"fault_error_ratio": 0.1},
+        {"fault_delay_ms": 100},
+        {"fault_job_error_ratio": 0.1},
+        {"fault_job_delay_ms": 100},
+    ],
+)
 def test_faults_are_refused_outside_local_and_test(env, fault):
-    with pytest.raises(ValidationError, match="FAULT_ERROR_RATIO and FAULT_DELAY_MS are for rehearsals only"):
+    name = next(iter(fault)).upper()
+    with pytest.raises(ValidationError, match=f"{name}: the FAULT_\\* settings are for rehearsals only"):
         Settings(app_env=env, **fault)
 
 
@@ -37,6 +47,7 @@ def test_out_of_range_faults_name_the_setting(fault):
 def test_no_fault_by_default_anywhere():
     settings = Settings(app_env="prod")
     assert (settings.fault_error_ratio, settings.fault_delay_ms) == (0.0, 0)
+    assert (settings.fault_job_error_ratio, settings.fault_job_delay_ms) == (0.0, 0)
 
 
 async def _client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
