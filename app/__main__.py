@@ -17,7 +17,24 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="serve the HTTP API on $HOST:$PORT")
     commands.add_parser("worker", help="run generation jobs until SIGTERM")
-    commands.add_parser("migrate", help="alembic upgrade head over MIGRATIONS_DATABASE_URL")
+    migrate = commands.add_parser(
+        "migrate",
+        help="alembic upgrade over MIGRATIONS_DATABASE_URL, holding contract migrations unless asked",
+    )
+    migrate.add_argument(
+        "--contract",
+        choices=("hold", "run"),
+        default="hold",
+        help="hold (default): stop before the first contract migration, which a release runs only once"
+        " no rollback target needs the old schema; run: migrate to head",
+    )
+    migrate.add_argument(
+        "--allow-contract",
+        action="append",
+        default=[],
+        metavar="REVISION",
+        help="with --contract hold, a contract migration that may run (repeatable)",
+    )
     cleanup = commands.add_parser("cleanup", help="delete generation_logs older than RETENTION_DAYS")
     cleanup.add_argument("--days", type=int, help="override RETENTION_DAYS")
     cleanup.add_argument("--batch", type=int, default=5_000, help="rows per transaction")
@@ -32,9 +49,21 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "migrate":
+        import structlog
+
         from app.migrate import apply_tenant_limits, upgrade
 
-        upgrade()
+        held = upgrade(
+            settings.secret("migrations_database_url"),
+            hold_contract=args.contract == "hold",
+            allowed_contract=args.allow_contract,
+        )
+        if held:
+            structlog.get_logger("liftoff.migrate").warning(
+                "contract migrations held",
+                held=[f"{m.revision} ({m.name})" for m in held],
+                reason="they run only once no rollback target needs the old schema (--contract run)",
+            )
         apply_tenant_limits(settings.secret("migrations_database_url"), settings)
     elif args.command == "cleanup":
         from app.worker.retention import run_cleanup

@@ -13,6 +13,8 @@ https://www.postgresql.org/docs/current/explicit-locking.html#ADVISORY-LOCKS
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from alembic import context
 from sqlalchemy import text
@@ -53,11 +55,26 @@ def _lock(connection: Connection, wait_seconds: float) -> None:
 
 def _run(connection: Connection) -> None:
     wait = float(context.config.attributes.get("lock_wait_seconds", LOCK_WAIT_SECONDS))
-    # The lock begins the transaction; Alembic then runs inside it (an "external" transaction),
-    # reading the current revision only once the lock is held.
-    _lock(connection, wait)
     context.configure(connection=connection, target_metadata=metadata)
+    migration = context.get_context()
+    autocommit_block = migration.autocommit_block
+
+    @contextmanager
+    def relocking_autocommit_block() -> Iterator[None]:
+        # A statement Postgres refuses inside a transaction (CREATE INDEX CONCURRENTLY) runs in
+        # `op.get_context().autocommit_block()`: Alembic commits the run's transaction before it,
+        # which releases the lock, and begins a new one after it, which takes it again here.
+        # Such a migration is no longer all or nothing: its statements must be idempotent
+        # (IF NOT EXISTS), as a run that fails after the block leaves them done.
+        with autocommit_block():
+            yield
+        _lock(migration.connection or connection, wait)
+
+    migration.autocommit_block = relocking_autocommit_block  # type: ignore[method-assign]
+    # Alembic begins the transaction; the lock is its first statement, so the current revision
+    # is read only once the lock is held.
     with context.begin_transaction():
+        _lock(connection, wait)
         context.run_migrations()
 
 

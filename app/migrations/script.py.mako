@@ -15,6 +15,10 @@ revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# "expand" runs before traffic moves and must keep every rollback target working; "contract"
+# (a drop, a rename's second half, a tightened constraint) is held until no rollback target
+# needs the old schema. See docs/schema-changes.md.
+phase = "expand"
 
 
 def upgrade() -> None:

@@ -19,6 +19,7 @@ revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+phase = "expand"
 
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 TABLES = ("organizations", "organization_members", "generations", "generation_logs")

@@ -14,6 +14,7 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+phase = "expand"
 
 
 def upgrade() -> None:

@@ -31,6 +31,7 @@ revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+phase = "expand"
 
 TABLES = ("organizations", "organization_members", "generations", "generation_logs")
 ORG = "(SELECT liftoff.claim_org_id(auth.jwt()))"

@@ -39,6 +39,7 @@ revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+phase = "expand"
 
 # Called as `authenticated`: claim_org_id by every RLS policy, default_limits_id by the limits
 # trigger (which runs as whoever inserts).
