@@ -9,7 +9,7 @@ PACK_VENV := policies/venv
 PACK_STAMP := $(PACK_VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev test lint format docs token plan plan-diff cost lock prune-secrets release rollback rehearse clean
+.PHONY: help install dev test lint format docs token plan plan-diff cost lock prune-secrets release rollback rehearse compat clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,11 +43,12 @@ dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, AP
 test: $(STAMP) $(PACK_STAMP) ## Run the whole test suite.
 	$(PY) -m pytest
 
-lint: $(STAMP) ## Ruff (lint and format check), strict mypy and the dependency rules.
+lint: $(STAMP) ## Ruff (lint and format check), strict mypy, the dependency rules and Squawk on the migrations.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-logo
+	$(PY) -m stacks.release.compat.lint
 
 format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix .
@@ -90,10 +91,17 @@ rollback: $(STAMP) $(PACK_STAMP) ## Send STACK's API traffic and worker instance
 	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
 	$(PY) -m stacks.release rollback --stack $(STACK) $(if $(FURTHER),--further)
 
-# Starts its own Postgres, Redis and API revisions in .local/rehearsal and stops them at the end;
-# with FAULT=1 the expected outcome is a rollback, exit 3 (make reports it as "Error 3").
-rehearse: $(STAMP) ## Rehearse a release on this machine: canary steps, gates, rollback (FAULT=1: a faulty candidate).
-	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault)
+# Starts its own Postgres, Redis, API revisions and worker instances in .local/rehearsal and stops
+# them at the end; with FAULT=api or FAULT=worker the expected outcome is a rollback, exit 3 (make
+# reports it as "Error 3"). RATE=0 sends no load: the steps are judged on the controller's probes.
+rehearse: $(STAMP) ## Rehearse a release on this machine (FAULT=api|worker: a faulty candidate; RATE=N requests/s, 0: probes only).
+	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault $(if $(filter 1,$(FAULT)),api,$(FAULT))) $(if $(RATE),--rate $(RATE))
+
+# Starts its own Postgres, Redis and both sides' API and worker in a temporary directory; exits 3
+# when BASE's code fails on the schema HEAD's migrations make (make reports it as "Error 3").
+compat: $(STAMP) ## Check the code at BASE (a git ref) against HEAD's schema: old code, new migrations (JSON=1).
+	$(if $(BASE),,$(error set BASE, e.g. make compat BASE=origin/main))
+	$(PY) -m stacks.release.compat --base $(BASE) $(if $(HEAD),--head $(HEAD)) $(if $(JSON),--json)
 
 clean: ## Remove .venv, policies/venv and caches (keeps .local/ data).
 	rm -rf $(VENV) $(PACK_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
