@@ -98,7 +98,9 @@ def _controller(ports: CloudPorts, settings: ReleaseSettings, approve: bool) -> 
         live=ports.live,
         deployer=ports.deployer,
         metrics=ports.metrics,
+        jobs=ports.jobs,
         smoke=ports.smoke,
+        synthetic=ports.synthetic,
         approver=TerminalApprover(approve),
         clock=RealClock(),
     )

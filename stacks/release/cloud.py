@@ -29,7 +29,8 @@ from stacks.release.automation import ROOT, AutomationDeployer
 from stacks.release.gates import Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import CANDIDATE_TAG
-from stacks.release.ports import Live
+from stacks.release.ports import JobMetrics, Live, Synthetic
+from stacks.release.probes import HttpSynthetic, PostgresJobs, UnreadableJobs
 from stacks.render import secret_keys, stack_config
 from stacks.settings import StackSettings, WorkloadNames, load
 
@@ -392,6 +393,14 @@ def stack_settings(stack: str, root: Path = ROOT) -> StackSettings:
         loop.close()
 
 
+# The worker's gates read the attempts from the stack's database: a DSN of a role that may
+# SELECT generation_logs (docs/deploy.md, "Worker gates"), passed by the release job.
+JOBS_DSN_ENV = "LIFTOFF_JOBS_DATABASE_URL"
+# A JWT of the probe tenant (app/core/probes.py) for the synthetic traffic; without it a stack's
+# declared probes are not sent, and a quiet step is inconclusive as if none were declared.
+PROBE_TOKEN_ENV = "LIFTOFF_PROBE_TOKEN"  # noqa: S105 (the variable's name, not a token)
+
+
 @dataclass(frozen=True)
 class CloudPorts:
     """Every port of one stack's release on Google Cloud, and the settings they were built from."""
@@ -402,6 +411,8 @@ class CloudPorts:
     metrics: CloudMonitoringMetrics
     smoke: HttpSmoke
     clients: tuple[RestClient, ...]
+    jobs: JobMetrics
+    synthetic: Synthetic | None
 
     def close(self) -> None:
         for client in self.clients:
@@ -432,4 +443,34 @@ def cloud_ports(
         private=not settings.api.public,
     )
     metrics = CloudMonitoringMetrics(monitoring, site)
-    return CloudPorts(settings, live, deployer, metrics, smoke, (run, monitoring))
+    jobs_dsn = os.environ.get(JOBS_DSN_ENV)
+    jobs: JobMetrics = PostgresJobs(jobs_dsn) if jobs_dsn else UnreadableJobs(f"{JOBS_DSN_ENV} is not set")
+    return CloudPorts(
+        settings, live, deployer, metrics, smoke, (run, monitoring), jobs, _synthetic(live, smoke, settings)
+    )
+
+
+def _synthetic(live: CloudRunLive, smoke: HttpSmoke, settings: StackSettings) -> Synthetic | None:
+    """Probes to the candidate tag's URL, with the service's identity token and the probe tenant's."""
+    declared = settings.release.synthetic
+    probe_token = os.environ.get(PROBE_TOKEN_ENV)
+    if not declared.enabled or not probe_token:
+        return None
+
+    def url_for(release: Release) -> str:
+        target = live.tagged(CANDIDATE_TAG)
+        if target is None:
+            raise RuntimeError(f"the service has no {CANDIDATE_TAG!r} tag to probe")
+        return target.url
+
+    def headers() -> dict[str, str]:
+        # The app reads the tenant's JWT from Authorization, so a private API's identity token
+        # goes in X-Serverless-Authorization, which Cloud Run checks and strips
+        # (https://cloud.google.com/run/docs/authenticating/service-to-service).
+        found = {"Authorization": f"Bearer {probe_token}"}
+        identity = smoke.headers().get("Authorization")
+        if identity:
+            found["X-Serverless-Authorization"] = identity
+        return found
+
+    return HttpSynthetic(url_for=url_for, headers=headers, rate=declared.rate)

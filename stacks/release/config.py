@@ -20,6 +20,33 @@ MAX_SOAK_SECONDS = 14400
 Percent = Annotated[int, Field(ge=1, le=100)]
 
 
+class SyntheticSettings(BaseModel):
+    """Probes the controller sends when a step sees too little real traffic to be judged."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True
+    )
+
+    rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=50.0,
+        strict=False,
+        description="Probes a second while a step is short of `minRequests` or `minJobAttempts`: each"
+        " is a request to the candidate's tag URL and, when the worker changed, a job (0: none).",
+    )
+    budget: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="The most probes one release sends; once spent, a short step is inconclusive.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 and self.budget > 0
+
+
 class ReleaseSettings(BaseModel):
     """Canary steps, soak, gate limits and approval for one stack."""
 
@@ -63,6 +90,42 @@ class ReleaseSettings(BaseModel):
         ge=1.0,
         description="Most the candidate's p95 latency may be, as a multiple of the stable revision's"
         " over the same window (judged when the stable revision served `minRequests`).",
+    )
+    min_job_attempts: int = Field(
+        20,
+        ge=0,
+        description="Finished attempts the candidate worker must have in a step before its gates are"
+        " judged (read from Postgres, per revision).",
+    )
+    max_job_failure_ratio: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Highest share of the candidate worker's attempts that fail (retried or failed).",
+    )
+    max_job_p95_seconds: float = Field(
+        600.0, gt=0.0, strict=False, description="Highest p95 duration of the candidate worker's attempts."
+    )
+    max_expired_leases: int = Field(
+        0, ge=0, description="Most attempts the candidate worker may lose by letting their lease expire."
+    )
+    max_job_failure_ratio_increase: float = Field(
+        0.02,
+        ge=0.0,
+        le=1.0,
+        description="Most the candidate worker's failure ratio may exceed the stable one's over the same"
+        " window (judged when the stable worker finished `minJobAttempts`).",
+    )
+    max_job_duration_ratio: float = Field(
+        2.0,
+        ge=1.0,
+        description="Most the candidate worker's p95 attempt duration may be, as a multiple of the"
+        " stable one's over the same window.",
+    )
+    synthetic: SyntheticSettings = Field(
+        default_factory=SyntheticSettings,
+        description="Probe traffic for quiet steps: `rate` (probes a second) and `budget` (per release);"
+        " probes come from a tenant of their own and cost no AI calls.",
     )
     approval: bool = Field(False, description="Ask a person before each step after the first.")
     on_inconclusive: Literal["rollback", "promote"] = Field(

@@ -21,9 +21,21 @@ from datetime import UTC, datetime
 
 from stacks.release import plan
 from stacks.release.config import ReleaseSettings
-from stacks.release.gates import State, Verdict, Window, evaluate
+from stacks.release.gates import JobWindow, State, Verdict, Window, combine, evaluate, evaluate_jobs
 from stacks.release.ledger import Ledger, Outcome, Release
-from stacks.release.ports import Approver, Clock, Deployer, DeployError, Live, LiveReader, Metrics, Smoke
+from stacks.release.ports import (
+    Approver,
+    Clock,
+    Deployer,
+    DeployError,
+    JobMetrics,
+    Live,
+    LiveReader,
+    Metrics,
+    NoSynthetic,
+    Smoke,
+    Synthetic,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -85,6 +97,9 @@ class _Run:
     judged_to: float | None = None
     # A person retried revisions the ledger marks bad: this run may give them traffic.
     retried: bool = False
+    # Probes sent so far (of the stack's synthetic budget), and what the last verdict waited for.
+    probes_sent: int = 0
+    short: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> frozenset[str]:
@@ -108,9 +123,11 @@ class Controller:
         live: LiveReader,
         deployer: Deployer,
         metrics: Metrics,
+        jobs: JobMetrics,
         smoke: Smoke,
         approver: Approver,
         clock: Clock,
+        synthetic: Synthetic | None = None,
         out: Callable[[str], None] = print,
         source: str = "",
     ) -> None:
@@ -118,6 +135,9 @@ class Controller:
         self.live = live
         self.deployer = deployer
         self.metrics = metrics
+        self.jobs = jobs
+        enabled = synthetic is not None and settings.synthetic.enabled
+        self.synthetic: Synthetic = synthetic if synthetic is not None and enabled else NoSynthetic(clock)
         self.smoke = smoke
         self.approver = approver
         self.clock = clock
@@ -387,10 +407,11 @@ class Controller:
         # A step passes only once its whole soak is readable, not just what has arrived so far.
         delay = self.metrics.delay_seconds
         while True:
-            self.clock.sleep(poll)
+            self._wait(run, poll)
             self._guard(run)
             now = self.clock.now()
             verdict = self._judge(run, percent, since, now)
+            run.short = verdict.waiting
             elapsed = now - start
             if verdict.state is State.BREACH:
                 return verdict
@@ -403,12 +424,35 @@ class Controller:
                 run.judged_to = now - delay
                 return self._inconclusive(verdict)
 
+    def _wait(self, run: _Run, seconds: float) -> None:
+        """One poll's wait; while the last verdict was short of its minimum, the probes of the
+        stack's synthetic traffic fill it, within the release's budget."""
+        left = self.settings.synthetic.budget - run.probes_sent
+        if not run.short or left <= 0:
+            self.clock.sleep(seconds)
+            return
+        api, jobs = "api" in run.short, "worker" in run.short
+        sent = self.synthetic.send(run.candidate, api=api, jobs=jobs, seconds=seconds, limit=left)
+        run.probes_sent += sent
+        if sent and run.probes_sent >= self.settings.synthetic.budget:
+            self._say(f"synthetic traffic: the budget of {self.settings.synthetic.budget} probes is spent")
+
     def _judge(self, run: _Run, percent: int, since: float, now: float) -> Verdict:
-        candidate = self.metrics.window(run.candidate.api, since, now)
-        stable: Window | None = None
-        if percent < 100 and run.base.api != run.candidate.api:
-            stable = self.metrics.window(run.base.api, since, now)
-        return evaluate(candidate, stable, self.settings)
+        """The API's gates if the release changed the API, the worker's if it changed the worker."""
+        verdicts = []
+        if run.candidate.api != run.base.api:
+            candidate = self.metrics.window(run.candidate.api, since, now)
+            stable: Window | None = None
+            if percent < 100:
+                stable = self.metrics.window(run.base.api, since, now)
+            verdicts.append(evaluate(candidate, stable, self.settings))
+        if run.candidate.worker != run.base.worker:
+            jobs = self.jobs.jobs(run.candidate.worker, since, now)
+            stable_jobs: JobWindow | None = None
+            if percent < 100:
+                stable_jobs = self.jobs.jobs(run.base.worker, since, now)
+            verdicts.append(evaluate_jobs(jobs, stable_jobs, self.settings))
+        return combine(verdicts)
 
     def _tail(self, run: _Run) -> None:
         """Judge the last step's final minutes once they are readable, before recording it good."""
@@ -424,11 +468,23 @@ class Controller:
             self._roll_back(run, "gates breached in the last minutes at 100 %", verdict.breached)
 
     def _inconclusive(self, verdict: Verdict) -> Verdict:
-        seen, needed = verdict.candidate.requests, self.settings.min_requests
+        seen = []
+        if "api" in verdict.waiting and verdict.candidate is not None:
+            seen.append(f"{verdict.candidate.requests} of {self.settings.min_requests} requests")
+        if "worker" in verdict.waiting and verdict.jobs is not None:
+            seen.append(f"{verdict.jobs.attempts} of {self.settings.min_job_attempts} job attempts")
+        short = " and ".join(seen)
         if self.settings.on_inconclusive == "promote":
-            self._say(f"only {seen} of {needed} requests seen; onInconclusive is promote, going on")
-            return Verdict(State.PASS, verdict.gates, verdict.candidate, verdict.stable)
-        self._say(f"only {seen} of {needed} requests seen within maxSoakSeconds")
+            self._say(f"only {short} seen; onInconclusive is promote, going on")
+            return Verdict(
+                State.PASS,
+                verdict.gates,
+                verdict.candidate,
+                verdict.stable,
+                verdict.jobs,
+                verdict.stable_jobs,
+            )
+        self._say(f"only {short} seen within maxSoakSeconds")
         return verdict
 
     def _promote(self, run: _Run) -> Report:
@@ -567,13 +623,19 @@ class Controller:
     # -- reporting ---------------------------------------------------------------------------
 
     def _verdict_lines(self, percent: int, verdict: Verdict) -> None:
-        c = verdict.candidate
-        p95 = f"{c.p95_ms:.0f} ms" if c.p95_ms is not None else "n/a"
-        self._say(f"step {percent} %: candidate {c.requests} requests, {c.errors} 5xx, p95 {p95}")
-        if verdict.stable is not None:
-            s = verdict.stable
-            sp95 = f"{s.p95_ms:.0f} ms" if s.p95_ms is not None else "n/a"
-            self._say(f"step {percent} %: stable {s.requests} requests, {s.errors} 5xx, p95 {sp95}")
+        for role, window in (("candidate", verdict.candidate), ("stable", verdict.stable)):
+            if window is not None:
+                p95 = f"{window.p95_ms:.0f} ms" if window.p95_ms is not None else "n/a"
+                self._say(
+                    f"step {percent} %: {role} {window.requests} requests, {window.errors} 5xx, p95 {p95}"
+                )
+        for role, jobs in (("candidate worker", verdict.jobs), ("stable worker", verdict.stable_jobs)):
+            if jobs is not None:
+                p95 = f"{jobs.p95_seconds:.2f} s" if jobs.p95_seconds is not None else "n/a"
+                self._say(
+                    f"step {percent} %: {role} {jobs.attempts} attempts, {jobs.failures} failed,"
+                    f" {jobs.expired} expired leases, p95 {p95}"
+                )
         for gate in verdict.gates:
             self._say(f"step {percent} %: {gate.describe()}")
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from stacks.release.gates import Window
+from stacks.release.gates import JobWindow, Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import ReleasePlan
 
@@ -74,6 +74,36 @@ class Metrics(Protocol):
     def window(self, revision: str, start: float, end: float) -> Window:
         """What `revision` of the API served between two wall-clock times (seconds since the epoch)."""
         ...
+
+
+class JobMetrics(Protocol):
+    def jobs(self, revision: str, start: float, end: float) -> JobWindow:
+        """What `revision` of the worker did with its attempts between two wall-clock times.
+
+        Read from the database the attempts are written to: no ingestion delay.
+        """
+        ...
+
+
+class Synthetic(Protocol):
+    def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
+        """Probe the candidate for `seconds` at the declared rate, at most `limit` probes: requests
+        to its tag URL (`api`) and jobs its worker takes (`jobs`), from the probe tenant.
+
+        Returns how many probes were sent; blocks for `seconds` (it stands in for the poll's sleep).
+        """
+        ...
+
+
+class NoSynthetic:
+    """A stack that declares no probe traffic: the poll just sleeps."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
+        self.clock.sleep(seconds)
+        return 0
 
 
 class Smoke(Protocol):

@@ -17,7 +17,7 @@ import pytest
 
 from components.ledger import ReleaseLedger
 from stacks.program import build
-from stacks.release.config import ReleaseSettings
+from stacks.release.config import ReleaseSettings, SyntheticSettings
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
     EXIT_ERROR,
@@ -27,7 +27,7 @@ from stacks.release.controller import (
     Controller,
     Report,
 )
-from stacks.release.gates import Window
+from stacks.release.gates import JobWindow, Window
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
@@ -35,7 +35,7 @@ from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
-from tests.stacks.release.world import controller_over
+from tests.stacks.release.world import Probes, controller_over, probe_requests
 
 pytestmark = pytest.mark.unit
 
@@ -58,6 +58,12 @@ class Model:
     time: float = 1_800_000_000.0
     delay_seconds: float = 0.0
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # stack config sections
+    # Real traffic: API requests and the pool's jobs a second (0: a quiet stack).
+    requests_per_second: float = 20.0
+    jobs_per_second: float = 2.0
+    faulty_workers: set[str] = field(default_factory=set)  # their attempts fail 30 % of the time
+    probe_rate: float = 10.0
+    probes: list[Probes] = field(default_factory=list)
 
     # -- rendering and applying ----------------------------------------------------------------
 
@@ -119,9 +125,33 @@ class Model:
 
     def window(self, revision: str, start: float, end: float) -> Window:
         share = self.engine.cloud.serving(API).get(revision, 0)
-        requests = int(20 * (end - start) * share / 100)
+        requests = int(self.requests_per_second * (end - start) * share / 100)
+        requests += int(probe_requests(self.probes, revision, start, end))
         errors = requests * 3 // 10 if revision in self.faulty else 0
         return Window(requests, errors, 110.0 if requests else None)
+
+    # -- JobMetrics and Synthetic --------------------------------------------------------------
+
+    def jobs(self, revision: str, start: float, end: float) -> JobWindow:
+        """The pool's jobs and the probe jobs in the window, this revision's share of them as the
+        model's instance split stands."""
+        share = self.engine.cloud.serving(WORKER).get(revision, 0) / 100
+        probe_jobs = sum(p.count(start, end, p.job_rate) for p in self.probes)
+        attempts = int((self.jobs_per_second * (end - start) + probe_jobs) * share)
+        failures = attempts * 3 // 10 if revision in self.faulty_workers else 0
+        return JobWindow(attempts, failures, 0, 3.0 if attempts else None)
+
+    def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
+        kinds = int(api) + int(jobs)
+        sent = min(limit, int(self.probe_rate * seconds)) if kinds else 0
+        if sent:
+            rate = self.probe_rate / kinds
+            span = sent / self.probe_rate
+            self.probes.append(
+                Probes(self.time, self.time + span, release, rate if api else 0.0, rate if jobs else 0.0)
+            )
+        self.time += seconds
+        return sent
 
     def check(self, candidate: Release) -> str | None:
         template = self.engine.cloud.workloads[API].templates[candidate.api]
@@ -410,3 +440,38 @@ class FailingRollback:
             self.failures["armed"] = 1
             self.failures["left"] = 1
         self.model.shift(plan)
+
+
+def test_a_worker_only_release_is_rolled_back_on_a_worker_gate(model):
+    v1 = revisions(model)
+    model.overrides["worker"] = {"concurrency": 16}  # the worker's template changes, the API's does not
+    rendered = model.render(None)
+    assert rendered.outputs["api_revision"] == v1.api
+    model.faulty_workers.add(rendered.outputs["worker_revision"])
+    report = model.release("v1")
+    assert report.exit_code == EXIT_ROLLED_BACK, report.text()
+    assert report.breached == ("worker-failure-ratio",), "judged on its jobs, not on the API's requests"
+    assert model.read().api == {v1.api: 100} and model.read().worker == {v1.worker: 100}
+    # Back by a traffic-only update: nothing rebuilt, no new revision.
+    assert [kind for kind, _ in model.ups[-3:]] == ["ship", "shift", "shift"]
+    assert all(api == {v1.api: 100} for api, _, _ in model.serving_log[-3:])
+    model.never_served_once_bad()
+
+
+def test_a_quiet_stack_is_judged_on_synthetic_traffic_alone(model):
+    model.requests_per_second = model.jobs_per_second = 0.0
+    probing = SETTINGS.model_copy(update={"synthetic": SyntheticSettings(rate=10, budget=20_000)})
+    model.image = "v2"
+    report = model.controller(probing).release()
+    assert report.exit_code == EXIT_OK, report.text()
+    v2 = revisions(model)
+    assert model.read().ledger.outcome(v2) is Outcome.PROMOTED
+    sent = {p.release for p in model.probes}
+    assert sent == {v2}, "every probe went to the candidate"
+    # Without the probes the same release is inconclusive and goes back.
+    model.probes.clear()
+    model.image = "v3"
+    quiet = model.controller().release()
+    assert quiet.exit_code == EXIT_ROLLED_BACK and quiet.breached == ("min-requests", "min-job-attempts")
+    assert model.read().api == {v2.api: 100}
+    model.never_served_once_bad()

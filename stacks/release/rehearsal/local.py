@@ -1,8 +1,10 @@
 """The release controller's ports on the local system (see stacks/release/ports.py).
 
-Shipping starts the candidate's API process; a traffic-only update moves the router's weights;
-the worker's instance split and the ledger are kept here, as Cloud Run and the stack's state
-keep them in the cloud. Plans are held to the rules Cloud Run enforces
+Shipping starts the candidate's API process; a traffic-only update moves the router's weights
+and the worker pool's instances: each revision runs as many worker processes as its share of
+WORKER_INSTANCES, new ones started and ready before the ones that lost their share are stopped
+(and give back what they could not finish), as Cloud Run surges a split. The ledger is kept
+here, as the stack's state keeps it in the cloud. Plans are held to the rules Cloud Run enforces
 (components.traffic.validate), so a plan the cloud would refuse fails here too.
 """
 
@@ -21,10 +23,12 @@ from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
 from stacks.release.rehearsal.prometheus import PrometheusMetrics
 from stacks.release.rehearsal.router import RouterError, WeightedRouter
-from stacks.release.rehearsal.system import API_SERVICE, WORKER_POOL, ApiProcess, LocalSystem
+from stacks.release.rehearsal.system import API_SERVICE, WORKER_POOL, ApiProcess, LocalSystem, WorkerProcess
 
 # In-flight requests on a revision sent away from get this long to finish where they started.
 DRAIN_SECONDS = 30.0
+# The worker pool's instances: ten, so that a 10 % step is one instance of the candidate.
+WORKER_INSTANCES = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +40,8 @@ class Move:
     api: Mapping[str, int]
     worker: Mapping[str, int]
     drain_seconds: float
+    # From the update's start until every worker instance that lost its share had exited.
+    worker_seconds: float = 0.0
 
 
 @dataclass
@@ -52,10 +58,16 @@ class LocalDeployer:
     apis: dict[str, ApiProcess] = field(default_factory=dict)
     workers: list[str] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
+    instances: dict[str, list[WorkerProcess]] = field(default_factory=dict)
+    # Each worker revision's settings (faults included), kept to start more of its instances.
+    worker_faults: dict[str, Mapping[str, str]] = field(default_factory=dict)
 
     def adopt(self, api: ApiProcess, worker: str, ledger: Ledger) -> Release:
-        """Put an already running revision behind the router with all the traffic (the stable one)."""
+        """Put an already running revision behind the router with all the traffic (the stable one),
+        and all the worker pool's instances on its worker revision."""
         self._register(api, worker)
+        self.worker_faults[worker] = {}
+        self._scale({worker: 100})
         self.worker = {worker: 100}
         self.router.set_weights({api.name: 100})
         self.ledger = ledger
@@ -69,6 +81,7 @@ class LocalDeployer:
         except ServerError as error:
             raise DeployError(f"the candidate did not start: {error}") from error
         self._register(api, worker_name)
+        self.worker_faults[worker_name] = dict(self.faults)
         self._apply(plan)
         return Release(api_name, worker_name)
 
@@ -95,10 +108,35 @@ class LocalDeployer:
             raise DeployError(str(error)) from error
         self.worker = {name: percent for name, percent in worker.items() if percent > 0}
         self.ledger = plan.ledger
+        try:
+            self._scale(self.worker)
+        except ServerError as error:
+            raise DeployError(f"the worker pool's split did not apply: {error}") from error
+        worker_seconds = time.time() - start
         # Done when nothing is left on what lost its share, as Cloud Run's update is done when
         # the new split serves.
         drained = self.router.drain({name for name in before if api.get(name, 0) == 0}, DRAIN_SECONDS)
-        self.moves.append(Move(start, time.time(), api, dict(self.worker), drained))
+        self.moves.append(Move(start, time.time(), api, dict(self.worker), drained, worker_seconds))
+
+    def _scale(self, split: Mapping[str, int]) -> None:
+        """Each revision's instances to its share of WORKER_INSTANCES: the new ones started and
+        ready first, then the surplus stopped, all at once, each draining as SIGTERM tells it to."""
+        wanted = instance_counts(split, WORKER_INSTANCES)
+        started: list[WorkerProcess] = []
+        for revision, count in wanted.items():
+            running = self.instances.setdefault(revision, [])
+            for _ in range(count - len(running)):
+                worker = self.system.spawn_worker(revision, self.worker_faults.get(revision, {}))
+                running.append(worker)
+                started.append(worker)
+        for worker in started:
+            worker.wait_ready()
+        surplus: list[WorkerProcess] = []
+        for revision, running in self.instances.items():
+            keep = wanted.get(revision, 0)
+            surplus += running[keep:]
+            del running[keep:]
+        self.system.stop_workers(surplus)
 
     @staticmethod
     def _resolve(targets: tuple[TrafficTarget, ...], revisions: list[str], service: str) -> dict[str, int]:
@@ -112,6 +150,23 @@ class LocalDeployer:
                 raise DeployError(f"{service}: revision {revision} does not exist")
             shares[revision] = shares.get(revision, 0) + target.percent
         return shares
+
+
+def instance_counts(split: Mapping[str, int], instances: int) -> dict[str, int]:
+    """Instances per revision for a percent split: largest remainders, so they add up to
+    `instances`, and a revision with a share keeps at least one instance."""
+    exact = {revision: instances * percent / 100 for revision, percent in split.items() if percent > 0}
+    counts = {revision: int(share) for revision, share in exact.items()}
+    for revision in sorted(exact, key=lambda r: exact[r] - counts[r], reverse=True):
+        if sum(counts.values()) >= instances:
+            break
+        counts[revision] += 1
+    for revision in counts:
+        if counts[revision] == 0:
+            largest = max(counts, key=lambda r: counts[r])
+            counts[largest] -= 1
+            counts[revision] = 1
+    return counts
 
 
 @dataclass

@@ -1,16 +1,19 @@
-"""One rehearsal: the local system up, the stable revision serving under load, then a release.
+"""One rehearsal: the local system up, the stable release serving under load, then a release.
 
-The release is the real controller (stacks/release/controller.py) with the local ports; what
-the rehearsal adds is the load, and the checks an SRE would make of the run itself: no request
-failed because traffic moved, and the traffic ended where the controller said it did.
+The release is the real controller (stacks/release/controller.py) with the local ports: the
+API's gates read each revision's Prometheus /metrics, the worker's read Postgres, and a quiet
+step is filled with the probe tenant's synthetic traffic. What the rehearsal adds is the load,
+and the checks an SRE would make of the run itself: no request failed because traffic moved,
+the traffic ended where the controller said it did, and no job was lost or run twice.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from typing import Any
 from stacks.release.config import ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, Controller, Report
 from stacks.release.ledger import Ledger, Outcome, Release
+from stacks.release.probes import HttpSynthetic, PostgresJobs
+from stacks.release.rehearsal.jobs import JobSummary, settle
 from stacks.release.rehearsal.load import DEFAULT_RATE, LoadGenerator, LoadSummary
 from stacks.release.rehearsal.local import (
     AlwaysApprove,
@@ -44,10 +49,29 @@ PROFILE: dict[str, Any] = {
     "maxP95LatencyMs": 1000,
     "maxErrorRatioIncrease": 0.01,
     "maxLatencyRatio": 2.0,
+    # At the default load the candidate worker's instance (10 %) takes about one job a second;
+    # a step short of this many attempts is filled with probe jobs.
+    "minJobAttempts": 10,
+    "maxJobFailureRatio": 0.05,
+    "maxJobP95Seconds": 2.0,
+    "maxExpiredLeases": 0,
+    "maxJobFailureRatioIncrease": 0.05,
+    "maxJobDurationRatio": 3.0,
+    # Enough for every step of a release with no load at all (--rate 0).
+    "synthetic": {"rate": 25, "budget": 3000},
 }
-# A candidate that fails one request in five: the smoke test passes (probes never fail), and
-# only the error-ratio gates can catch it.
-FAULT = {"FAULT_ERROR_RATIO": "0.2"}
+# The candidate's faults, by the part they break. `api` fails one request in five: the smoke
+# test passes (probes never fail), and only the error-ratio gates can catch it. `worker` fails
+# three attempts in ten (retryably: the jobs finish on stable after the rollback), which only
+# the worker's gates can see.
+FAULTS: dict[str, dict[str, str]] = {
+    "api": {"FAULT_ERROR_RATIO": "0.2"},
+    "worker": {"FAULT_JOB_ERROR_RATIO": "0.3"},
+}
+FAULT = FAULTS["api"]
+# How long the jobs submitted during a release may take to finish once it has ended (a job a
+# faulty candidate failed is retried on stable).
+SETTLE_SECONDS = 60.0
 # Requests the load must have completed on stable before the release starts.
 WARM_REQUESTS = 50
 
@@ -74,6 +98,13 @@ class Result:
     serving: Mapping[str, int]
     # After the last move: requests that started then, and which revisions served them.
     served_after: Mapping[str, int]
+    # The worker revisions, and the instance split the release left.
+    stable_worker: str = ""
+    candidate_worker: str = ""
+    worker_serving: Mapping[str, int] = field(default_factory=dict)
+    # The jobs submitted during the release (probes included), once they have all finished.
+    jobs: JobSummary | None = None
+    probes: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def expected_exit(self) -> int:
@@ -95,6 +126,18 @@ class Result:
             found.append(f"requests failed that no fault explains: {unexpected}")
         if not self.faults and self.load.failed_during_moves:
             found.append(f"{self.load.failed_during_moves} requests failed during the traffic moves")
+        worker_home = self.stable_worker if self.faults else self.candidate_worker
+        if dict(self.worker_serving) != {worker_home: 100}:
+            found.append(
+                f"the worker pool ended on {dict(self.worker_serving)}, expected 100 % on {worker_home}"
+            )
+        if self.jobs is not None:
+            if self.jobs.unfinished:
+                found.append(
+                    f"{self.jobs.unfinished} jobs never finished (lost) within {SETTLE_SECONDS:.0f} s"
+                )
+            if self.jobs.duplicated:
+                found.append(f"{self.jobs.duplicated} jobs succeeded more than once (run twice)")
         return found
 
     @property
@@ -106,7 +149,10 @@ class Rehearsal:
     """The stable revision serving everything behind the router, under load, on a local system."""
 
     def __init__(self, system: LocalSystem, rate: float = DEFAULT_RATE) -> None:
+        if rate < 0:
+            raise ValueError(f"the load's rate is requests a second, 0 or more (got {rate})")
         self.system = system
+        self.rate = rate
         self.router = WeightedRouter()
         self.metrics = PrometheusMetrics()
         self.deployer = LocalDeployer(system, self.router, self.metrics)
@@ -137,9 +183,10 @@ class Rehearsal:
             stack.callback(rehearsal.router.stop)
             rehearsal.router.start()
             rehearsal._adopt_stable()
-            stack.callback(rehearsal.load.stop)
-            rehearsal.load.start()
-            rehearsal.load.wait_for(WARM_REQUESTS)
+            if rate > 0:  # --rate 0: no real load; the release is judged on its own probes
+                stack.callback(rehearsal.load.stop)
+                rehearsal.load.start()
+                rehearsal.load.wait_for(WARM_REQUESTS)
             yield rehearsal
 
     def _adopt_stable(self) -> None:
@@ -164,19 +211,28 @@ class Rehearsal:
             len(self.deployer.moves),
             len(self.metrics.readings),
         )
-        known = set(self.deployer.apis)
+        known, known_workers = set(self.deployer.apis), set(self.deployer.workers)
+        synthetic = HttpSynthetic(
+            url_for=lambda release: self.deployer.apis[release.api].url,
+            headers=lambda: {"Authorization": f"Bearer {self.system.probe_token()}"},
+            rate=settings.synthetic.rate,
+        )
         controller = Controller(
             settings=settings,
             live=LocalLive(self.deployer),
             deployer=self.deployer,
             metrics=self.metrics,
+            jobs=PostgresJobs(self.system.postgres.dsn()),
             smoke=LocalSmoke(self.deployer),
+            synthetic=synthetic,
             approver=AlwaysApprove(),
             clock=SystemClock(),
             out=out,
         )
         stable = self.stable
+        started = time.time()
         report = controller.release()
+        ended = time.time()
         # Requests sent after the last move, and those still in flight through it, finish.
         time.sleep(1.0)
         done = self.load.outcomes[outcomes:]
@@ -189,6 +245,7 @@ class Rehearsal:
                 served_after[outcome.revision] = served_after.get(outcome.revision, 0) + 1
         if report.exit_code == EXIT_OK and report.release is not None:
             self.stable = report.release
+        jobs = settle(self.system.postgres.dsn(), started, ended, SETTLE_SECONDS)
         return Result(
             report=report,
             stable=stable,
@@ -199,6 +256,11 @@ class Rehearsal:
             readings=self.metrics.readings[readings:],
             serving={name: percent for name, percent in self.router.weights().items() if percent > 0},
             served_after=served_after,
+            stable_worker=stable.worker,
+            candidate_worker=next((w for w in self.deployer.workers if w not in known_workers), ""),
+            worker_serving=dict(self.deployer.worker),
+            jobs=jobs,
+            probes=dict(Counter(kind for kind, _ in synthetic.sent)),
         )
 
 
@@ -237,7 +299,20 @@ def describe(result: Result) -> list[str]:
             f"breach to 100 % on stable: {took * 1000:.1f} ms"
             f" (of which in-flight requests draining: {drain * 1000:.1f} ms)"
         )
-    lines.append(f"traffic now: {dict(result.serving)}")
+    if took is not None and result.moves:
+        lines.append(
+            f"breach to every job on stable (the candidate's worker instances drained and exited):"
+            f" {result.moves[-1].worker_seconds * 1000:.0f} ms"
+        )
+    if result.probes:
+        lines.append(f"synthetic probes sent: {dict(result.probes)}")
+    if result.jobs is not None:
+        j = result.jobs
+        lines.append(
+            f"jobs submitted during the release: {j.submitted}; lost (never finished): {j.unfinished};"
+            f" run twice: {j.duplicated}; failed for good: {j.failed}; finished by {j.by_revision}"
+        )
+    lines.append(f"traffic now: {dict(result.serving)}; worker instances: {dict(result.worker_serving)}")
     lines.append(f"controller: {result.report.summary()}")
     problems = result.problems()
     lines += [f"REHEARSAL FAILED: {p}" for p in problems] or ["rehearsal: as expected"]

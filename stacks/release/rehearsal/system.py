@@ -1,4 +1,4 @@
-"""The local system a rehearsal runs on: PostgreSQL, Redis and API processes of the real app.
+"""The local system a rehearsal runs on: PostgreSQL, Redis, API and worker processes of the real app.
 
 Everything lives in its own directory (`.local/rehearsal` for the command, a temporary one in
 the tests), on free loopback ports, with its own JWT secret, so that `make dev`'s data, ports
@@ -22,6 +22,7 @@ from typing import IO
 
 import asyncpg
 
+from app.core.probes import PROBE_ORGANIZATION_ID, PROBE_USER_ID
 from app.local.config import TENANTS
 from app.local.servers import (
     LOOPBACK,
@@ -50,6 +51,17 @@ WORKER_POOL = "liftoff-local-worker"
 # Variables the rehearsal sets itself: a developer's shell that sourced .local/dev.env must
 # not point a rehearsal's API at `make dev`'s servers.
 OWN_VARIABLES = ("DATABASE_URL", "MIGRATIONS_DATABASE_URL", "REDIS_URL", "SUPABASE_JWT_SECRET", "PORT")
+# Each worker instance: a few jobs at once, and the queue's timings in seconds rather than the
+# cloud's minutes, so that a lease lost or a job given back at a shutdown plays out in a rehearsal.
+WORKER_INSTANCE_ENV = {
+    "WORKER_CONCURRENCY": "2",
+    "WORKER_LEASE_SECONDS": "10",
+    "WORKER_SWEEP_SECONDS": "1",
+    "WORKER_WAIT_SECONDS": "2",
+    "WORKER_SHUTDOWN_GRACE_SECONDS": "3",
+    "WORKER_RETRY_BASE_SECONDS": "0.2",
+    "WORKER_RETRY_MAX_SECONDS": "1",
+}
 
 
 @dataclass
@@ -86,8 +98,45 @@ class ApiProcess:
                 self.process.wait()
 
 
+@dataclass
+class WorkerProcess:
+    """One instance of a worker revision: `python -m app worker`, its /health on its own port."""
+
+    revision: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path = field(repr=False)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.port}/health", timeout=2) as response:  # noqa: S310 (loopback)
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def wait_ready(self) -> None:
+        wait_until(self.healthy, f"worker {self.revision} (log: {self.log})", READY_SECONDS, self.process)
+
+    def terminate(self) -> None:
+        """SIGTERM: the instance stops claiming, lets its jobs finish or gives them back, exits."""
+        if self.process.poll() is None:
+            self.process.terminate()
+
+    def wait_stopped(self) -> None:
+        try:
+            self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        self.terminate()
+        self.wait_stopped()
+
+
 class LocalSystem:
-    """PostgreSQL, Redis and any number of API revisions; `stop` ends every process it started."""
+    """PostgreSQL, Redis and any number of API revisions and worker instances; `stop` ends every
+    process it started."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -95,6 +144,7 @@ class LocalSystem:
         self.postgres = LocalPostgres(self.root / "postgres", free_port(), durable=False)
         self.redis = LocalRedis(self.root / "redis", free_port(), durable=False)
         self.apis: list[ApiProcess] = []
+        self.workers: list[WorkerProcess] = []
         self._generation = 0
         self._logs: list[IO[bytes]] = []
 
@@ -127,6 +177,10 @@ class LocalSystem:
         """A dev token of the demo tenant, signed with this system's own secret."""
         _, org_id, user_id = TENANTS["demo"]
         return mint_dev_token(self.secret, user_id=user_id, org_id=org_id)
+
+    def probe_token(self) -> str:
+        """A token of the probe tenant (app/core/probes.py), whose jobs are release probes."""
+        return mint_dev_token(self.secret, user_id=PROBE_USER_ID, org_id=PROBE_ORGANIZATION_ID)
 
     def next_names(self, faults: Mapping[str, str]) -> tuple[str, str]:
         """The API and worker revision names of the next release."""
@@ -179,6 +233,35 @@ class LocalSystem:
         fresh.wait_ready()
         return fresh, time.perf_counter() - started
 
+    def spawn_worker(self, revision: str, faults: Mapping[str, str] | None = None) -> WorkerProcess:
+        """Start one instance of a worker revision (not yet ready: see WorkerProcess.wait_ready)."""
+        index = sum(1 for w in self.workers if w.revision == revision)
+        log = private_dir(self.root / "logs") / f"{revision}-{index}.log"
+        env = {
+            **self.env(free_port(), faults or {}),
+            **WORKER_INSTANCE_ENV,
+            "CLOUD_RUN_WORKER_POOL_REVISION": revision,
+        }
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "app", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log(log),
+            stderr=subprocess.STDOUT,
+        )
+        worker = WorkerProcess(revision, int(env["PORT"]), process, log)
+        self.workers.append(worker)
+        return worker
+
+    def stop_workers(self, workers: list[WorkerProcess]) -> None:
+        """SIGTERM to all at once, then wait for each: instances drain side by side."""
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait_stopped()
+            if worker in self.workers:
+                self.workers.remove(worker)
+
     def _spawn(self, name: str, port: int, faults: Mapping[str, str]) -> ApiProcess:
         log = private_dir(self.root / "logs") / f"{name}.log"
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
@@ -195,6 +278,10 @@ class LocalSystem:
     def stop(self) -> None:
         """Stop every process this system started, the API revisions first."""
         errors: list[str] = []
+        try:
+            self.stop_workers(list(self.workers))
+        except (OSError, ServerError) as exc:
+            errors.append(f"workers: {exc}")
         for api in reversed(self.apis):
             try:
                 api.stop()

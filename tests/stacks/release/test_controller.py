@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.traffic import TrafficTarget
-from stacks.release.config import ReleaseSettings
+from stacks.release.config import ReleaseSettings, SyntheticSettings
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
     EXIT_ERROR,
@@ -532,3 +532,51 @@ def test_an_unfinished_only_rollback_leaves_settled_traffic_alone(world):
     assert len(world.ups) == ups and world.read().api == {B.api: 100}
     # A plain rollback of the same state is refused: the newest release is already sent back.
     assert controller(world).rollback().exit_code == EXIT_USAGE
+
+
+# -- the worker's gates and synthetic traffic ---------------------------------------------------
+
+
+def test_a_worker_only_release_is_judged_on_its_jobs_and_rolled_back_traffic_only(world):
+    worker_only = Release(A.api, release(2).worker)
+    world.next_release = worker_only
+    world.job_failure[worker_only.worker] = 0.3
+    world.error_fraction[A.api] = lambda t: 0.5  # the API's requests say nothing of this release
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("worker-failure-ratio",)
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+    assert world.ledger.outcome(worker_only) is Outcome.FAILED
+    assert world.ups[-2:] == ["shift", "shift"]
+
+
+def test_a_release_of_both_is_rolled_back_on_either_part(world):
+    world.job_failure[B.worker] = 0.3
+    report = controller(world).release()
+    assert report.exit_code == EXIT_ROLLED_BACK and report.breached == ("worker-failure-ratio",)
+    assert world.read().api == {A.api: 100} and world.read().worker == {A.worker: 100}
+
+
+def test_probes_are_sent_only_while_a_step_is_short_and_never_past_the_budget(world):
+    world.requests_per_second, world.jobs_per_second = 0.0, 0.0
+    probing = SETTINGS.model_copy(update={"synthetic": SyntheticSettings(rate=10, budget=20_000)})
+    report = controller(world, probing).release()
+    assert report.exit_code == EXIT_OK
+    assert {p.release for p in world.probes} == {B}
+    spent = sum(p.count(p.start, p.end, p.api_rate + p.job_rate) for p in world.probes)
+    assert 0 < spent <= 20_000
+    # With plenty of real traffic, requests and jobs both, no probe is needed.
+    busy = World(next_release=A, jobs_per_second=20.0)
+    controller(busy, probing).release()
+    busy.next_release = B
+    assert controller(busy, probing).release().exit_code == EXIT_OK
+    assert busy.probes == []
+
+
+def test_a_spent_budget_leaves_a_quiet_step_inconclusive(world):
+    world.requests_per_second, world.jobs_per_second = 0.0, 0.0
+    stingy = SETTINGS.model_copy(update={"synthetic": SyntheticSettings(rate=10, budget=30)})
+    report = controller(world, stingy).release()
+    assert report.exit_code == EXIT_ROLLED_BACK
+    assert set(report.breached) <= {"min-requests", "min-job-attempts"}
+    assert any("budget of 30 probes is spent" in line for line in report.lines)
+    assert world.read().api == {A.api: 100}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.release.config import ReleaseSettings
-from stacks.release.gates import State, Window, evaluate
+from stacks.release.gates import JobWindow, State, Window, combine, evaluate, evaluate_jobs
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +69,68 @@ def test_small_latencies_are_not_a_regression():
     # 30 ms against 12 ms is 2.5x, but within the noise floor.
     verdict = evaluate(Window(500, 0, 30.0), Window(5000, 0, 12.0), LIMITS)
     assert verdict.state is State.PASS
+
+
+# -- the worker's gates, on its attempts --------------------------------------------------------
+
+JOB_LIMITS = ReleaseSettings(
+    min_job_attempts=20,
+    max_job_failure_ratio=0.05,
+    max_job_p95_seconds=60.0,
+    max_expired_leases=0,
+    max_job_failure_ratio_increase=0.02,
+    max_job_duration_ratio=2.0,
+)
+
+
+def test_a_healthy_worker_passes_every_job_gate():
+    verdict = evaluate_jobs(JobWindow(100, 2, 0, 12.0), JobWindow(900, 10, 0, 11.0), JOB_LIMITS)
+    assert verdict.state is State.PASS
+    assert [g.name for g in verdict.gates] == [
+        "worker-failure-ratio",
+        "worker-expired-leases",
+        "worker-p95-duration-seconds",
+        "worker-failure-ratio-vs-stable",
+        "worker-p95-duration-vs-stable-seconds",
+    ]
+
+
+def test_too_few_attempts_wait_and_failures_past_the_minimum_samples_limit_breach_early():
+    assert evaluate_jobs(JobWindow(5, 0, 0, 1.0), None, JOB_LIMITS).state is State.WAIT
+    # Two failures in five: 2/20 of the minimum sample is already past 5 %.
+    early = evaluate_jobs(JobWindow(5, 2, 0, 1.0), None, JOB_LIMITS)
+    assert early.state is State.BREACH and early.breached == ("worker-failure-ratio",)
+
+
+def test_an_expired_lease_breaches_at_once():
+    verdict = evaluate_jobs(JobWindow(3, 0, 1, 1.0), None, JOB_LIMITS)
+    assert verdict.state is State.BREACH and verdict.breached == ("worker-expired-leases",)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "breached"),
+    [
+        (
+            JobWindow(100, 0, 0, 90.0),
+            ("worker-p95-duration-seconds", "worker-p95-duration-vs-stable-seconds"),
+        ),
+        (JobWindow(100, 4, 0, 10.0), ("worker-failure-ratio-vs-stable",)),
+        (JobWindow(100, 0, 0, 25.0), ("worker-p95-duration-vs-stable-seconds",)),
+    ],
+)
+def test_a_worker_is_judged_against_the_stable_one_over_the_same_window(candidate, breached):
+    verdict = evaluate_jobs(candidate, JobWindow(1000, 10, 0, 10.0), JOB_LIMITS)
+    assert verdict.state is State.BREACH and verdict.breached == breached
+
+
+def test_the_api_and_the_worker_verdicts_combine_breach_first_then_wait():
+    api_pass = evaluate(HEALTHY, None, LIMITS)
+    worker_wait = evaluate_jobs(JobWindow(5, 0, 0, 1.0), None, JOB_LIMITS)
+    worker_breach = evaluate_jobs(JobWindow(3, 0, 1, 1.0), None, JOB_LIMITS)
+    waiting = combine([api_pass, worker_wait])
+    assert waiting.state is State.WAIT and waiting.waiting == ("worker",)
+    breach = combine([evaluate(Window(5, 0, None), None, LIMITS), worker_breach])
+    assert breach.state is State.BREACH and breach.breached == ("worker-expired-leases",)
+    assert combine([api_pass, evaluate_jobs(JobWindow(100, 0, 0, 1.0), None, JOB_LIMITS)]).state is State.PASS
+    with pytest.raises(ValueError, match="nothing to judge"):
+        combine([])

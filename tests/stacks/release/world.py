@@ -15,16 +15,27 @@ from typing import Protocol
 from components.traffic import TrafficTarget, validate
 from stacks.release.config import ReleaseSettings
 from stacks.release.controller import Controller
-from stacks.release.gates import Window
+from stacks.release.gates import JobWindow, Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import ReleasePlan
-from stacks.release.ports import Approver, Clock, Deployer, DeployError, Live, LiveReader, Metrics, Smoke
+from stacks.release.ports import (
+    Approver,
+    Clock,
+    Deployer,
+    DeployError,
+    JobMetrics,
+    Live,
+    LiveReader,
+    Metrics,
+    Smoke,
+    Synthetic,
+)
 
 API = "liftoff-prod-api"
 WORKER = "liftoff-prod-worker"
 
 
-class Ports(LiveReader, Deployer, Metrics, Smoke, Clock, Protocol):
+class Ports(LiveReader, Deployer, Metrics, JobMetrics, Smoke, Synthetic, Clock, Protocol):
     """A double that plays every port of the controller but the approvals."""
 
 
@@ -35,11 +46,35 @@ def controller_over(world: Ports, settings: ReleaseSettings, approver: Approver)
         live=world,
         deployer=world,
         metrics=world,
+        jobs=world,
         smoke=world,
+        synthetic=world,
         approver=approver,
         clock=world,
         out=lambda line: None,
     )
+
+
+@dataclass(frozen=True)
+class Probes:
+    """Probes a synthetic send made: over which span, to which candidate, how many a second."""
+
+    start: float
+    end: float
+    release: Release
+    api_rate: float
+    job_rate: float
+
+    def count(self, start: float, end: float, rate: float) -> float:
+        """The probes of this send within [start, end)."""
+        overlap = max(0.0, min(end, self.end) - max(start, self.start))
+        return overlap * rate
+
+
+def probe_requests(sends: list[Probes], api: str, start: float, end: float) -> float:
+    """Requests the probes sent to `api` (its tag URL) within a window: API probes and job
+    submissions both."""
+    return sum(p.count(start, end, p.api_rate + p.job_rate) for p in sends if p.release.api == api)
 
 
 def release(n: int) -> Release:
@@ -94,6 +129,14 @@ class World:
     timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
     # Per revision, the share of its requests that fail at a given time (default: 0.1 %).
     error_fraction: dict[str, Callable[[float], float]] = field(default_factory=dict)
+    # The jobs the whole worker pool finishes a second, split as its instances are.
+    jobs_per_second: float = 2.0
+    worker_timeline: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    # Per worker revision, the share of its attempts that fail (default: none).
+    job_failure: dict[str, float] = field(default_factory=dict)
+    # Synthetic probes a second (the controller sends them only if its settings declare some).
+    probe_rate: float = 10.0
+    probes: list[Probes] = field(default_factory=list)
 
     def controller(self, settings: ReleaseSettings, approver: Approvals | None = None) -> Controller:
         """The real controller, with this world as every port but the approvals."""
@@ -133,6 +176,7 @@ class World:
         self.ledger = plan.ledger
         self.history.append(dict(self.api.serving))
         self.timeline.append((self.time, dict(self.api.serving)))
+        self.worker_timeline.append((self.time, dict(self.worker.serving)))
 
     # LiveReader
     def read(self) -> Live:
@@ -147,16 +191,50 @@ class World:
         fraction = self.error_fraction.get(revision, _healthy)
         requests = errors = 0.0
         t = start
-        while t < end - self.delay_seconds:
+        readable = end - self.delay_seconds
+        while t < readable:
             rate = self.requests_per_second * self.share_at(revision, t) / 100
             requests += rate
             errors += rate * fraction(t)
             t += 1
+        probed = probe_requests(self.probes, revision, start, readable)
+        requests += probed
+        errors += probed * fraction(start)
         return Window(int(requests), int(errors), 120.0 if requests else None)
 
-    def share_at(self, revision: str, t: float) -> int:
-        shares = [serving for since, serving in self.timeline if since <= t]
+    def share_at(
+        self, revision: str, t: float, timeline: list[tuple[float, dict[str, int]]] | None = None
+    ) -> int:
+        shares = [
+            serving for since, serving in (self.timeline if timeline is None else timeline) if since <= t
+        ]
         return shares[-1].get(revision, 0) if shares else 0
+
+    # JobMetrics: read from the database, so nothing to wait for.
+    def jobs(self, revision: str, start: float, end: float) -> JobWindow:
+        """The pool's jobs, and the probe jobs, this revision's share of them as its instances stood."""
+        attempts = 0.0
+        t = start
+        while t < end:
+            share = self.share_at(revision, t, self.worker_timeline) / 100
+            attempts += self.jobs_per_second * share
+            attempts += sum(p.count(t, t + 1, p.job_rate) for p in self.probes) * share
+            t += 1
+        failures = int(attempts * self.job_failure.get(revision, 0.0))
+        return JobWindow(int(attempts), failures, 0, 4.0 if attempts else None)
+
+    # Synthetic
+    def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
+        kinds = int(api) + int(jobs)
+        sent = min(limit, int(self.probe_rate * seconds)) if kinds else 0
+        if sent:
+            span = sent / self.probe_rate
+            share = self.probe_rate / kinds
+            self.probes.append(
+                Probes(self.time, self.time + span, release, share if api else 0.0, share if jobs else 0.0)
+            )
+        self.time += seconds
+        return sent
 
     # Smoke
     def check(self, candidate: Release) -> str | None:

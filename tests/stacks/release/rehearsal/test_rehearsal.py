@@ -1,4 +1,5 @@
-"""Whole rehearsals: the real controller, the real app, real load; promoted or rolled back."""
+"""Whole rehearsals: the real controller, the real app (API revisions and worker instances), real
+load or none; promoted or rolled back, and no job lost or run twice either way."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK
 from stacks.release.ledger import Outcome
-from stacks.release.rehearsal.run import FAULT, Rehearsal, describe, profile
+from stacks.release.rehearsal.run import FAULTS, Rehearsal, Result, describe, profile
 from stacks.release.rehearsal.system import LocalSystem
 
 pytestmark = pytest.mark.integration
@@ -42,11 +43,22 @@ def test_a_healthy_candidate_is_promoted_with_no_failed_request(rehearsal: Rehea
     # Both revisions' windows were read at the shared steps, and judged.
     assert {r.revision for r in result.readings} == {stable.api, result.candidate}
     assert rehearsal.stable == result.report.release
+    # Both worker revisions ran jobs while the split was shared, and every job ran exactly once.
+    _no_job_lost_or_run_twice(result)
+    assert result.jobs is not None and set(result.jobs.by_revision) == {
+        stable.worker,
+        result.candidate_worker,
+    }
+
+
+def _no_job_lost_or_run_twice(result: Result) -> None:
+    assert result.jobs is not None and result.jobs.submitted > 0
+    assert (result.jobs.unfinished, result.jobs.duplicated) == (0, 0), result.jobs
 
 
 def test_a_faulty_candidate_is_rolled_back_and_the_gate_named(rehearsal: Rehearsal):
     stable = rehearsal.stable
-    result = rehearsal.release(FAULT, profile(), out=lambda line: None)
+    result = rehearsal.release(FAULTS["api"], profile(), out=lambda line: None)
     assert result.report.exit_code == EXIT_ROLLED_BACK, result.report.text()
     assert "error-ratio" in result.report.breached
     assert result.problems() == []
@@ -62,21 +74,52 @@ def test_a_faulty_candidate_is_rolled_back_and_the_gate_named(rehearsal: Rehears
     assert "breached: error-ratio" in report
     assert "breach to 100 % on stable" in report
     assert rehearsal.stable == stable
+    _no_job_lost_or_run_twice(result)
 
 
-def test_the_command_exits_3_names_the_gate_and_leaves_nothing_running(tmp_path: Path):
+def test_a_faulty_worker_is_rolled_back_on_its_own_gate_and_every_job_finishes_on_stable(
+    rehearsal: Rehearsal,
+):
+    stable = rehearsal.stable
+    result = rehearsal.release(FAULTS["worker"], profile(), out=lambda line: None)
+    assert result.report.exit_code == EXIT_ROLLED_BACK, result.report.text()
+    assert result.report.breached == ("worker-failure-ratio",)
+    assert result.problems() == []
+    assert rehearsal.deployer.worker == {stable.worker: 100}
+    assert [w.revision for w in rehearsal.system.workers] == [stable.worker] * 10
+    # The API was healthy: no request failed.
+    assert result.load.total_failed == 0
+    _no_job_lost_or_run_twice(result)
+    report = "\n".join(describe(result))
+    assert "breach to every job on stable" in report
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code", "named"),
+    [
+        (["--fault", "api"], EXIT_ROLLED_BACK, "breached: error-ratio"),
+        (["--rate", "0"], EXIT_OK, "promoted (exit 0)"),
+        (["--rate", "0", "--fault", "worker"], EXIT_ROLLED_BACK, "breached: worker-failure-ratio"),
+    ],
+    ids=["fault-api", "rate-0", "rate-0-fault-worker"],
+)
+def test_the_command_exits_as_the_release_did_and_leaves_nothing_running(
+    tmp_path: Path, arguments: list[str], code: int, named: str
+):
     root = tmp_path / "rehearsal"
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "stacks.release.rehearsal", "--fault", "--dir", str(root)],
+        [sys.executable, "-m", "stacks.release.rehearsal", *arguments, "--dir", str(root)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    assert done.returncode == EXIT_ROLLED_BACK, done.stdout + done.stderr
-    assert "breached: error-ratio" in done.stdout
+    assert done.returncode == code, done.stdout + done.stderr
+    assert named in done.stdout
     assert "rehearsal: as expected" in done.stdout
+    if "--rate" in arguments:
+        assert "synthetic probes sent" in done.stdout
     # Postgres and Redis name the directory on their command line, the API revisions in their
     # environment.
     marker = str(root.resolve()).encode()
