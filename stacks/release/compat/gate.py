@@ -26,6 +26,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -59,7 +60,8 @@ MIGRATIONS = Path("app/migrations/versions")
 # Where BASE's own dependencies are installed, once per lock file (by its sha256).
 VENV_CACHE = ROOT / ".local" / "compat" / "venvs"
 READY_SECONDS = 30.0
-JOB_SECONDS = 20.0
+# A job takes 0.3 s here: one that has not ended in 10 s is stuck.
+JOB_SECONDS = 10.0
 STOP_SECONDS = 10.0
 # The variables the gate sets itself: a shell that sourced .local/dev.env must not point the
 # gate's processes at `make dev`'s servers, nor PYTHONPATH at another tree's `app`.
@@ -72,6 +74,7 @@ OWN_VARIABLES = (
     "PYTHONPATH",
 )
 BASE_DB = "compat_base"
+ERROR_LINE = re.compile(r"\b\w*(Error|Exception|Violation)\b")
 MODEL = "compat-model"
 
 
@@ -285,6 +288,17 @@ class Process:
             return ""
         return " | ".join(line.strip()[:300] for line in text[-lines:])
 
+    def last_error(self) -> str:
+        """The last line of the log that names an error (a traceback's last line), else its tail."""
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines):
+            if ERROR_LINE.search(line):
+                return line.strip()[:400]
+        return self.tail(2)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -298,15 +312,20 @@ class Process:
 # --- the API client of the smoke suite ---------------------------------------------------------------
 
 
-def _short(response: httpx.Response) -> str:
-    return f"HTTP {response.status_code} {response.text.strip()[:300]}"
-
-
 class Client:
     """The demo tenant's calls to one API process."""
 
-    def __init__(self, url: str, token: str) -> None:
-        self.http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+    def __init__(self, api: Process, token: str) -> None:
+        self.api = api
+        self.http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
+
+    def _short(self, response: httpx.Response) -> str:
+        """The status and the body; for a 5xx, the error the API's log gives for it."""
+        text = f"HTTP {response.status_code} {response.text.strip()[:300]}"
+        if response.status_code >= 500:
+            time.sleep(0.2)  # the log line may follow the response
+            text += f"; API log: {self.api.last_error()}"
+        return text
 
     def close(self) -> None:
         self.http.close()
@@ -315,13 +334,13 @@ class Client:
         headers = {"Idempotency-Key": key} if key else {}
         response = self.http.post("/v1/generations", json={"prompt": prompt, "model": MODEL}, headers=headers)
         if response.status_code != 202:
-            raise StepFailed(f"POST /v1/generations: {_short(response)}")
+            raise StepFailed(f"POST /v1/generations: {self._short(response)}")
         return dict(response.json())
 
     def get(self, job_id: str) -> dict[str, Any]:
         response = self.http.get(f"/v1/generations/{job_id}")
         if response.status_code != 200:
-            raise StepFailed(f"GET /v1/generations/{job_id}: {_short(response)}")
+            raise StepFailed(f"GET /v1/generations/{job_id}: {self._short(response)}")
         return dict(response.json())
 
     def list_ids(self, status: str | None = None) -> set[str]:
@@ -334,7 +353,7 @@ class Client:
             response = self.http.get("/v1/generations", params=params)
             if response.status_code != 200:
                 raise StepFailed(
-                    f"GET /v1/generations?{'status=' + status if status else ''}: {_short(response)}"
+                    f"GET /v1/generations?{'status=' + status if status else ''}: {self._short(response)}"
                 )
             page = response.json()
             ids |= {item["id"] for item in page["items"]}
@@ -346,7 +365,7 @@ class Client:
     def cancel(self, job_id: str) -> dict[str, Any]:
         response = self.http.post(f"/v1/generations/{job_id}/cancel")
         if response.status_code not in (200, 202):
-            raise StepFailed(f"POST /v1/generations/{job_id}/cancel: {_short(response)}")
+            raise StepFailed(f"POST /v1/generations/{job_id}/cancel: {self._short(response)}")
         job = dict(response.json())
         if not (job["status"] == "cancelled" or job["cancel_requested"]):
             raise StepFailed(f"cancel answered {response.status_code} but the job is {job['status']}")
@@ -359,7 +378,8 @@ class Client:
         while job["status"] not in ("succeeded", "failed", "cancelled"):
             if time.monotonic() > deadline:
                 raise StepFailed(
-                    f"job {job_id} still {job['status']} after {timeout:.0f}s; worker log: {worker.tail()}"
+                    f"job {job_id} still {job['status']} after {timeout:.0f}s;"
+                    f" worker log: {worker.last_error()}"
                 )
             time.sleep(0.1)
             job = self.get(job_id)
@@ -374,12 +394,12 @@ class Client:
             if job["status"] in ("succeeded", "failed", "cancelled"):
                 raise StepFailed(
                     f"job {job_id} ended {job['status']}, not {wanted}: error {job.get('error')!r};"
-                    f" worker log: {worker.tail()}"
+                    f" worker log: {worker.last_error()}"
                 )
             if time.monotonic() > deadline:
                 raise StepFailed(
                     f"job {job_id} still {job['status']} after {timeout:.0f}s (attempts {job['attempts']},"
-                    f" error {job.get('error')!r}); worker log: {worker.tail()}"
+                    f" error {job.get('error')!r}); worker log: {worker.last_error()}"
                 )
             time.sleep(0.1)
             job = self.get(job_id)
@@ -483,7 +503,7 @@ class CompatSession:
                 raise GateError(f"BASE's own migrations failed on an empty database: {result.stderr[-800:]}")
             asyncio.run(self._seed(dsn))
             with self._running(self.base, dsn, self.redis.url(), "prepare") as (api, worker):
-                client = Client(api.url, self._token())
+                client = Client(api, self._token())
                 try:
                     self.base_written = self._write(client, worker, "base")
                 finally:
@@ -558,7 +578,7 @@ class CompatSession:
         applied = self._migrate(head, dsn, report)
         if applied is None:
             return
-        base_client = Client(base_api.url, token)
+        base_client = Client(base_api, token)
         try:
             self._smoke(base_client, base_worker, report, applied)
             base_worker.stop()
@@ -570,7 +590,7 @@ class CompatSession:
                 except StepFailed as exc:
                     report.findings.append(Finding(f"head.{process.name}", str(exc), applied))
                     return
-            head_client = Client(head_api.url, token)
+            head_client = Client(head_api, token)
             try:
                 self._step(
                     report, "head.read-base", applied, lambda: self._read(head_client, self.base_written)
