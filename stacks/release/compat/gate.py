@@ -62,6 +62,7 @@ VENV_CACHE = ROOT / ".local" / "compat" / "venvs"
 READY_SECONDS = 30.0
 # A job takes 0.3 s here: one that has not ended in 10 s is stuck.
 JOB_SECONDS = 10.0
+MIGRATE_SECONDS = 60.0
 STOP_SECONDS = 10.0
 # The variables the gate sets itself: a shell that sourced .local/dev.env must not point the
 # gate's processes at `make dev`'s servers, nor PYTHONPATH at another tree's `app`.
@@ -553,7 +554,14 @@ class CompatSession:
         try:
             head_tree = Tree(report.head, head_path, interpreter(head_path, current=self.root))
             self._check(self.base, head_tree, report)
-        except (ServerError, OSError, subprocess.SubprocessError, asyncpg.PostgresError, GateError) as exc:
+        except (
+            ServerError,
+            OSError,
+            subprocess.SubprocessError,
+            asyncpg.PostgresError,
+            GateError,
+            StepFailed,
+        ) as exc:
             report.error = f"{type(exc).__name__}: {exc}"
         finally:
             for process in reversed(self._processes):
@@ -613,15 +621,32 @@ class CompatSession:
     def _migrate(self, head: Tree, dsn: str, report: CompatReport) -> tuple[str, ...] | None:
         """HEAD's expand migrations, one by one, with HEAD's code; the revisions applied, or None
         after a finding."""
-        result = subprocess.run(  # noqa: S603
-            [head.python, "-c", MIGRATE_SCRIPT, dsn],
-            cwd=head.path,
-            env=self._env(dsn, 8080, self.redis.url()),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
-        )
+        try:
+            result = subprocess.run(  # noqa: S603
+                [head.python, "-c", MIGRATE_SCRIPT, dsn],
+                cwd=head.path,
+                env=self._env(dsn, 8080, self.redis.url()),
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=MIGRATE_SECONDS,
+            )
+        except subprocess.TimeoutExpired as exc:
+            # A small database with BASE's processes mostly idle: a migration still running after
+            # a minute is most likely waiting for a lock they hold, as it would behind traffic.
+            output = (
+                exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+            )
+            started = [line for line in output.splitlines() if line.startswith("COMPAT ")]
+            report.findings.append(
+                Finding(
+                    "migrate",
+                    f"HEAD's migrations did not finish in {MIGRATE_SECONDS:.0f}s while BASE's code was"
+                    " serving (waiting for a lock the old code holds?); last event:"
+                    f" {started[-1] if started else 'none'}",
+                )
+            )
+            return None
         events = [
             json.loads(line.removeprefix("COMPAT "))
             for line in result.stdout.splitlines()
