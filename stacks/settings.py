@@ -611,26 +611,68 @@ def seconds_per_month(prices: Path = PRICES) -> Fraction:
 
 
 def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> list[str]:
-    """The first release step, if it could not reach `minRequests` at the stack's declared traffic.
+    """The first release step, if it could not reach its minimums at the stack's declared traffic.
 
-    How a step is judged (stacks/release/controller.py, `Controller._soak` and `_inconclusive`;
-    stacks/release/gates.py, `evaluate`): only the candidate API revision's requests count, from
-    when its share moves; the gates wait until they reach `minRequests`, and a step still short
-    once `maxSoakSeconds` of its traffic is readable (three soaks when unset: `wait_limit_seconds`;
-    the controller waits out Cloud Monitoring's delay on top) is inconclusive. At the mean rate the
-    stack declares, the candidate has then served requestsPerMonth / seconds a month × the step's
-    share × maxSoakSeconds requests. Every step waits as long, and steps rise strictly
-    (`ReleaseSettings.steps`), so the first is the quietest: when it can be judged, all can.
-    Checked where the stack file declares `requestsPerMonth` (the default is the cost estimate's
-    placeholder, not the stack's traffic) and rolls an inconclusive step back: `promote` is the
-    stack's own choice.
+    How a step is judged (stacks/release/controller.py, `Controller._soak`, `_wait` and
+    `_inconclusive`; stacks/release/gates.py, `evaluate` and `evaluate_jobs`): the candidate API
+    revision's requests count from when its share moves, and so do the candidate worker
+    revision's finished attempts; the gates wait until they reach `minRequests` and
+    `minJobAttempts`, and a step still short once `maxSoakSeconds` of its traffic is readable
+    (three soaks when unset: `wait_limit_seconds`; the controller waits out Cloud Monitoring's
+    delay on top) is inconclusive. At the mean rates the stack declares, the candidate then has
+    requestsPerMonth (jobsPerMonth) / seconds a month × the step's share × maxSoakSeconds of
+    them. Every step waits as long, and steps rise strictly (`ReleaseSettings.steps`), so the
+    first is the quietest: when it can be judged, all can.
+
+    Synthetic probes (`synthetic`) count too, as the controller sends them: from the first poll
+    that finds the step short, `rate` a second, all to the candidate API's tag URL, half of them
+    jobs (when requests and jobs are both short) taken at the candidate worker's share, and never
+    more than `budget` in the release.
+
+    Each part is checked where the stack file declares its traffic (the defaults are the cost
+    estimate's placeholders, not the stack's traffic) and rolls an inconclusive step back:
+    `promote` is the stack's own choice.
     """
-    if release.on_inconclusive == "promote" or "requests_per_month" not in usage.model_fields_set:
+    if release.on_inconclusive == "promote":
         return []
-    rate = usage.requests_per_month / seconds_per_month()
-    if _step_requests(rate, release.steps[0], release.wait_limit_seconds) >= release.min_requests:
-        return []
-    return [_unjudgeable(release, usage.requests_per_month, rate)]
+    problems = []
+    probes = _probes(release)
+    if "requests_per_month" in usage.model_fields_set:
+        rate = usage.requests_per_month / seconds_per_month()
+        seen = _step_requests(rate, release.steps[0], release.wait_limit_seconds) + probes
+        if seen < release.min_requests:
+            problems.append(_unjudgeable(release, usage.requests_per_month, rate))
+    if "jobs_per_month" in usage.model_fields_set and release.min_job_attempts > 0:
+        rate = usage.jobs_per_month / seconds_per_month()
+        first, wait = release.steps[0], release.wait_limit_seconds
+        seen = _step_requests(rate, first, wait) + probes / 2 * first / 100
+        if seen < release.min_job_attempts:
+            problems.append(
+                f"{RELEASE_KEY}.minJobAttempts: {release.min_job_attempts:,} finished attempts cannot be"
+                f" reached by the candidate worker in the first step ({first} %) at the jobs"
+                f" {NAMESPACE}:usage.jobsPerMonth declares: {usage.jobs_per_month:,} a month"
+                f" ({float(rate):.3g} a second) × {first} % × maxSoakSeconds {wait:,} s"
+                f"{_with_probes(probes)} is about {float(seen):,.1f}, so with onInconclusive rollback"
+                f" every release changing the worker would roll back as inconclusive; lower"
+                f" minJobAttempts to {math.floor(seen):,}, declare synthetic traffic"
+                f" ({RELEASE_KEY}.synthetic), or set onInconclusive: promote"
+            )
+    return problems
+
+
+def _probes(release: ReleaseSettings) -> Fraction:
+    """The probes the controller can send in the first step: from its first poll to the end of
+    maxSoakSeconds at `rate`, within the budget (0 when none are declared)."""
+    synthetic = release.synthetic
+    if not synthetic.enabled:
+        return Fraction(0)
+    poll = max(1.0, release.soak_seconds / 5)
+    seconds = max(0.0, release.wait_limit_seconds - poll)
+    return min(Fraction(synthetic.rate) * Fraction(seconds), Fraction(synthetic.budget))
+
+
+def _with_probes(probes: Fraction) -> str:
+    return f" plus half of {float(probes):,.0f} probes at its share" if probes else ""
 
 
 def _step_requests(rate: Fraction, percent: int, seconds: int) -> Fraction:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from stacks.cost import load_prices
 from stacks.release.cloud import CloudMonitoringMetrics
-from stacks.release.config import ReleaseSettings
+from stacks.release.config import ReleaseSettings, SyntheticSettings
 from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK
 from stacks.render import Rendering, stack_config
 from stacks.settings import ConfigError, UsageSettings, release_traffic_problems, seconds_per_month
@@ -145,10 +145,16 @@ def test_only_the_ways_out_that_can_work_are_offered() -> None:
 # --- The rule against the controller ----------------------------------------------------------
 
 
-def run_release(settings: ReleaseSettings, per_second: float) -> tuple[int, tuple[str, ...], int]:
+def run_release(
+    settings: ReleaseSettings,
+    per_second: float,
+    jobs_per_second: float = 2.0,
+    delay: float = CloudMonitoringMetrics.delay_seconds,
+) -> tuple[int, tuple[str, ...], int]:
     """A release of B beside A at a steady `per_second`: exit code, breached gates, B's top share."""
-    world = World(next_release=A, delay_seconds=CloudMonitoringMetrics.delay_seconds)
+    world = World(next_release=A, delay_seconds=delay)
     world.requests_per_second = per_second
+    world.jobs_per_second = jobs_per_second
     assert world.controller(settings).release().exit_code == EXIT_OK  # A, a first deploy
     world.next_release = B
     report = world.controller(settings).release()
@@ -172,8 +178,13 @@ def test_what_the_rule_accepts_the_controller_judges_and_what_it_refuses_rolls_b
     wait = soak + extra
     rate = Fraction(per_month) / seconds_per_month()
     min_requests = int(rate * first / 100 * wait * scale)
+    # The worker's minimum is its own property's (below): here every step has its attempts.
     settings = ReleaseSettings(
-        steps=(first, 100), soak_seconds=soak, max_soak_seconds=wait, min_requests=min_requests
+        steps=(first, 100),
+        soak_seconds=soak,
+        max_soak_seconds=wait,
+        min_requests=min_requests,
+        min_job_attempts=0,
     )
     expected = step_requests(settings, per_month, first)
     # The controller decides at its first poll past maxSoakSeconds (+ the delay), so it may read up
@@ -187,3 +198,54 @@ def test_what_the_rule_accepts_the_controller_judges_and_what_it_refuses_rolls_b
         assert (code, breached, top) == (EXIT_ROLLED_BACK, ("min-requests",), first)
     else:
         assert (code, top) == (EXIT_OK, 100), breached
+
+
+@given(
+    per_month=st.integers(20_000, 2_000_000),
+    first=st.integers(1, 99),
+    soak=st.integers(240, 600),
+    extra=st.integers(0, 900),
+    scale=st.fractions(0, 4, max_denominator=100),
+)
+@settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.filter_too_much]
+)
+def test_what_the_rule_accepts_for_the_worker_the_controller_judges_on_its_attempts(
+    per_month: int, first: int, soak: int, extra: int, scale: Fraction
+) -> None:
+    wait = soak + extra
+    rate = Fraction(per_month) / seconds_per_month()
+    min_attempts = int(rate * first / 100 * wait * scale)
+    settings = ReleaseSettings(
+        steps=(first, 100),
+        soak_seconds=soak,
+        max_soak_seconds=wait,
+        min_requests=0,
+        min_job_attempts=min_attempts,
+    )
+    expected = rate * first / 100 * wait
+    # Attempts are read with no delay, so the controller may count up to one poll more than the rule.
+    poll = max(1, soak // 5) + 1
+    assume(expected >= min_attempts + 1 or expected * (wait + poll) / wait < min_attempts)
+    refused = release_traffic_problems(settings, UsageSettings(jobs_per_month=per_month))
+    # With no metrics delay: a step that also waits out Cloud Monitoring's delay for the API's
+    # requests counts that much longer, so in the cloud the rule errs on the side of refusing.
+    code, breached, top = run_release(settings, 20.0, float(rate), delay=0.0)
+    if refused:
+        assert "minJobAttempts" in refused[0]
+        assert (code, breached, top) == (EXIT_ROLLED_BACK, ("min-job-attempts",), first)
+    else:
+        assert (code, top) == (EXIT_OK, 100), breached
+
+
+def test_declared_probes_make_a_quiet_worker_judgeable_within_their_budget() -> None:
+    quiet = ReleaseSettings(steps=(10, 100), soak_seconds=300, max_soak_seconds=900, min_job_attempts=20)
+    usage = UsageSettings(jobs_per_month=1_000)
+    [problem] = release_traffic_problems(quiet, usage)
+    assert problem.startswith("liftoff:release.minJobAttempts: 20 finished attempts cannot be reached")
+    probing = quiet.model_copy(update={"synthetic": SyntheticSettings(rate=1, budget=5_000)})
+    assert release_traffic_problems(probing, usage) == []
+    # A budget too small to fill the step is no way out.
+    stingy = quiet.model_copy(update={"synthetic": SyntheticSettings(rate=1, budget=100)})
+    [still] = release_traffic_problems(stingy, usage)
+    assert "plus half of 100 probes at its share" in still

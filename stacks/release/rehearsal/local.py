@@ -2,8 +2,8 @@
 
 Shipping starts the candidate's API process; a traffic-only update moves the router's weights
 and the worker pool's instances: each revision runs as many worker processes as its share of
-WORKER_INSTANCES, new ones started and ready before the ones that lost their share are stopped
-(and give back what they could not finish), as Cloud Run surges a split. The ledger is kept
+WORKER_INSTANCES; the ones that lost their share stop (giving back what they could not finish)
+while the new ones start. The ledger is kept
 here, as the stack's state keeps it in the cloud. Plans are held to the rules Cloud Run enforces
 (components.traffic.validate), so a plan the cloud would refuse fails here too.
 """
@@ -40,7 +40,8 @@ class Move:
     api: Mapping[str, int]
     worker: Mapping[str, int]
     drain_seconds: float
-    # From the update's start until every worker instance that lost its share had exited.
+    # From the worker split's update until every instance that lost its share had exited: from
+    # then on, every job goes to the revisions that kept theirs.
     worker_seconds: float = 0.0
 
 
@@ -109,34 +110,44 @@ class LocalDeployer:
         self.worker = {name: percent for name, percent in worker.items() if percent > 0}
         self.ledger = plan.ledger
         try:
-            self._scale(self.worker)
+            worker_seconds = self._scale(self.worker)
         except ServerError as error:
             raise DeployError(f"the worker pool's split did not apply: {error}") from error
-        worker_seconds = time.time() - start
         # Done when nothing is left on what lost its share, as Cloud Run's update is done when
         # the new split serves.
         drained = self.router.drain({name for name in before if api.get(name, 0) == 0}, DRAIN_SECONDS)
         self.moves.append(Move(start, time.time(), api, dict(self.worker), drained, worker_seconds))
 
-    def _scale(self, split: Mapping[str, int]) -> None:
-        """Each revision's instances to its share of WORKER_INSTANCES: the new ones started and
-        ready first, then the surplus stopped, all at once, each draining as SIGTERM tells it to."""
+    def _scale(self, split: Mapping[str, int]) -> float:
+        """Each revision's instances to its share of WORKER_INSTANCES; seconds until every
+        instance that lost its share had exited.
+
+        The surplus instances are told to stop first (SIGTERM: they claim nothing more, finish or
+        give back what they hold, and exit), while the new ones start: a rollback must not wait
+        for a process to start before the faulty revision stops taking jobs, and the revisions
+        that keep their share go on taking them meanwhile.
+        """
+        started = time.monotonic()
         wanted = instance_counts(split, WORKER_INSTANCES)
-        started: list[WorkerProcess] = []
-        for revision, count in wanted.items():
-            running = self.instances.setdefault(revision, [])
-            for _ in range(count - len(running)):
-                worker = self.system.spawn_worker(revision, self.worker_faults.get(revision, {}))
-                running.append(worker)
-                started.append(worker)
-        for worker in started:
-            worker.wait_ready()
         surplus: list[WorkerProcess] = []
         for revision, running in self.instances.items():
             keep = wanted.get(revision, 0)
             surplus += running[keep:]
             del running[keep:]
+        for worker in surplus:
+            worker.terminate()
+        spawned: list[WorkerProcess] = []
+        for revision, count in wanted.items():
+            running = self.instances.setdefault(revision, [])
+            for _ in range(count - len(running)):
+                worker = self.system.spawn_worker(revision, self.worker_faults.get(revision, {}))
+                running.append(worker)
+                spawned.append(worker)
         self.system.stop_workers(surplus)
+        stopped = time.monotonic() - started
+        for worker in spawned:
+            worker.wait_ready()
+        return stopped
 
     @staticmethod
     def _resolve(targets: tuple[TrafficTarget, ...], revisions: list[str], service: str) -> dict[str, int]:
