@@ -94,8 +94,8 @@ rollback: $(STAMP) $(PACK_STAMP) ## Send STACK's API traffic and worker instance
 # Starts its own Postgres, Redis, API revisions and worker instances in .local/rehearsal and stops
 # them at the end; with FAULT=api or FAULT=worker the expected outcome is a rollback, exit 3 (make
 # reports it as "Error 3"). RATE=0 sends no load: the steps are judged on the controller's probes.
-rehearse: $(STAMP) ## Rehearse a release on this machine (FAULT=api|worker: a faulty candidate; RATE=N requests/s, 0: probes only).
-	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault $(if $(filter 1,$(FAULT)),api,$(FAULT))) $(if $(RATE),--rate $(RATE))
+rehearse: $(STAMP) ## Rehearse a release on this machine (FAULT=api|worker, RATE=N requests/s (0: probes only), MIGRATION=expand|breaking).
+	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault $(if $(filter 1,$(FAULT)),api,$(FAULT))) $(if $(RATE),--rate $(RATE)) $(if $(MIGRATION),--migration $(MIGRATION))
 
 # Starts its own Postgres, Redis and both sides' API and worker in a temporary directory; exits 3
 # when BASE's code fails on the schema HEAD's migrations make (make reports it as "Error 3").

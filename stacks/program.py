@@ -204,7 +204,10 @@ class Workloads:
         )
 
 
-def _migrations(s: StackSettings, workloads: Workloads) -> MigrationsJob:
+def _migrations(s: StackSettings, workloads: Workloads, release: ReleasePlan | None) -> MigrationsJob:
+    # Contract migrations run only when a release lets them (its schema gate found no rollback
+    # target that needs the old schema); `python -m app migrate` holds them otherwise.
+    allowed = release.allowed_contract if release is not None else ()
     return MigrationsJob(
         "migrations",
         JobArgs(
@@ -212,11 +215,13 @@ def _migrations(s: StackSettings, workloads: Workloads) -> MigrationsJob:
             region=s.region,
             project=s.project,
             container=workloads.container(Role.MIGRATE, "1", "512Mi"),
-            command=("python", "-m", "app", "migrate"),
-            # A new image, or new limits for migrate to write, runs the migrations job again.
+            command=("python", "-m", "app", "migrate", *(f"--allow-contract={r}" for r in allowed)),
+            # A new image, new limits for migrate to write, or contract migrations let run, run
+            # the migrations job again.
             run_on=pulumi.Output.concat(
                 workloads.image.digest,
                 f";limits={s.app.tenant_max_active_jobs}/{s.app.tenant_max_submissions_per_minute}",
+                f";contract={','.join(allowed)}" if allowed else "",
             ),
             deletion_protection=s.api.deletion_protection,
             labels=s.labels,
@@ -321,7 +326,7 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
     image = _image(s)
     workloads = Workloads(image, accounts, secrets, _app_env(s, database))
     # Migrations run to completion before the API or the worker change (see MigrationsJob).
-    migrations = _migrations(s, workloads)
+    migrations = _migrations(s, workloads, release)
     api = _api_service(
         s, workloads.container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic
     )

@@ -101,6 +101,7 @@ def _controller(ports: CloudPorts, settings: ReleaseSettings, approve: bool) -> 
         jobs=ports.jobs,
         smoke=ports.smoke,
         synthetic=ports.synthetic,
+        schema=ports.schema,
         approver=TerminalApprover(approve),
         clock=RealClock(),
     )

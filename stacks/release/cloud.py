@@ -26,10 +26,11 @@ from components.googleapi import GoogleToken
 from components.rest import ApiError, NotFoundError, RestClient
 from components.traffic import REVISION_PATTERN
 from stacks.release.automation import ROOT, AutomationDeployer
+from stacks.release.compat.port import LocalSchemaGate
 from stacks.release.gates import Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import CANDIDATE_TAG
-from stacks.release.ports import JobMetrics, Live, Synthetic
+from stacks.release.ports import JobMetrics, Live, SchemaGate, Synthetic
 from stacks.release.probes import HttpSynthetic, PostgresJobs, UnreadableJobs
 from stacks.render import secret_keys, stack_config
 from stacks.settings import StackSettings, WorkloadNames, load
@@ -413,6 +414,7 @@ class CloudPorts:
     clients: tuple[RestClient, ...]
     jobs: JobMetrics
     synthetic: Synthetic | None
+    schema: SchemaGate
 
     def close(self) -> None:
         for client in self.clients:
@@ -445,8 +447,19 @@ def cloud_ports(
     metrics = CloudMonitoringMetrics(monitoring, site)
     jobs_dsn = os.environ.get(JOBS_DSN_ENV)
     jobs: JobMetrics = PostgresJobs(jobs_dsn) if jobs_dsn else UnreadableJobs(f"{JOBS_DSN_ENV} is not set")
+    # The gate runs the rollback targets' code here, on local servers, against this checkout's
+    # migrations; the stack's database (the same read DSN) says which contract ones are pending.
+    schema = LocalSchemaGate(root=root, dsn=jobs_dsn)
     return CloudPorts(
-        settings, live, deployer, metrics, smoke, (run, monitoring), jobs, _synthetic(live, smoke, settings)
+        settings,
+        live,
+        deployer,
+        metrics,
+        smoke,
+        (run, monitoring),
+        jobs,
+        _synthetic(live, smoke, settings),
+        schema,
     )
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from stacks.release import plan
+from stacks.release.compat.gate import CompatReport
 from stacks.release.config import ReleaseSettings
 from stacks.release.gates import JobWindow, State, Verdict, Window, combine, evaluate, evaluate_jobs
-from stacks.release.ledger import Ledger, Outcome, Release
+from stacks.release.ledger import Entry, Ledger, Outcome, Release
 from stacks.release.ports import (
     Approver,
     Clock,
@@ -33,6 +34,7 @@ from stacks.release.ports import (
     LiveReader,
     Metrics,
     NoSynthetic,
+    SchemaGate,
     Smoke,
     Synthetic,
 )
@@ -128,6 +130,7 @@ class Controller:
         approver: Approver,
         clock: Clock,
         synthetic: Synthetic | None = None,
+        schema: SchemaGate | None = None,
         out: Callable[[str], None] = print,
         source: str = "",
     ) -> None:
@@ -138,6 +141,8 @@ class Controller:
         self.jobs = jobs
         enabled = synthetic is not None and settings.synthetic.enabled
         self.synthetic: Synthetic = synthetic if synthetic is not None and enabled else NoSynthetic(clock)
+        # The schema gate: None where no rollback target's code can be run (the tests' doubles).
+        self.schema = schema
         self.smoke = smoke
         self.approver = approver
         self.clock = clock
@@ -262,7 +267,8 @@ class Controller:
         live = self.live.read()
         stable = self._stable(live)
         self._say(f"stable: {stable.api} / {stable.worker}" if stable else "first deploy: nothing serves yet")
-        candidate = self.deployer.ship(plan.ship(stable, live.ledger))
+        ledger, allowed_contract = self._schema(live.ledger, stable)
+        candidate = self.deployer.ship(plan.ship(stable, ledger, allowed_contract))
         self._say(f"shipped {candidate.api} / {candidate.worker} at 0 % (tag {plan.CANDIDATE_TAG})")
         if stable is not None and candidate == stable:
             raise Stopped(self._report(EXIT_OK, "unchanged", reason="the program ships what already serves"))
@@ -274,9 +280,72 @@ class Controller:
                 f"{candidate.api} is recorded as {earlier.outcome if earlier else 'failed'}{why}; ship a"
                 " change, or pass --retry to try the same revisions again"
             )
-        ledger = live.ledger.record(candidate, Outcome.SHIPPED, self._stamp(), commit=self.source)
+        written = ledger
+        ledger = ledger.record(candidate, Outcome.SHIPPED, self._stamp(), commit=self.source)
         expected = {stable.api: 100} if stable else None
-        return _Run(stable, candidate, ledger, expected=expected, written=live.ledger, retried=retried)
+        return _Run(stable, candidate, ledger, expected=expected, written=written, retried=retried)
+
+    # -- the schema under every rollback target -------------------------------------------
+
+    def _schema(self, ledger: Ledger, stable: Release | None) -> tuple[Ledger, tuple[str, ...]]:
+        """Before anything migrates: refuse a release whose expand migrations break the code of a
+        release a rollback could return to; let its contract migrations run only if the stable
+        release (which keeps serving, and is where a rollback returns) works with them, and record
+        the older releases that would not as no longer supported.
+
+        Returns the ledger to ship with and the contract migrations the migrations job may run.
+        """
+        gate = self.schema
+        if gate is None or stable is None:
+            return ledger, ()
+        targets = [e for e in ledger.rollback_targets() if e.commit]
+        for entry in ledger.rollback_targets():
+            if not entry.commit:
+                self._say(f"schema: {entry.release.api} has no recorded commit; its code cannot be checked")
+        for entry in targets:
+            self._compatible(entry, gate.check(entry.commit))
+        pending = tuple(gate.pending_contract())
+        if not pending:
+            return ledger, ()
+        held = ", ".join(pending)
+        base = next((e for e in targets if e.release == stable), None)
+        if base is None:
+            self._say(f"holding contract migrations {held}: {stable.api} has no recorded commit to check")
+            return ledger, ()
+        report = gate.check(base.commit, allow_contract=pending)
+        if report.error or not report.compatible:
+            self._say(
+                f"holding contract migrations {held}: the stable release {stable.api} still needs the"
+                f" old schema; they run with a later release\n{report.error or report.text()}"
+            )
+            return ledger, ()
+        self._say(
+            f"contract migrations {held} run with this release: {stable.api} works without the old schema"
+        )
+        lost = [
+            e.release
+            for e in targets
+            if e is not base and not gate.check(e.commit, allow_contract=pending).compatible
+        ]
+        if lost:
+            shipped = self.source or "this checkout"
+            why = f"contract migrations {held} ran with the release shipped from {shipped}"
+            self._say(f"no longer supported by the schema ({why}): {', '.join(r.api for r in lost)}")
+            ledger = ledger.unsupport(lost, why)
+        return ledger, pending
+
+    def _compatible(self, entry: Entry, report: CompatReport) -> None:
+        """Refused, with the gate's report, unless `entry`'s code passed."""
+        where = f"{entry.release.api} (commit {entry.commit[:12]})"
+        if report.error:
+            raise Refused(f"the schema gate could not check {where}: {report.error}")
+        if not report.compatible:
+            raise Refused(
+                f"refusing the release before it migrates anything: its migrations break {where}, which"
+                f" a rollback could return to\n{report.text()}\nsplit the change into expand and contract"
+                " steps (docs/schema-changes.md)"
+            )
+        self._say(f"schema: {where} works on the new schema ({report.seconds:.1f} s)")
 
     def _stable(self, live: Live) -> Release | None:
         """The release serving everything now, read live; None before the first deploy."""
@@ -548,6 +617,11 @@ class Controller:
         if found is None:
             return self._report(EXIT_OK, "settled", reason="no release is left unfinished; nothing moved")
         bad, target = found
+        unsupported = live.ledger.unsupported(target)
+        if unsupported:
+            return self._report(
+                EXIT_USAGE, "refused", reason=self._older_than_the_schema(live.ledger, target, unsupported)
+            )
         started = self.clock.now()
         ledger = live.ledger.record(bad, Outcome.ROLLED_BACK, self._stamp(), "rolled back by hand")
         try:
@@ -569,6 +643,24 @@ class Controller:
         report = self._report(EXIT_OK, "rolled-back", release=target)
         report.timings["rollback_seconds"] = took
         return report
+
+    @staticmethod
+    def _older_than_the_schema(ledger: Ledger, target: Release, why: str) -> str:
+        """Why a rollback to `target` is refused, and what to do instead."""
+        floor = ledger.floor
+        oldest = (
+            f"the oldest release it supports is {floor.release.api}"
+            f"{f' (commit {floor.commit[:12]})' if floor.commit else ''}"
+            if floor is not None
+            else "no recorded release is supported by it"
+        )
+        return (
+            f"refusing to roll back to {target.api}: the schema no longer supports its code ({why}), so"
+            f" sending traffic there would break it; {oldest}. Roll forward instead: ship a fix (make"
+            " release), or revert the code that went bad on top of the current schema. A contract"
+            " migration is not undone by traffic; restoring the old schema is a new migration"
+            " (docs/schema-changes.md)."
+        )
 
     def _rollback_target(
         self, live: Live, further: bool, unfinished_only: bool = False

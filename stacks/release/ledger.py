@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -55,15 +55,21 @@ class Entry:
     reason: str = ""
     # The commit the release's program was shipped from: where a rollback's program can run.
     commit: str = ""
+    # Why the schema no longer supports this release's code ("": it does): a contract migration
+    # that ran after it, which a rollback to it would not undo.
+    unsupported: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        found = {
             **self.release.to_json(),
             "outcome": self.outcome.value,
             "at": self.at,
             "reason": self.reason,
             "commit": self.commit,
         }
+        if self.unsupported:
+            found["unsupported"] = self.unsupported
+        return found
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Entry:
@@ -73,6 +79,7 @@ class Entry:
             at=str(raw.get("at", "")),
             reason=str(raw.get("reason", "")),
             commit=str(raw.get("commit", "")),
+            unsupported=str(raw.get("unsupported", "")),
         )
 
 
@@ -88,8 +95,43 @@ class Ledger:
         """The ledger with `release` moved to the end under its new outcome (its commit kept)."""
         earlier = next((e for e in self.entries if e.release == release), None)
         commit = commit or (earlier.commit if earlier else "")
+        unsupported = earlier.unsupported if earlier else ""
         kept = [e for e in self.entries if e.release != release]
-        return Ledger((*kept, Entry(release, outcome, at, reason, commit))[-KEEP:])
+        return Ledger((*kept, Entry(release, outcome, at, reason, commit, unsupported))[-KEEP:])
+
+    def unsupport(self, releases: Iterable[Release], why: str) -> Ledger:
+        """The ledger with `releases` marked as no longer supported by the schema, and why."""
+        marked = set(releases)
+        return Ledger(
+            tuple(
+                replace(e, unsupported=why) if e.release in marked and not e.unsupported else e
+                for e in self.entries
+            )
+        )
+
+    def unsupported(self, release: Release) -> str:
+        """Why the current schema no longer supports `release` ("" when it does)."""
+        return next((e.unsupported for e in self.entries if e.release == release), "")
+
+    def rollback_targets(self) -> list[Entry]:
+        """The promoted releases a rollback could return to, newest first: those the schema
+        still supports, one per commit (the code is the commit's: one check covers them)."""
+        seen: set[str] = set()
+        targets = []
+        for entry in reversed(self.entries):
+            if entry.outcome is not Outcome.PROMOTED or entry.unsupported:
+                continue
+            key = entry.commit or entry.release.api
+            if key not in seen:
+                seen.add(key)
+                targets.append(entry)
+        return targets
+
+    @property
+    def floor(self) -> Entry | None:
+        """The oldest promoted release the current schema still supports."""
+        targets = self.rollback_targets()
+        return targets[-1] if targets else None
 
     def outcome(self, release: Release) -> Outcome | None:
         return next((e.outcome for e in self.entries if e.release == release), None)

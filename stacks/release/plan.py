@@ -33,6 +33,9 @@ class ReleasePlan:
     traffic_only: bool
     # Revisions a person chose to retry although the ledger marks them bad (--retry).
     allowed: frozenset[str] = frozenset()
+    # Contract migrations this update's migrations job may run (`--allow-contract`); the rest
+    # are held (stacks/release/controller.py, `_schema`).
+    allowed_contract: tuple[str, ...] = ()
 
     def pinned(self) -> frozenset[str]:
         """Revisions this plan gives a share above 0 %, by name."""
@@ -46,7 +49,7 @@ class ReleasePlan:
         return self
 
 
-def ship(stable: Release | None, ledger: Ledger) -> ReleasePlan:
+def ship(stable: Release | None, ledger: Ledger, allowed_contract: tuple[str, ...] = ()) -> ReleasePlan:
     """The candidate ships at 0 % under the candidate tag while the stable release keeps everything.
 
     With no stable release (the first deploy), the new revision takes everything.
@@ -58,6 +61,7 @@ def ship(stable: Release | None, ledger: Ledger) -> ReleasePlan:
         worker=(TrafficTarget(100, stable.worker), TrafficTarget(0)),
         ledger=ledger,
         traffic_only=False,
+        allowed_contract=allowed_contract,
     ).check()
 
 

@@ -8,10 +8,11 @@ control-plane model.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stacks.release.compat.gate import CompatReport
 from stacks.release.gates import JobWindow, Window
 from stacks.release.ledger import Ledger, Release
 from stacks.release.plan import ReleasePlan
@@ -104,6 +105,18 @@ class NoSynthetic:
     def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
         self.clock.sleep(seconds)
         return 0
+
+
+class SchemaGate(Protocol):
+    def pending_contract(self) -> list[str]:
+        """The contract migrations of the program being shipped that the stack's database has not
+        run (held by `python -m app migrate` unless a release lets them run)."""
+        ...
+
+    def check(self, commit: str, *, allow_contract: Collection[str] = ()) -> CompatReport:
+        """Whether the code at `commit` works on the schema the program's expand migrations (and
+        the contract ones in `allow_contract`) make of its own (stacks/release/compat/gate.py)."""
+        ...
 
 
 class Smoke(Protocol):

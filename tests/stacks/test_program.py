@@ -12,6 +12,8 @@ from app.settings import ENV_VARS, Role
 from components.image import source_tag
 from components.jobrun import JobRun
 from stacks.program import IMAGE_SOURCES, ROOT
+from stacks.release.ledger import Ledger, Release
+from stacks.release.plan import ship
 from stacks.render import Registered, Rendering, stack_config
 from stacks.schema import unknown_properties
 from tests.stacks.conftest import SECRETS, render_stack
@@ -333,3 +335,17 @@ def test_tenant_limits_are_set_per_stack_and_rerun_migrate(prod):
     # migrate writes the limits, so new limits run it again; the API and the worker never read them.
     assert tighter.one(JobRun.TYPE).inputs["trigger"] != prod.one(JobRun.TYPE).inputs["trigger"]
     assert "TENANT_MAX_ACTIVE_JOBS" not in envs(tighter.one(SERVICE))
+
+
+def test_contract_migrations_run_only_as_a_release_lets_them(prod):
+    shipping = ship(
+        Release("liftoff-prod-api-1", "liftoff-prod-worker-1"), Ledger(), allowed_contract=("0099",)
+    )
+    released = render_stack("prod", release=shipping)
+    (migrate,) = [j for j in released.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
+    assert container(migrate)["args"] == ["python", "-m", "app", "migrate", "--allow-contract=0099"]
+    # The same image with a contract migration let run is a new run of the migrations job.
+    assert released.one(JobRun.TYPE).inputs["trigger"].endswith(";contract=0099")
+    # Without a release (a plain `pulumi up`), `python -m app migrate` holds them.
+    (plain,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
+    assert container(plain)["args"] == ["python", "-m", "app", "migrate"]

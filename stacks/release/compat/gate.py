@@ -35,7 +35,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -426,6 +426,8 @@ def out(**event):
     print("COMPAT " + json.dumps(event), flush=True)
 
 dsn = sys.argv[1]
+# Contract migrations a release lets run (python -m app migrate --allow-contract); the rest held.
+allowed = set(json.loads(sys.argv[2])) if len(sys.argv) > 2 else set()
 try:
     found = migrations()
     current = current_revision(dsn)
@@ -435,10 +437,10 @@ except Exception as exc:
     sys.exit(0)
 held = False
 for m in todo:
-    held = held or m.phase is Phase.CONTRACT
+    held = held or (m.phase is Phase.CONTRACT and m.revision not in allowed)
     out(event="planned", revision=m.revision, file=m.name, phase=m.phase.value, held=held)
 for m in todo:
-    if m.phase is Phase.CONTRACT:
+    if m.phase is Phase.CONTRACT and m.revision not in allowed:
         break
     try:
         command.upgrade(alembic_config(dsn), m.revision)
@@ -537,9 +539,12 @@ class CompatSession:
 
     # -- one check
 
-    def check(self, head: Path | None = None, *, label: str | None = None) -> CompatReport:
+    def check(
+        self, head: Path | None = None, *, label: str | None = None, allow_contract: Collection[str] = ()
+    ) -> CompatReport:
         """BASE's code on the schema `head`'s expand migrations make of BASE's (a source tree;
-        None: this repository's working tree); never raises for an incompatibility."""
+        None: this repository's working tree), and the contract migrations in `allow_contract`
+        too; never raises for an incompatibility."""
         if self.base is None:
             raise GateError("prepare() the session first")
         started = time.perf_counter()
@@ -553,7 +558,7 @@ class CompatSession:
         )
         try:
             head_tree = Tree(report.head, head_path, interpreter(head_path, current=self.root))
-            self._check(self.base, head_tree, report)
+            self._check(self.base, head_tree, report, tuple(allow_contract))
         except (
             ServerError,
             OSError,
@@ -570,7 +575,7 @@ class CompatSession:
         report.seconds = time.perf_counter() - started + (self.prepared_seconds if self._checks == 1 else 0.0)
         return report
 
-    def _check(self, base: Tree, head: Tree, report: CompatReport) -> None:
+    def _check(self, base: Tree, head: Tree, report: CompatReport, allow_contract: tuple[str, ...]) -> None:
         self._checks += 1
         database = f"compat_{self._checks}"
         asyncio.run(self._sql("postgres", f"CREATE DATABASE {database} TEMPLATE {BASE_DB}"))
@@ -583,7 +588,7 @@ class CompatSession:
         for process in (base_api, base_worker):
             process.wait_ready()
         # BASE serves while the migrations run, as the stable revision does during a release.
-        applied = self._migrate(head, dsn, report)
+        applied = self._migrate(head, dsn, report, allow_contract)
         if applied is None:
             return
         base_client = Client(base_api, token)
@@ -618,12 +623,14 @@ class CompatSession:
         finally:
             base_client.close()
 
-    def _migrate(self, head: Tree, dsn: str, report: CompatReport) -> tuple[str, ...] | None:
-        """HEAD's expand migrations, one by one, with HEAD's code; the revisions applied, or None
-        after a finding."""
+    def _migrate(
+        self, head: Tree, dsn: str, report: CompatReport, allow_contract: tuple[str, ...] = ()
+    ) -> tuple[str, ...] | None:
+        """HEAD's expand migrations (and the contract ones allowed), one by one, with HEAD's code;
+        the revisions applied, or None after a finding."""
         try:
             result = subprocess.run(  # noqa: S603
-                [head.python, "-c", MIGRATE_SCRIPT, dsn],
+                [head.python, "-c", MIGRATE_SCRIPT, dsn, json.dumps(list(allow_contract))],
                 cwd=head.path,
                 env=self._env(dsn, 8080, self.redis.url()),
                 capture_output=True,
@@ -852,6 +859,7 @@ def check(
     head: Path | None = None,
     root: Path = ROOT,
     label: str | None = None,
+    allow_contract: Collection[str] = (),
 ) -> CompatReport:
     """One check of BASE (a git ref of `root`) against `head` (a source tree; None: `root`'s
     working tree). UsageError for a ref git does not know; otherwise never raises: a gate that
@@ -863,7 +871,7 @@ def check(
     except GateError as exc:
         return CompatReport(base=base, base_commit=commit, head=label or "working tree", error=str(exc))
     try:
-        return session.check(head, label=label)
+        return session.check(head, label=label, allow_contract=allow_contract)
     finally:
         session.close()
 

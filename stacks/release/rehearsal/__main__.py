@@ -1,13 +1,15 @@
 """`make rehearse [FAULT=api|worker] [RATE=N]`: a release of the real app on this machine, through
 the real controller.
 
-    python -m stacks.release.rehearsal [--fault api|worker] [--rate N]
+    python -m stacks.release.rehearsal [--fault api|worker] [--rate N] [--migration expand|breaking]
         [--fault-ratio R] [--fault-delay-ms MS] [--fault-job-ratio R] [--fault-job-delay-ms MS]
 
 Exits as the release controller does: 0 promoted, 3 rolled back (the breached gate is named);
 1 when the rehearsal itself went wrong (a request failed because traffic moved, the traffic
 did not end where the controller said, a job was lost or ran twice, or a server did not start).
-With `--rate 0` no load is sent: every step is judged on the controller's own probes.
+With `--rate 0` no load is sent: every step is judged on the controller's own probes. With
+`--migration` the candidate carries a schema change: `expand` is released as usual, `breaking`
+(a renamed column) is refused by the schema gate before it migrates anything, exit 2.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from types import FrameType
 from app.local.servers import ServerError
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE
 from stacks.release.rehearsal.load import DEFAULT_RATE
+from stacks.release.rehearsal.migrations import PLANTS
 from stacks.release.rehearsal.run import FAULTS, Rehearsal, describe, profile
 
 INTERRUPTED = 130
@@ -63,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-job-delay-ms", type=int, help="the candidate worker's FAULT_JOB_DELAY_MS")
     parser.add_argument("--dir", type=Path, default=Path(".local/rehearsal"), help="data and logs")
     parser.add_argument(
+        "--migration",
+        choices=sorted(PLANTS),
+        help="the candidate carries a migration: expand (a new nullable column) or breaking (a"
+        " renamed column, refused before any traffic moves)",
+    )
+    parser.add_argument(
         "--rate", type=float, default=DEFAULT_RATE, help="requests per second of load (0: none, probes only)"
     )
     args = parser.parse_args(argv)
@@ -84,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         with Rehearsal.running(args.dir, rate=args.rate) as rehearsal:
             load = f"{args.rate:g} requests/s" if args.rate else "no load (probes only)"
             print(f"==> stable {rehearsal.stable.api} serves 100 % at {load}", flush=True)
-            result = rehearsal.release(faults, settings, out=lambda line: print(f"    {line}", flush=True))
+            result = rehearsal.release(
+                faults, settings, out=lambda line: print(f"    {line}", flush=True), migration=args.migration
+            )
     except KeyboardInterrupt:
         print("interrupted: every process of the rehearsal was stopped", file=sys.stderr)
         return INTERRUPTED

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.local.servers import ServerError
 from components.traffic import TrafficError, TrafficTarget, validate
@@ -23,7 +24,14 @@ from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
 from stacks.release.rehearsal.prometheus import PrometheusMetrics
 from stacks.release.rehearsal.router import RouterError, WeightedRouter
-from stacks.release.rehearsal.system import API_SERVICE, WORKER_POOL, ApiProcess, LocalSystem, WorkerProcess
+from stacks.release.rehearsal.system import (
+    API_SERVICE,
+    ROOT,
+    WORKER_POOL,
+    ApiProcess,
+    LocalSystem,
+    WorkerProcess,
+)
 
 # In-flight requests on a revision sent away from get this long to finish where they started.
 DRAIN_SECONDS = 30.0
@@ -62,6 +70,9 @@ class LocalDeployer:
     instances: dict[str, list[WorkerProcess]] = field(default_factory=dict)
     # Each worker revision's settings (faults included), kept to start more of its instances.
     worker_faults: dict[str, Mapping[str, str]] = field(default_factory=dict)
+    # The source tree the next candidate ships (None: this checkout), and each worker revision's.
+    tree: Path | None = None
+    worker_trees: dict[str, Path] = field(default_factory=dict)
 
     def adopt(self, api: ApiProcess, worker: str, ledger: Ledger) -> Release:
         """Put an already running revision behind the router with all the traffic (the stable one),
@@ -76,13 +87,17 @@ class LocalDeployer:
 
     def ship(self, plan: ReleasePlan) -> Release:
         """A new API revision and worker revision, started and ready, then the plan's traffic."""
-        api_name, worker_name = self.system.next_names(self.faults)
+        tree = self.tree or ROOT
+        api_name, worker_name = self.system.next_names(self.faults, tree)
         try:
-            api = self.system.start_api(api_name, self.faults)
+            # As the cloud's `pulumi up` does: the migrations job first, then the new revisions.
+            self.system.migrate(tree, plan.allowed_contract)
+            api = self.system.start_api(api_name, self.faults, tree)
         except ServerError as error:
             raise DeployError(f"the candidate did not start: {error}") from error
         self._register(api, worker_name)
         self.worker_faults[worker_name] = dict(self.faults)
+        self.worker_trees[worker_name] = tree
         self._apply(plan)
         return Release(api_name, worker_name)
 
@@ -140,7 +155,9 @@ class LocalDeployer:
         for revision, count in wanted.items():
             running = self.instances.setdefault(revision, [])
             for _ in range(count - len(running)):
-                worker = self.system.spawn_worker(revision, self.worker_faults.get(revision, {}))
+                worker = self.system.spawn_worker(
+                    revision, self.worker_faults.get(revision, {}), self.worker_trees.get(revision, ROOT)
+                )
                 running.append(worker)
                 spawned.append(worker)
         self.system.stop_workers(surplus)

@@ -9,6 +9,8 @@ the traffic ended where the controller said it did, and no job was lost or run t
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -18,8 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stacks.release.compat.port import LocalSchemaGate
 from stacks.release.config import ReleaseSettings, parse
-from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, Controller, Report
+from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, Controller, Report
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.probes import HttpSynthetic, PostgresJobs
 from stacks.release.rehearsal.jobs import JobSummary, settle
@@ -32,9 +35,10 @@ from stacks.release.rehearsal.local import (
     Move,
     SystemClock,
 )
+from stacks.release.rehearsal.migrations import candidate_tree
 from stacks.release.rehearsal.prometheus import PrometheusMetrics, Reading
 from stacks.release.rehearsal.router import WeightedRouter
-from stacks.release.rehearsal.system import LocalSystem
+from stacks.release.rehearsal.system import ROOT, LocalSystem
 
 # The rehearsal's release profile, in the stack file's own keys. Seconds, not the cloud's
 # minutes: each revision's /metrics is current to the scrape (0.5 s), where Cloud Monitoring
@@ -105,9 +109,18 @@ class Result:
     # The jobs submitted during the release (probes included), once they have all finished.
     jobs: JobSummary | None = None
     probes: Mapping[str, int] = field(default_factory=dict)
+    # The schema change the candidate carried (stacks/release/rehearsal/migrations.py), if any.
+    migration: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """A release the schema gate is to refuse before it ships."""
+        return self.migration == "breaking"
 
     @property
     def expected_exit(self) -> int:
+        if self.refused:
+            return EXIT_USAGE
         return EXIT_ROLLED_BACK if self.faults else EXIT_OK
 
     def problems(self) -> list[str]:
@@ -115,7 +128,10 @@ class Result:
         found = []
         if self.report.exit_code != self.expected_exit:
             found.append(f"the controller exited {self.report.exit_code}, expected {self.expected_exit}")
-        home = self.stable.api if self.faults else self.candidate
+        back = bool(self.faults) or self.refused
+        home = self.stable.api if back else self.candidate
+        if self.refused and self.candidate:
+            found.append(f"a refused release started a revision: {self.candidate}")
         if dict(self.serving) != {home: 100}:
             found.append(f"the traffic ended on {dict(self.serving)}, expected 100 % on {home}")
         strays = sorted(set(self.served_after) - {home})
@@ -126,7 +142,7 @@ class Result:
             found.append(f"requests failed that no fault explains: {unexpected}")
         if not self.faults and self.load.failed_during_moves:
             found.append(f"{self.load.failed_during_moves} requests failed during the traffic moves")
-        worker_home = self.stable_worker if self.faults else self.candidate_worker
+        worker_home = self.stable_worker if back else self.candidate_worker
         if dict(self.worker_serving) != {worker_home: 100}:
             found.append(
                 f"the worker pool ended on {dict(self.worker_serving)}, expected 100 % on {worker_home}"
@@ -156,6 +172,9 @@ class Rehearsal:
         self.router = WeightedRouter()
         self.metrics = PrometheusMetrics()
         self.deployer = LocalDeployer(system, self.router, self.metrics)
+        # What the stable release was shipped from, as the ledger records it: the schema gate
+        # runs that commit's code against a release's migrations.
+        self.commit = head_commit()
         self.load = LoadGenerator(self.router.url, system.token(), rate=rate)
         self.stable = Release("", "")
 
@@ -194,7 +213,9 @@ class Rehearsal:
         api = self.system.start_api(api_name)
         stable = Release(api_name, worker_name)
         # The stable release was promoted by an earlier release, as far as the ledger knows.
-        ledger = Ledger().record(stable, Outcome.PROMOTED, _stamp(), "serving when the rehearsal began")
+        ledger = Ledger().record(
+            stable, Outcome.PROMOTED, _stamp(), "serving when the rehearsal began", commit=self.commit
+        )
         self.stable = self.deployer.adopt(api, worker_name, ledger)
 
     def _stop_revisions(self) -> None:
@@ -202,10 +223,17 @@ class Rehearsal:
             self.system.stop_api(api)
 
     def release(
-        self, faults: Mapping[str, str], settings: ReleaseSettings, out: Callable[[str], None] = print
+        self,
+        faults: Mapping[str, str],
+        settings: ReleaseSettings,
+        out: Callable[[str], None] = print,
+        migration: str | None = None,
     ) -> Result:
-        """Ship a candidate with `faults` and let the controller take it through the steps."""
+        """Ship a candidate with `faults` (and the `migration` schema change) and let the
+        controller take it through the steps."""
         self.deployer.faults = dict(faults)
+        if migration is not None:
+            self.deployer.tree = candidate_tree(migration, self.system.root / "candidate")
         outcomes, moves, readings = (
             len(self.load.outcomes),
             len(self.deployer.moves),
@@ -225,9 +253,11 @@ class Rehearsal:
             jobs=PostgresJobs(self.system.postgres.dsn()),
             smoke=LocalSmoke(self.deployer),
             synthetic=synthetic,
+            schema=LocalSchemaGate(root=ROOT, head=self.deployer.tree, dsn=self.system.postgres.dsn()),
             approver=AlwaysApprove(),
             clock=SystemClock(),
             out=out,
+            source=self.commit,
         )
         stable = self.stable
         started = time.time()
@@ -261,6 +291,7 @@ class Rehearsal:
             worker_serving=dict(self.deployer.worker),
             jobs=jobs,
             probes=dict(Counter(kind for kind, _ in synthetic.sent)),
+            migration=migration,
         )
 
 
@@ -317,6 +348,17 @@ def describe(result: Result) -> list[str]:
     problems = result.problems()
     lines += [f"REHEARSAL FAILED: {p}" for p in problems] or ["rehearsal: as expected"]
     return lines
+
+
+def head_commit() -> str:
+    """This checkout's HEAD ("" outside git)."""
+    git = shutil.which("git")
+    if git is None:
+        return ""
+    found = subprocess.run(  # noqa: S603 (a fixed git command)
+        [git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def _stamp() -> str:

@@ -73,6 +73,8 @@ class ApiProcess:
     process: subprocess.Popen[bytes]
     log: Path = field(repr=False)
     faults: Mapping[str, str] = field(default_factory=dict)
+    # The source tree the revision runs (a release's own, when it ships other code).
+    tree: Path = ROOT
 
     @property
     def url(self) -> str:
@@ -182,10 +184,10 @@ class LocalSystem:
         """A token of the probe tenant (app/core/probes.py), whose jobs are release probes."""
         return mint_dev_token(self.secret, user_id=PROBE_USER_ID, org_id=PROBE_ORGANIZATION_ID)
 
-    def next_names(self, faults: Mapping[str, str]) -> tuple[str, str]:
-        """The API and worker revision names of the next release."""
+    def next_names(self, faults: Mapping[str, str], tree: Path = ROOT) -> tuple[str, str]:
+        """The API and worker revision names of the next release, of `tree`'s code."""
         self._generation += 1
-        digest = f"sha256:{source_hash(ROOT, IMAGE_SOURCES)}"
+        digest = f"sha256:{source_hash(tree, IMAGE_SOURCES)}"
         template = {"generation": self._generation, "env": dict(faults)}
         return revision_name(API_SERVICE, digest, template), revision_name(WORKER_POOL, digest, template)
 
@@ -211,9 +213,9 @@ class LocalSystem:
             **faults,
         }
 
-    def start_api(self, name: str, faults: Mapping[str, str] | None = None) -> ApiProcess:
-        """Start one API revision and wait until its `/ready` answers 200."""
-        api = self._spawn(name, free_port(), faults or {})
+    def start_api(self, name: str, faults: Mapping[str, str] | None = None, tree: Path = ROOT) -> ApiProcess:
+        """Start one API revision (of `tree`'s code) and wait until its `/ready` answers 200."""
+        api = self._spawn(name, free_port(), faults or {}, tree)
         api.wait_ready()
         return api
 
@@ -229,12 +231,15 @@ class LocalSystem:
         """
         self.stop_api(api)
         started = time.perf_counter()
-        fresh = self._spawn(api.name, api.port, api.faults)
+        fresh = self._spawn(api.name, api.port, api.faults, api.tree)
         fresh.wait_ready()
         return fresh, time.perf_counter() - started
 
-    def spawn_worker(self, revision: str, faults: Mapping[str, str] | None = None) -> WorkerProcess:
-        """Start one instance of a worker revision (not yet ready: see WorkerProcess.wait_ready)."""
+    def spawn_worker(
+        self, revision: str, faults: Mapping[str, str] | None = None, tree: Path = ROOT
+    ) -> WorkerProcess:
+        """Start one instance of a worker revision of `tree`'s code (not yet ready: see
+        WorkerProcess.wait_ready)."""
         index = sum(1 for w in self.workers if w.revision == revision)
         log = private_dir(self.root / "logs") / f"{revision}-{index}.log"
         env = {
@@ -244,7 +249,7 @@ class LocalSystem:
         }
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", "app", "worker"],
-            cwd=ROOT,
+            cwd=tree,
             env=env,
             stdout=self._log(log),
             stderr=subprocess.STDOUT,
@@ -262,16 +267,32 @@ class LocalSystem:
             if worker in self.workers:
                 self.workers.remove(worker)
 
-    def _spawn(self, name: str, port: int, faults: Mapping[str, str]) -> ApiProcess:
+    def migrate(self, tree: Path, allowed_contract: tuple[str, ...] = ()) -> None:
+        """`python -m app migrate` of `tree`'s code, as a release's migrations job runs it: the
+        contract migrations held unless allowed. ServerError if it fails."""
+        log = private_dir(self.root / "logs") / "migrate.log"
+        done = subprocess.run(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "app", "migrate", *(f"--allow-contract={r}" for r in allowed_contract)],
+            cwd=tree,
+            env=self.env(free_port(), {}),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        log.write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise ServerError(f"the migrations failed (log: {log}): {done.stderr[-600:]}")
+
+    def _spawn(self, name: str, port: int, faults: Mapping[str, str], tree: Path = ROOT) -> ApiProcess:
         log = private_dir(self.root / "logs") / f"{name}.log"
         process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", "app", "api"],
-            cwd=ROOT,
+            cwd=tree,
             env=self.env(port, faults),
             stdout=self._log(log),
             stderr=subprocess.STDOUT,
         )
-        api = ApiProcess(name, port, process, log, dict(faults))
+        api = ApiProcess(name, port, process, log, dict(faults), tree)
         self.apis.append(api)
         return api
 

@@ -137,6 +137,8 @@ class World:
     # Synthetic probes a second (the controller sends them only if its settings declare some).
     probe_rate: float = 10.0
     probes: list[Probes] = field(default_factory=list)
+    # The plans every ship was given (what the migrations job was let run, among others).
+    shipped: list[ReleasePlan] = field(default_factory=list)
 
     def controller(self, settings: ReleaseSettings, approver: Approvals | None = None) -> Controller:
         """The real controller, with this world as every port but the approvals."""
@@ -145,6 +147,7 @@ class World:
     # Deployer
     def ship(self, plan: ReleasePlan) -> Release:
         self.ups.append("ship")
+        self.shipped.append(plan)
         if self.failing_ups:
             self.failing_ups -= 1
             raise DeployError("migrations failed")

@@ -1,0 +1,40 @@
+"""The SchemaGate port on this machine: the compatibility gate for a release's rollback targets.
+
+A release asks it two things before it migrates anything: whether the code of each rollback
+target (by the commit the ledger recorded) still works on the schema the release's expand
+migrations make, with the contract migrations it would let run or without; and which contract
+migrations the stack's database has not run yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.migrate import current_revision, migrations, pending_contract, script_directory
+from stacks.release.compat.gate import ROOT, CompatReport, check
+
+MIGRATIONS = Path("app/migrations")
+
+
+@dataclass
+class LocalSchemaGate:
+    """The gate run here, on local servers: BASE is a commit of `root`, HEAD the tree shipped
+    (`head`; None: `root`'s working tree). `dsn` reads the stack's database's revision (a role
+    that may SELECT alembic_version); without it no contract migration is known to be pending,
+    and none is let run (`python -m app migrate` holds them unless told otherwise)."""
+
+    root: Path = ROOT
+    head: Path | None = None
+    dsn: str | None = None
+
+    def pending_contract(self) -> list[str]:
+        if self.dsn is None:
+            return []
+        script = script_directory((self.head or self.root) / MIGRATIONS)
+        return [m.revision for m in pending_contract(migrations(script), current_revision(self.dsn))]
+
+    def check(self, commit: str, *, allow_contract: Collection[str] = ()) -> CompatReport:
+        label = "the release" if self.head is None else str(self.head)
+        return check(commit, head=self.head, root=self.root, label=label, allow_contract=allow_contract)
