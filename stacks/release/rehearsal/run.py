@@ -140,6 +140,9 @@ class Result:
         unexpected = {r: n for r, n in self.load.failed.items() if not (self.faults and r == self.candidate)}
         if unexpected:
             found.append(f"requests failed that no fault explains: {unexpected}")
+        if self.load.statuses.get(429):
+            # The rehearsal's tenants have no limits: a 429 is a job the load could not submit.
+            found.append(f"{self.load.statuses[429]} submissions were refused with 429")
         if not self.faults and self.load.failed_during_moves:
             found.append(f"{self.load.failed_during_moves} requests failed during the traffic moves")
         worker_home = self.stable_worker if back else self.candidate_worker

@@ -51,6 +51,9 @@ WORKER_POOL = "liftoff-local-worker"
 # Variables the rehearsal sets itself: a developer's shell that sourced .local/dev.env must
 # not point a rehearsal's API at `make dev`'s servers.
 OWN_VARIABLES = ("DATABASE_URL", "MIGRATIONS_DATABASE_URL", "REDIS_URL", "SUPABASE_JWT_SECRET", "PORT")
+# The limits a release's `migrate` writes (the settings' defaults would turn most of the load's
+# submissions into 429s): the rehearsal's tenants are limited by nothing but the load's rate.
+REHEARSAL_LIMITS = {"TENANT_MAX_ACTIVE_JOBS": "1000000", "TENANT_MAX_SUBMISSIONS_PER_MINUTE": "1000000"}
 # Each worker instance: a few jobs at once, and the queue's timings in seconds rather than the
 # cloud's minutes, so that a lease lost or a job given back at a shutdown plays out in a rehearsal.
 WORKER_INSTANCE_ENV = {
@@ -163,12 +166,16 @@ class LocalSystem:
         self.redis.start(stdout=self._log(logs / "redis.log"), stderr=subprocess.STDOUT)
         dsn = self.postgres.dsn()
         upgrade(dsn)
-        # The load submits jobs that no worker runs: a tenant's limits would turn them into 429s.
-        apply_tenant_limits(
-            dsn, Settings(tenant_max_active_jobs=None, tenant_max_submissions_per_minute=None)
-        )
+        self._unlimited()
         asyncio.run(_seed(dsn))
         return self
+
+    def _unlimited(self) -> None:
+        # The load submits 12 jobs a second, all rehearsal long: the default per-tenant limits
+        # would turn most of them into 429s.
+        apply_tenant_limits(
+            self.postgres.dsn(), Settings(tenant_max_active_jobs=None, tenant_max_submissions_per_minute=None)
+        )
 
     def _log(self, path: Path) -> IO[bytes]:
         handle = path.open("ab")
@@ -274,7 +281,8 @@ class LocalSystem:
         done = subprocess.run(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", "app", "migrate", *(f"--allow-contract={r}" for r in allowed_contract)],
             cwd=tree,
-            env=self.env(free_port(), {}),
+            # `migrate` writes the default tenant limits from these: far above the load's rate.
+            env={**self.env(free_port(), {}), **REHEARSAL_LIMITS},
             capture_output=True,
             text=True,
             check=False,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK
+from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE
 from stacks.release.ledger import Outcome
 from stacks.release.rehearsal.run import FAULTS, Rehearsal, Result, describe, profile
 from stacks.release.rehearsal.system import LocalSystem
@@ -94,14 +94,33 @@ def test_a_faulty_worker_is_rolled_back_on_its_own_gate_and_every_job_finishes_o
     assert "breach to every job on stable" in report
 
 
+def test_a_migration_that_breaks_the_stable_revision_is_refused_before_any_traffic_moves(
+    rehearsal: Rehearsal,
+):
+    stable = rehearsal.stable
+    moves = len(rehearsal.deployer.moves)
+    result = rehearsal.release({}, profile(), out=lambda line: None, migration="breaking")
+    assert result.report.exit_code == EXIT_USAGE, result.report.text()
+    assert result.problems() == []
+    assert len(rehearsal.deployer.moves) == moves and result.candidate == ""
+    assert dict(result.serving) == {stable.api: 100}
+    text = result.report.text()
+    assert "refusing the release before it migrates anything" in text
+    assert "0900_rehearsal_breaking.py" in text and 'column "prompt" does not exist' in text
+    # Nothing migrated: the stable code still reads and writes, and the load saw no failure.
+    assert result.load.total_failed == 0
+    _no_job_lost_or_run_twice(result)
+
+
 @pytest.mark.parametrize(
     ("arguments", "code", "named"),
     [
         (["--fault", "api"], EXIT_ROLLED_BACK, "breached: error-ratio"),
         (["--rate", "0"], EXIT_OK, "promoted (exit 0)"),
         (["--rate", "0", "--fault", "worker"], EXIT_ROLLED_BACK, "breached: worker-failure-ratio"),
+        (["--migration", "expand"], EXIT_OK, "works on the new schema"),
     ],
-    ids=["fault-api", "rate-0", "rate-0-fault-worker"],
+    ids=["fault-api", "rate-0", "rate-0-fault-worker", "migration-expand"],
 )
 def test_the_command_exits_as_the_release_did_and_leaves_nothing_running(
     tmp_path: Path, arguments: list[str], code: int, named: str
