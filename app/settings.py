@@ -284,8 +284,7 @@ class Settings(BaseSettings):
         ge=0,
         le=600_000,
         **_var(
-            "Delay added to every attempt of the worker; `local` and `test` only, for release"
-            " rehearsals.",
+            "Delay added to every attempt of the worker; `local` and `test` only, for release rehearsals.",
             used_by=WORKER,
         ),
     )

@@ -610,6 +610,7 @@ class Worker:
         }[outcome]
         counter.inc()
 
+
 def _roll(job: ClaimedJob) -> float:
     """A number in [0, 1) fixed by (job, attempt): which attempts a fault fails is reproducible."""
     digest = hashlib.sha256(f"fault:{job.id}:{job.attempt}".encode()).digest()

@@ -28,7 +28,6 @@ depends_on: str | Sequence[str] | None = None
 phase = "expand"
 
 
-
 def upgrade() -> None:
     op.add_column("generation_logs", sa.Column("revision", sa.Text))
     op.add_column("generations", sa.Column("lease_revision", sa.Text))
