@@ -141,6 +141,8 @@ class Controller:
         self.jobs = jobs
         enabled = synthetic is not None and settings.synthetic.enabled
         self.synthetic: Synthetic = synthetic if synthetic is not None and enabled else NoSynthetic(clock)
+        # Probes declared with nothing to send them (no probe tenant's token): said at every release.
+        self.probes_missing = settings.synthetic.enabled and synthetic is None
         # The schema gate: None where no rollback target's code can be run (the tests' doubles).
         self.schema = schema
         self.smoke = smoke
@@ -174,6 +176,11 @@ class Controller:
             return self._failed(f"{type(error).__name__}: {error}")
 
     def _release(self, retry: bool, resume: bool) -> Report:
+        if self.probes_missing:
+            self._say(
+                "synthetic traffic is declared (liftoff:release.synthetic) but cannot be sent: no probe"
+                " tenant token (LIFTOFF_PROBE_TOKEN); a quiet step is judged on real traffic only"
+            )
         unfinished = self._unfinished(self.live.read())
         if resume:
             if unfinished is None:

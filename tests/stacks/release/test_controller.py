@@ -580,3 +580,22 @@ def test_a_spent_budget_leaves_a_quiet_step_inconclusive(world):
     assert set(report.breached) <= {"min-requests", "min-job-attempts"}
     assert any("budget of 30 probes is spent" in line for line in report.lines)
     assert world.read().api == {A.api: 100}
+
+
+def test_declared_probes_with_nothing_to_send_them_are_said_not_silently_skipped(world):
+    probing = SETTINGS.model_copy(update={"synthetic": SyntheticSettings(rate=10, budget=20_000)})
+    unsent = Controller(
+        settings=probing,
+        live=world,
+        deployer=world,
+        metrics=world,
+        jobs=world,
+        smoke=world,
+        approver=Approvals(),
+        clock=world,
+        out=lambda line: None,
+    )
+    report = unsent.release()
+    assert report.exit_code == EXIT_OK
+    assert "cannot be sent: no probe tenant token (LIFTOFF_PROBE_TOKEN)" in report.lines[0]
+    assert world.probes == []
