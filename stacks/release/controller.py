@@ -97,6 +97,9 @@ class _Run:
     # Until when (metrics time) the candidate's requests have been judged; the next window
     # starts there, so what was not yet readable when a step passed is judged by the next one.
     judged_to: float | None = None
+    # The same for the worker's attempts, which are read with no delay: their windows follow
+    # each other without overlap, so no attempt is judged twice.
+    jobs_judged_to: float | None = None
     # A person retried revisions the ledger marks bad: this run may give them traffic.
     retried: bool = False
     # Probes sent so far (of the stack's synthetic budget), and what the last verdict waited for.
@@ -305,47 +308,65 @@ class Controller:
         gate = self.schema
         if gate is None or stable is None:
             return ledger, ()
-        targets = [e for e in ledger.rollback_targets() if e.commit]
-        for entry in ledger.rollback_targets():
-            if not entry.commit:
-                self._say(f"schema: {entry.release.api} has no recorded commit; its code cannot be checked")
+        targets = ledger.rollback_targets()
         for entry in targets:
-            self._compatible(entry, gate.check(entry.commit))
+            if entry.commit:
+                self._compatible(entry, gate.check(entry.commit))
+            else:
+                self._say(f"schema: {entry.release.api} has no recorded commit; its code cannot be checked")
         pending = tuple(gate.pending_contract())
         if not pending:
             return ledger, ()
         held = ", ".join(pending)
-        base = next((e for e in targets if e.release == stable), None)
+        base = next((e for e in targets if e.release == stable and e.commit), None)
         if base is None:
             self._say(f"holding contract migrations {held}: {stable.api} has no recorded commit to check")
             return ledger, ()
         report = gate.check(base.commit, allow_contract=pending)
-        if report.error or not report.compatible:
+        if report.error:
+            self._say(
+                f"holding contract migrations {held}: the gate could not check {stable.api}: {report.error}"
+            )
+            return ledger, ()
+        if not report.compatible:
             self._say(
                 f"holding contract migrations {held}: the stable release {stable.api} still needs the"
-                f" old schema; they run with a later release\n{report.error or report.text()}"
+                f" old schema; they run with a later release\n{report.text()}"
             )
             return ledger, ()
         self._say(
             f"contract migrations {held} run with this release: {stable.api} works without the old schema"
         )
+        return self._unsupport(ledger, stable, [e for e in targets if e is not base], pending), pending
+
+    def _unsupport(
+        self, ledger: Ledger, stable: Release, older: list[Entry], pending: tuple[str, ...]
+    ) -> Ledger:
+        """The ledger with the older rollback targets the contract migrations break recorded as no
+        longer supported (a target whose code cannot be checked, having no commit, with them), and
+        written at once, traffic only, before the update that runs the migrations: if that update
+        fails after its migrations job ran, the record stands."""
+        gate = self.schema
         lost = [
-            e.release
-            for e in targets
-            if e is not base and not gate.check(e.commit, allow_contract=pending).compatible
+            e
+            for e in older
+            if not e.commit or gate is None or not gate.check(e.commit, allow_contract=pending).compatible
         ]
-        if lost:
-            shipped = self.source or "this checkout"
-            why = f"contract migrations {held} ran with the release shipped from {shipped}"
-            self._say(f"no longer supported by the schema ({why}): {', '.join(r.api for r in lost)}")
-            ledger = ledger.unsupport(lost, why)
-        return ledger, pending
+        if not lost:
+            return ledger
+        shipped = self.source or "this checkout"
+        why = f"contract migrations {', '.join(pending)} ran with the release shipped from {shipped}"
+        self._say(f"no longer supported by the schema ({why}): {', '.join(e.release.api for e in lost)}")
+        marked = ledger.unsupport(lost, why)
+        self.deployer.shift(plan.settle(stable, marked))
+        return marked
 
     def _compatible(self, entry: Entry, report: CompatReport) -> None:
-        """Refused, with the gate's report, unless `entry`'s code passed."""
+        """Refused, with the gate's report, unless `entry`'s code passed; a gate that could not run
+        is an error (exit 1), not a verdict."""
         where = f"{entry.release.api} (commit {entry.commit[:12]})"
         if report.error:
-            raise Refused(f"the schema gate could not check {where}: {report.error}")
+            raise RuntimeError(f"the schema gate could not check {where}: {report.error}")
         if not report.compatible:
             raise Refused(
                 f"refusing the release before it migrates anything: its migrations break {where}, which"
@@ -479,6 +500,7 @@ class Controller:
         """
         start = self.clock.now()
         since = run.judged_to if run.judged_to is not None else start
+        jobs_since = run.jobs_judged_to if run.jobs_judged_to is not None else start
         poll = max(1.0, self.settings.soak_seconds / 5)
         # A step passes only once its whole soak is readable, not just what has arrived so far.
         delay = self.metrics.delay_seconds
@@ -486,7 +508,7 @@ class Controller:
             self._wait(run, poll)
             self._guard(run)
             now = self.clock.now()
-            verdict = self._judge(run, percent, since, now)
+            verdict = self._judge(run, percent, (since, jobs_since), now)
             run.short = verdict.waiting
             elapsed = now - start
             if verdict.state is State.BREACH:
@@ -494,10 +516,10 @@ class Controller:
             if elapsed < self.settings.soak_seconds + delay:
                 continue
             if verdict.state is State.PASS:
-                run.judged_to = now - delay
+                run.judged_to, run.jobs_judged_to = now - delay, now
                 return verdict
             if elapsed >= self.settings.wait_limit_seconds + delay:
-                run.judged_to = now - delay
+                run.judged_to, run.jobs_judged_to = now - delay, now
                 return self._inconclusive(verdict)
 
     def _wait(self, run: _Run, seconds: float) -> None:
@@ -513,20 +535,22 @@ class Controller:
         if sent and run.probes_sent >= self.settings.synthetic.budget:
             self._say(f"synthetic traffic: the budget of {self.settings.synthetic.budget} probes is spent")
 
-    def _judge(self, run: _Run, percent: int, since: float, now: float) -> Verdict:
-        """The API's gates if the release changed the API, the worker's if it changed the worker."""
+    def _judge(self, run: _Run, percent: int, since: tuple[float, float], now: float) -> Verdict:
+        """The API's gates if the release changed the API, the worker's if it changed the worker;
+        `since` is where the requests' window starts, and where the attempts' window does."""
+        requests_since, jobs_since = since
         verdicts = []
         if run.candidate.api != run.base.api:
-            candidate = self.metrics.window(run.candidate.api, since, now)
+            candidate = self.metrics.window(run.candidate.api, requests_since, now)
             stable: Window | None = None
             if percent < 100:
-                stable = self.metrics.window(run.base.api, since, now)
+                stable = self.metrics.window(run.base.api, requests_since, now)
             verdicts.append(evaluate(candidate, stable, self.settings))
         if run.candidate.worker != run.base.worker:
-            jobs = self.jobs.jobs(run.candidate.worker, since, now)
+            jobs = self.jobs.jobs(run.candidate.worker, jobs_since, now)
             stable_jobs: JobWindow | None = None
             if percent < 100:
-                stable_jobs = self.jobs.jobs(run.base.worker, since, now)
+                stable_jobs = self.jobs.jobs(run.base.worker, jobs_since, now)
             verdicts.append(evaluate_jobs(jobs, stable_jobs, self.settings))
         return combine(verdicts)
 
@@ -535,7 +559,7 @@ class Controller:
         delay = self.metrics.delay_seconds
         if delay <= 0 or run.judged_to is None:
             return
-        since = run.judged_to
+        since = (run.judged_to, run.jobs_judged_to if run.jobs_judged_to is not None else run.judged_to)
         self.clock.sleep(delay)
         self._guard(run)
         verdict = self._judge(run, 100, since, self.clock.now())

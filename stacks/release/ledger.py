@@ -99,14 +99,19 @@ class Ledger:
         kept = [e for e in self.entries if e.release != release]
         return Ledger((*kept, Entry(release, outcome, at, reason, commit, unsupported))[-KEEP:])
 
-    def unsupport(self, releases: Iterable[Release], why: str) -> Ledger:
-        """The ledger with `releases` marked as no longer supported by the schema, and why."""
-        marked = set(releases)
+    def unsupport(self, lost: Iterable[Entry], why: str) -> Ledger:
+        """The ledger with the releases of `lost` marked as no longer supported by the schema, and
+        why: every entry of the same commit too (the code is the commit's), or the same release
+        when no commit is recorded."""
+        found = list(lost)
+        commits = {e.commit for e in found if e.commit}
+        releases = {e.release for e in found if not e.commit}
+
+        def hit(entry: Entry) -> bool:
+            return (entry.commit in commits) if entry.commit else entry.release in releases
+
         return Ledger(
-            tuple(
-                replace(e, unsupported=why) if e.release in marked and not e.unsupported else e
-                for e in self.entries
-            )
+            tuple(replace(e, unsupported=why) if hit(e) and not e.unsupported else e for e in self.entries)
         )
 
     def unsupported(self, release: Release) -> str:

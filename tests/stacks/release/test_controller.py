@@ -599,3 +599,22 @@ def test_declared_probes_with_nothing_to_send_them_are_said_not_silently_skipped
     assert report.exit_code == EXIT_OK
     assert "cannot be sent: no probe tenant token (LIFTOFF_PROBE_TOKEN)" in report.lines[0]
     assert world.probes == []
+
+
+def test_each_attempt_is_judged_in_one_step_only_though_requests_wait_for_their_delay(world):
+    world.delay_seconds = 180.0
+    asked: list[tuple[float, float]] = []
+    read = world.jobs
+
+    def jobs(revision: str, start: float, end: float):
+        if revision == B.worker:
+            asked.append((start, end))
+        return read(revision, start, end)
+
+    world.jobs = jobs
+    assert controller(world).release().exit_code == EXIT_OK
+    # Each step reads a growing window from one start; the next step starts where it ended.
+    starts = sorted({start for start, _ in asked})
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        judged = max(end for start, end in asked if start == earlier)
+        assert later == judged, (earlier, later, judged)

@@ -14,7 +14,7 @@ import pytest
 
 from stacks.release.compat.gate import CompatReport, Finding
 from stacks.release.config import ReleaseSettings
-from stacks.release.controller import EXIT_OK, EXIT_USAGE, Controller
+from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Controller
 from stacks.release.ledger import Outcome
 from tests.stacks.release.world import Approvals, World, release
 
@@ -143,6 +143,39 @@ def test_a_gate_that_cannot_run_refuses_rather_than_guesses(world):
         return CompatReport(base=commit, base_commit=commit, head="the release", error="git: unknown commit")
 
     gate.check = broken
+    ups = len(w.ups)
     report = controller(w, gate, "d").release()
-    assert report.exit_code == EXIT_USAGE
+    assert (report.exit_code, report.outcome) == (EXIT_ERROR, "error")
     assert "the schema gate could not check" in report.lines[-1] and "unknown commit" in report.lines[-1]
+    assert len(w.ups) == ups and w.read().api == {C.api: 100}
+
+
+def test_unsupported_is_recorded_for_every_release_of_a_commit_and_for_code_nobody_can_check(world):
+    w, gate = world
+    # B was shipped twice from commit b (a retried release, say), and E has no commit recorded.
+    b_again, e = release(5), release(6)
+    w.ledger = (
+        w.ledger.record(b_again, Outcome.PROMOTED, "t", commit="b")
+        .record(e, Outcome.PROMOTED, "t")
+        .record(C, Outcome.PROMOTED, "t")
+    )
+    gate.pending = ["0099"]
+    gate.breaks_with_contract.add("b")
+    report = controller(w, gate, "d").release()
+    assert report.exit_code == EXIT_OK
+    assert all(w.ledger.unsupported(r) for r in (B, b_again, e))
+    assert not w.ledger.unsupported(A) and not w.ledger.unsupported(C)
+    assert [t.release for t in w.ledger.rollback_targets()] == [D, C, A]
+
+
+def test_the_unsupported_record_is_written_before_the_update_that_runs_the_contract_migrations(world):
+    w, gate = world
+    gate.pending = ["0099"]
+    gate.breaks_with_contract.add("a")
+    w.failing_ups = 1  # the ship fails after its migrations job ran
+    ups = len(w.ups)
+    report = controller(w, gate, "d").release()
+    assert report.exit_code == EXIT_ERROR
+    assert w.ups[ups:] == ["shift", "ship"]
+    assert w.ledger.unsupported(A), "the record stands although the release failed"
+    assert w.read().api == {C.api: 100}
