@@ -455,9 +455,19 @@ class CompatSession:
     """One local Postgres and Redis, and BASE prepared once: its schema and the data its code
     wrote, kept as a template database that each `check` copies."""
 
-    def __init__(self, base: str, *, root: Path = ROOT, workdir: Path | None = None) -> None:
+    def __init__(
+        self,
+        base: str,
+        *,
+        root: Path = ROOT,
+        workdir: Path | None = None,
+        applied_contract: Collection[str] = (),
+    ) -> None:
         self.root = root.resolve()
         self.base_ref = base
+        # Contract migrations the real database has run: BASE's schema includes those of them its
+        # tree has, as the database BASE's code serves does, and every check applies them.
+        self.applied_contract = tuple(applied_contract)
         self.base_commit = resolve(self.root, base)
         self._own_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="liftoff-compat-")) if workdir is None else workdir
@@ -495,7 +505,13 @@ class CompatSession:
             asyncio.run(self._sql("postgres", f"CREATE DATABASE {BASE_DB}"))
             dsn = self.postgres.dsn(BASE_DB)
             result = subprocess.run(  # noqa: S603
-                [self.base.python, "-m", "app", "migrate"],
+                [
+                    self.base.python,
+                    "-m",
+                    "app",
+                    "migrate",
+                    *_allow_flags(self.base.path, self.applied_contract),
+                ],
                 cwd=self.base.path,
                 env=self._env(dsn, 8080, self.redis.url()),
                 capture_output=True,
@@ -558,7 +574,8 @@ class CompatSession:
         )
         try:
             head_tree = Tree(report.head, head_path, interpreter(head_path, current=self.root))
-            self._check(self.base, head_tree, report, tuple(allow_contract))
+            allowed = tuple(dict.fromkeys((*self.applied_contract, *allow_contract)))
+            self._check(self.base, head_tree, report, allowed)
         except (
             ServerError,
             OSError,
@@ -860,13 +877,15 @@ def check(
     root: Path = ROOT,
     label: str | None = None,
     allow_contract: Collection[str] = (),
+    applied_contract: Collection[str] = (),
 ) -> CompatReport:
     """One check of BASE (a git ref of `root`) against `head` (a source tree; None: `root`'s
-    working tree). UsageError for a ref git does not know; otherwise never raises: a gate that
-    failed is a report with `error` set (exit 1)."""
+    working tree), with the contract migrations the database has run (`applied_contract`) and
+    those a release would let run (`allow_contract`) applied. UsageError for a ref git does not
+    know; otherwise never raises: a gate that failed is a report with `error` set (exit 1)."""
     commit = resolve(root, base)
     try:
-        session = CompatSession(base, root=root)
+        session = CompatSession(base, root=root, applied_contract=applied_contract)
         session.prepare()
     except GateError as exc:
         return CompatReport(base=base, base_commit=commit, head=label or "working tree", error=str(exc))
@@ -874,6 +893,14 @@ def check(
         return session.check(head, label=label, allow_contract=allow_contract)
     finally:
         session.close()
+
+
+def _allow_flags(tree: Path, revisions: Collection[str]) -> list[str]:
+    """`--allow-contract` flags for BASE's own `migrate`, if its code knows them (a tree from
+    before migration phases has no contract migration to hold, and no such flag)."""
+    if not revisions or "--allow-contract" not in (tree / "app" / "__main__.py").read_text():
+        return []
+    return [f"--allow-contract={revision}" for revision in revisions]
 
 
 def read_json(data: Mapping[str, Any]) -> CompatReport:

@@ -12,7 +12,15 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.migrate import current_revision, migrations, pending_contract, script_directory
+from app.migrate import (
+    Migration,
+    Phase,
+    current_revision,
+    migrations,
+    pending,
+    pending_contract,
+    script_directory,
+)
 from stacks.release.compat.gate import ROOT, CompatReport, check
 
 MIGRATIONS = Path("app/migrations")
@@ -32,9 +40,27 @@ class LocalSchemaGate:
     def pending_contract(self) -> list[str]:
         if self.dsn is None:
             return []
-        script = script_directory((self.head or self.root) / MIGRATIONS)
-        return [m.revision for m in pending_contract(migrations(script), current_revision(self.dsn))]
+        return [m.revision for m in pending_contract(self._migrations(), current_revision(self.dsn))]
+
+    def applied_contract(self) -> list[str]:
+        """The contract migrations the stack's database has run: every check applies them, as
+        the code a rollback returns to meets them there."""
+        if self.dsn is None:
+            return []
+        found = self._migrations()
+        waiting = {m.revision for m in pending(found, current_revision(self.dsn))}
+        return [m.revision for m in found if m.phase is Phase.CONTRACT and m.revision not in waiting]
 
     def check(self, commit: str, *, allow_contract: Collection[str] = ()) -> CompatReport:
         label = "the release" if self.head is None else str(self.head)
-        return check(commit, head=self.head, root=self.root, label=label, allow_contract=allow_contract)
+        return check(
+            commit,
+            head=self.head,
+            root=self.root,
+            label=label,
+            allow_contract=allow_contract,
+            applied_contract=self.applied_contract(),
+        )
+
+    def _migrations(self) -> list[Migration]:
+        return migrations(script_directory((self.head or self.root) / MIGRATIONS))

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.release.compat import EXIT_COMPATIBLE, EXIT_INCOMPATIBLE, CompatSession
-from tests.stacks.release.compat.conftest import PLANT_REVISION, Clone
+from stacks.release.compat import EXIT_COMPATIBLE, EXIT_INCOMPATIBLE, CompatSession, check
+from stacks.release.compat.gate import export
+from tests.stacks.release.compat.conftest import PLANT_REVISION, Clone, git
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +106,31 @@ def test_a_contract_migration_is_held_and_named_as_held(clone: Clone, session: C
     assert report.migrations == []
     assert [(m.revision, m.phase) for m in report.held] == [(PLANT_REVISION, "contract")]
     assert "contract migrations held" in report.text()
+
+
+def test_a_contract_migration_the_database_has_run_is_applied_under_every_check(clone: Clone):
+    """Once a contract migration has run in the real database, the gate must apply it (to BASE's
+    schema and to each check) or every expand migration after it would go unchecked."""
+    clone.plant(
+        "contract_comment", "op.execute(\"COMMENT ON TABLE generations IS 'jobs'\")", phase="contract"
+    )
+    base = git(clone.path, "rev-parse", "HEAD")
+    later = clone.path / "app" / "migrations" / "versions" / "0100_rename_prompt.py"
+    later.write_text(
+        '"""Planted: a breaking expand migration after an applied contract one."""\n\n'
+        "from alembic import op\n\n"
+        f'revision = "0100"\ndown_revision = "{PLANT_REVISION}"\nbranch_labels = None\n'
+        'depends_on = None\nphase = "expand"\n\n\n'
+        "def upgrade() -> None:\n"
+        '    op.alter_column("generations", "prompt", new_column_name="input")\n\n\n'
+        "def downgrade() -> None:\n    pass\n"
+    )
+    git(clone.path, "add", str(later))
+    git(clone.path, "commit", "-q", "-m", "Plant a breaking expand migration after a contract one")
+    head = export(clone.path, git(clone.path, "rev-parse", "HEAD"), clone.trees / "after_contract")
+    blind = check(base, head=head, root=clone.path)
+    assert blind.exit_code == EXIT_COMPATIBLE and [m.revision for m in blind.held] == [PLANT_REVISION, "0100"]
+    seen = check(base, head=head, root=clone.path, applied_contract=(PLANT_REVISION,))
+    assert seen.exit_code == EXIT_INCOMPATIBLE, seen.text()
+    assert [m.revision for m in seen.migrations] == ["0100"]
+    assert 'column "prompt" does not exist' in seen.text()
