@@ -129,6 +129,9 @@ def expand_target(
     return target
 
 
+UNDEFINED_TABLE = "42P01"
+
+
 def current_revision(dsn: str) -> str | None:
     """The revision the database is at; None for an empty one."""
 
@@ -138,8 +141,12 @@ def current_revision(dsn: str) -> str | None:
             async with engine.connect() as conn:
                 try:
                     value = await conn.scalar(text("SELECT version_num FROM alembic_version"))
-                except ProgrammingError:  # no alembic_version: never migrated
-                    return None
+                except ProgrammingError as exc:
+                    # No alembic_version: never migrated. Anything else (permission denied) is
+                    # not an answer, and must not read as "nothing has run".
+                    if getattr(exc.orig, "sqlstate", None) == UNDEFINED_TABLE:
+                        return None
+                    raise
                 return None if value is None else str(value)
         finally:
             await engine.dispose()

@@ -394,8 +394,9 @@ def stack_settings(stack: str, root: Path = ROOT) -> StackSettings:
         loop.close()
 
 
-# The worker's gates read the attempts from the stack's database: a DSN of a role that may
-# SELECT generation_logs (docs/deploy.md, "Worker gates"), passed by the release job.
+# The worker's gates read the attempts from the stack's database, and the schema gate its
+# revision: a DSN of a member of liftoff_release_reader (migration 0007; docs/deploy.md, "The
+# worker is judged on its jobs"), passed by the release job.
 JOBS_DSN_ENV = "LIFTOFF_JOBS_DATABASE_URL"
 # A JWT of the probe tenant (app/core/probes.py) for the synthetic traffic; without it a stack's
 # declared probes are not sent, and a quiet step is inconclusive as if none were declared.

@@ -29,9 +29,9 @@ MIGRATIONS = Path("app/migrations")
 @dataclass
 class LocalSchemaGate:
     """The gate run here, on local servers: BASE is a commit of `root`, HEAD the tree shipped
-    (`head`; None: `root`'s working tree). `dsn` reads the stack's database's revision (a role
-    that may SELECT alembic_version); without it no contract migration is known to be pending,
-    and none is let run (`python -m app migrate` holds them unless told otherwise)."""
+    (`head`; None: `root`'s working tree). `dsn` reads the stack's database's revision (a member
+    of liftoff_release_reader, migration 0007); without it no contract migration is known to be
+    pending or applied, and none is let run (`python -m app migrate` holds them unless told)."""
 
     root: Path = ROOT
     head: Path | None = None
