@@ -346,6 +346,17 @@ class Settings(BaseSettings):
             raise SettingsError("api needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL to verify tokens")
         if role is Role.WORKER and self.ai_provider == "openai" and self.openai_api_key is None:
             raise SettingsError("worker needs OPENAI_API_KEY when AI_PROVIDER is openai")
+        if (
+            role is Role.WORKER
+            and self.app_env in ("staging", "prod")
+            and self.cloud_run_worker_pool_revision == "local"
+        ):
+            # Cloud Run sets it on every worker pool instance; without it a release could not
+            # tell the candidate's attempts from the stable worker's.
+            raise SettingsError(
+                "worker needs CLOUD_RUN_WORKER_POOL_REVISION in staging and prod (Cloud Run sets it on"
+                " a worker pool): every attempt records the revision the release's gates judge"
+            )
         return self
 
     def secret(self, name: str) -> str:

@@ -108,9 +108,20 @@ def _stack_keys() -> Iterator[tuple[str, FieldInfo]]:
     models[f"{NAMESPACE}:usage"] = UsageSettings
     models[RELEASE_KEY] = ReleaseSettings
     for prefix, model in models.items():
-        for name, info in model.model_fields.items():
-            if not info.exclude:
-                yield f"{prefix}.{info.alias or name}", info
+        yield from _fields(prefix, model)
+
+
+def _fields(prefix: str, model: type[BaseModel]) -> Iterator[tuple[str, FieldInfo]]:
+    """A model's keys; a nested model's (`liftoff:release.synthetic`) each on a row of its own."""
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        key = f"{prefix}.{info.alias or name}"
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            yield from _fields(key, nested)
+        else:
+            yield key, info
 
 
 def _secrets() -> Iterator[tuple[str, str]]:

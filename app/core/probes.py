@@ -1,7 +1,8 @@
 """The tenant kept for release probes: synthetic requests and jobs a canary is judged on.
 
 Its jobs are answered by the worker's own offline provider (no AI cost), its organization has
-no submission limits of its own and shares none with real tenants, and every table, log line
+submission limits of its own, sized to the most probes a release sends, and shares none with
+real tenants, and every table, log line
 and metric tells its work apart by this organization id (`probe=true` in logs and metrics).
 """
 

@@ -5,8 +5,9 @@
   attempts by this column.
 - `generations.lease_revision`: the revision holding the job's lease, so that an attempt lost
   with its worker is charged to that worker's revision when the sweep recovers it.
-- The probe organization (app/core/probes.py) with a limits row of its own, all NULL (no
-  limit): probe jobs never count against a real tenant's limits, nor fall under the defaults.
+- The probe organization (app/core/probes.py) with a limits row of its own: probe jobs never
+  count against a real tenant's limits, nor fall under the defaults, and a leaked probe token
+  can submit no faster than the most a release sends (`synthetic.rate` is at most 50 a second).
 
 Expand-safe: two nullable columns no earlier revision reads or writes, and two rows no earlier
 revision lists (a tenant sees only its own organization under RLS).
@@ -41,7 +42,7 @@ def upgrade() -> None:
     )
     op.execute(
         "INSERT INTO liftoff.tenant_limits (organization_id, max_active_jobs, max_submissions_per_minute)"
-        " VALUES ('00000000-0000-4000-8000-00000000fe01', NULL, NULL)"
+        " VALUES ('00000000-0000-4000-8000-00000000fe01', 1000, 3000)"
         " ON CONFLICT (organization_id) DO NOTHING"
     )
 

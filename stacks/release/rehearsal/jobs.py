@@ -55,7 +55,8 @@ async def _read(dsn: str, start: float, end: float) -> JobSummary:
         unfinished=int(row["unfinished"]),
         failed=int(row["failed"]),
         duplicated=int(row["duplicated"]),
-        by_revision={str(r["revision"]): int(r["n"]) for r in rows},
+        # Attempts written by code older than migration 0006 name no revision.
+        by_revision={str(r["revision"] or "(none)"): int(r["n"]) for r in rows},
     )
 
 

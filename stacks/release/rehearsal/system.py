@@ -151,6 +151,7 @@ class LocalSystem:
         self.apis: list[ApiProcess] = []
         self.workers: list[WorkerProcess] = []
         self._generation = 0
+        self._instances = 0
         self._logs: list[IO[bytes]] = []
 
     def start(self) -> LocalSystem:
@@ -247,8 +248,8 @@ class LocalSystem:
     ) -> WorkerProcess:
         """Start one instance of a worker revision of `tree`'s code (not yet ready: see
         WorkerProcess.wait_ready)."""
-        index = sum(1 for w in self.workers if w.revision == revision)
-        log = private_dir(self.root / "logs") / f"{revision}-{index}.log"
+        self._instances += 1
+        log = private_dir(self.root / "logs") / f"{revision}-{self._instances}.log"
         env = {
             **self.env(free_port(), faults or {}),
             **WORKER_INSTANCE_ENV,
