@@ -116,7 +116,10 @@ async def test_a_faulty_revision_fails_its_share_of_attempts_and_the_jobs_still_
     servers: Servers, in_process
 ):
     await submit(servers.dsn, servers.redis.url(), count=20)
-    async with in_process(fault_job_error_ratio=0.5, cloud_run_worker_pool_revision="faulty"):
+    # Half the attempts fail: with 20 attempts each, no job runs out of them (0.5 ** 20).
+    async with in_process(
+        fault_job_error_ratio=0.5, cloud_run_worker_pool_revision="faulty", worker_max_attempts=20
+    ):
         await wait_all(servers.dsn, "succeeded", 20, timeout=30)
     rows = await fetch(servers.dsn, "SELECT status, count(*) AS n FROM generation_logs GROUP BY 1")
     counts = {r["status"]: r["n"] for r in rows}
