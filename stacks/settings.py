@@ -653,11 +653,16 @@ def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> 
                 f" {NAMESPACE}:usage.jobsPerMonth declares: {usage.jobs_per_month:,} a month"
                 f" ({float(rate):.3g} a second) × {first} % × maxSoakSeconds {wait:,} s"
                 f"{_with_probes(probes)} is about {float(seen):,.1f}, so with onInconclusive rollback"
-                f" every release changing the worker would roll back as inconclusive; lower"
-                f" minJobAttempts to {math.floor(seen):,}, declare synthetic traffic"
-                f" ({RELEASE_KEY}.synthetic), or set onInconclusive: promote"
+                f" every release changing the worker would roll back as inconclusive;"
+                f" {_lower_attempts(seen)}declare synthetic traffic ({RELEASE_KEY}.synthetic), or set"
+                " onInconclusive: promote"
             )
     return problems
+
+
+def _lower_attempts(seen: Fraction) -> str:
+    """The way out by a lower minJobAttempts, when one would still judge something (0 would not)."""
+    return f"lower minJobAttempts to {math.floor(seen):,}, " if seen >= 1 else ""
 
 
 def _probes(release: ReleaseSettings) -> Fraction:

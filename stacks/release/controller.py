@@ -551,7 +551,7 @@ class Controller:
             stable_jobs: JobWindow | None = None
             if percent < 100:
                 stable_jobs = self.jobs.jobs(run.base.worker, jobs_since, now)
-            verdicts.append(evaluate_jobs(jobs, stable_jobs, self.settings))
+            verdicts.append(evaluate_jobs(jobs, stable_jobs, self.settings, share=percent))
         return combine(verdicts)
 
     def _tail(self, run: _Run) -> None:

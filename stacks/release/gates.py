@@ -177,12 +177,17 @@ def _against_stable(candidate: Window, stable: Window | None, limits: ReleaseSet
     return gates
 
 
-def evaluate_jobs(candidate: JobWindow, stable: JobWindow | None, limits: ReleaseSettings) -> Verdict:
+def evaluate_jobs(
+    candidate: JobWindow, stable: JobWindow | None, limits: ReleaseSettings, share: int | None = None
+) -> Verdict:
     """Judge the candidate worker's attempts against absolute limits and the stable worker's.
 
     As for requests, a failure share already past the limit of the minimum sample is a breach
     before the sample is complete; an expired lease past `maxExpiredLeases` is one at once (a
-    worker that loses its leases makes every job it touches wait a whole lease).
+    worker that loses its leases makes every job it touches wait a whole lease). With its
+    instance `share` (percent) and the stable worker's attempts, a candidate that ends far
+    fewer attempts than its share of them breaches too: a worker that crashes or claims nothing
+    fails no attempt, and would otherwise only ever be waited for.
     """
     minimum = limits.min_job_attempts
     early_ratio = (candidate.failures + candidate.expired) / max(minimum, candidate.attempts, 1)
@@ -204,12 +209,41 @@ def evaluate_jobs(candidate: JobWindow, stable: JobWindow | None, limits: Releas
         return Verdict(
             State.BREACH, tuple(g for g in early if not g.passed), jobs=candidate, stable_jobs=stable
         )
+    starved = _starved(candidate, stable, limits, share)
+    if starved is not None:
+        return Verdict(State.BREACH, (starved,), jobs=candidate, stable_jobs=stable)
     if candidate.attempts < minimum:
         waiting = Gate("min-job-attempts", candidate.attempts, minimum, passed=False)
         return Verdict(State.WAIT, (waiting,), jobs=candidate, stable_jobs=stable)
     gates = [*early, *_job_duration(candidate, limits), *_jobs_against_stable(candidate, stable, limits)]
     state = State.PASS if all(g.passed for g in gates) else State.BREACH
     return Verdict(state, tuple(gates), jobs=candidate, stable_jobs=stable)
+
+
+# A candidate ending fewer than this fraction of the attempts its instance share would end,
+# once that share comes to twice minJobAttempts, is not working: far outside the noise of how
+# jobs spread over instances.
+STARVED_FRACTION = 0.25
+
+
+def _starved(
+    candidate: JobWindow, stable: JobWindow | None, limits: ReleaseSettings, share: int | None
+) -> Gate | None:
+    """The breached `worker-attempts-vs-share` gate, or None."""
+    if (
+        stable is None
+        or share is None
+        or not 0 < share < 100
+        or candidate.attempts >= limits.min_job_attempts
+    ):
+        return None
+    expected = stable.attempts * share / (100 - share)
+    if expected < 2 * max(limits.min_job_attempts, 1):
+        return None
+    floor = expected * STARVED_FRACTION
+    if candidate.attempts >= floor:
+        return None
+    return Gate("worker-attempts-vs-share", candidate.attempts, floor, passed=False)
 
 
 def _job_duration(candidate: JobWindow, limits: ReleaseSettings) -> list[Gate]:

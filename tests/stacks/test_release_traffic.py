@@ -249,3 +249,11 @@ def test_declared_probes_make_a_quiet_worker_judgeable_within_their_budget() -> 
     stingy = quiet.model_copy(update={"synthetic": SyntheticSettings(rate=1, budget=100)})
     [still] = release_traffic_problems(stingy, usage)
     assert "plus half of 100 probes at its share" in still
+
+
+def test_no_way_out_turns_the_worker_gates_off() -> None:
+    settings = ReleaseSettings(steps=(10, 100), soak_seconds=300, max_soak_seconds=900, min_job_attempts=20)
+    [few] = release_traffic_problems(settings, UsageSettings(jobs_per_month=100_000))
+    assert "lower minJobAttempts to 3, declare synthetic traffic" in few
+    [none] = release_traffic_problems(settings, UsageSettings(jobs_per_month=100))
+    assert "lower minJobAttempts" not in none and "declare synthetic traffic" in none

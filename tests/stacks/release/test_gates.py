@@ -134,3 +134,17 @@ def test_the_api_and_the_worker_verdicts_combine_breach_first_then_wait():
     assert combine([api_pass, evaluate_jobs(JobWindow(100, 0, 0, 1.0), None, JOB_LIMITS)]).state is State.PASS
     with pytest.raises(ValueError, match="nothing to judge"):
         combine([])
+
+
+def test_a_worker_that_ends_far_fewer_attempts_than_its_share_breaches_instead_of_waiting():
+    stable = JobWindow(900, 0, 0, 1.0)  # at a 10 % share the candidate would end about 100
+    starved = evaluate_jobs(JobWindow(3, 0, 0, 1.0), stable, JOB_LIMITS, share=10)
+    assert starved.state is State.BREACH and starved.breached == ("worker-attempts-vs-share",)
+    # Within the noise, or with too little to compare against, it is only waited for.
+    assert evaluate_jobs(JobWindow(12, 0, 0, 1.0), JobWindow(300, 0, 0, 1.0), JOB_LIMITS, share=10).state is (
+        State.WAIT
+    )
+    assert evaluate_jobs(JobWindow(0, 0, 0, None), JobWindow(100, 0, 0, 1.0), JOB_LIMITS, share=10).state is (
+        State.WAIT
+    )
+    assert evaluate_jobs(JobWindow(0, 0, 0, None), stable, JOB_LIMITS).state is State.WAIT
