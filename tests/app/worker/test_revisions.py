@@ -145,10 +145,12 @@ def test_the_fault_roll_is_fixed_by_job_and_attempt():
 def test_a_worker_in_the_cloud_without_its_revision_refuses_to_start():
     from app.settings import Role, Settings, SettingsError
 
-    cloud = {"app_env": "prod", "database_url": "postgresql://x@h/d", "redis_url": "redis://h"}
+    def cloud(**more: str) -> Settings:
+        return Settings(app_env="prod", database_url="postgresql://x@h/d", redis_url="redis://h", **more)  # type: ignore[arg-type]
+
     with pytest.raises(SettingsError, match="CLOUD_RUN_WORKER_POOL_REVISION"):
-        Settings(**cloud).require(Role.WORKER)
-    assert Settings(**cloud, cloud_run_worker_pool_revision="liftoff-prod-worker-0001").require(Role.WORKER)
+        cloud().require(Role.WORKER)
+    assert cloud(cloud_run_worker_pool_revision="liftoff-prod-worker-0001").require(Role.WORKER)
     assert Settings(app_env="local", database_url="postgresql://x@h/d", redis_url="redis://h").require(
         Role.WORKER
     )
