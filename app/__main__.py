@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = get_settings().require(ROLES[args.command])
+        if args.command == "worker":
+            settings.require_revision()
     except (SettingsError, ValidationError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

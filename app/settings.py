@@ -346,13 +346,13 @@ class Settings(BaseSettings):
             raise SettingsError("api needs SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL to verify tokens")
         if role is Role.WORKER and self.ai_provider == "openai" and self.openai_api_key is None:
             raise SettingsError("worker needs OPENAI_API_KEY when AI_PROVIDER is openai")
-        if (
-            role is Role.WORKER
-            and self.app_env in ("staging", "prod")
-            and self.cloud_run_worker_pool_revision == "local"
-        ):
-            # Cloud Run sets it on every worker pool instance; without it a release could not
-            # tell the candidate's attempts from the stable worker's.
+        return self
+
+    def require_revision(self) -> Settings:
+        """For the worker process (not the cleanup job, which runs the worker's settings as a
+        Cloud Run job): its revision, which Cloud Run sets on a worker pool and every attempt
+        records for the release's gates; SettingsError when a deployed worker has none."""
+        if self.app_env in ("staging", "prod") and self.cloud_run_worker_pool_revision == "local":
             raise SettingsError(
                 "worker needs CLOUD_RUN_WORKER_POOL_REVISION in staging and prod (Cloud Run sets it on"
                 " a worker pool): every attempt records the revision the release's gates judge"

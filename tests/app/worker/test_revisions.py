@@ -149,8 +149,31 @@ def test_a_worker_in_the_cloud_without_its_revision_refuses_to_start():
         return Settings(app_env="prod", database_url="postgresql://x@h/d", redis_url="redis://h", **more)  # type: ignore[arg-type]
 
     with pytest.raises(SettingsError, match="CLOUD_RUN_WORKER_POOL_REVISION"):
-        cloud().require(Role.WORKER)
-    assert cloud(cloud_run_worker_pool_revision="liftoff-prod-worker-0001").require(Role.WORKER)
-    assert Settings(app_env="local", database_url="postgresql://x@h/d", redis_url="redis://h").require(
-        Role.WORKER
+        cloud().require(Role.WORKER).require_revision()
+    assert cloud(cloud_run_worker_pool_revision="liftoff-prod-worker-0001").require_revision()
+    assert Settings(app_env="local").require_revision()
+    # The cleanup job runs with the worker's settings as a Cloud Run job, which has no pool revision.
+    assert cloud().require(Role.WORKER)
+
+
+@pytest.mark.unit
+def test_the_worker_command_refuses_to_start_in_the_cloud_without_its_revision():
+    import subprocess
+    import sys
+
+    env = {
+        "APP_ENV": "prod",
+        "DATABASE_URL": "postgresql://x@h/d",
+        "REDIS_URL": "redis://h",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "worker"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+    assert done.returncode == 2
+    assert "worker needs CLOUD_RUN_WORKER_POOL_REVISION" in done.stderr
