@@ -20,18 +20,16 @@ The figure is the ratio baseline / rollback, medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import rehearsed  # noqa: E402 (bench/rehearsed.py, beside this script)
 
 from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
 from stacks.release.rehearsal.load import DEFAULT_RATE  # noqa: E402
@@ -88,24 +86,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests per second of load")
     args = parser.parse_args()
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="rollback-bench-") as tmp:
-        Path(tmp).chmod(0o701)  # the embedded Postgres runs as its own user when we are root
-        system = LocalSystem(Path(tmp))
-        try:
-            system.start()
-            with Rehearsal.on(system, rate=args.rate) as rehearsal:
-                for index in range(args.rounds):
-                    figures = {
-                        "healthy": healthy(rehearsal),
-                        "rollback": rollback(rehearsal, FAULT),
-                        "rollback_slow": rollback(rehearsal, SLOW),
-                    }
-                    figures["baseline_seconds"] = baseline(system, rehearsal)
-                    rounds.append(figures)
-                    print(f"round {index + 1}: {json.dumps(figures)}", flush=True)
-        finally:
-            system.stop()
+
+    def one(system: LocalSystem, rehearsal: Rehearsal) -> dict[str, Any]:
+        figures = {
+            "healthy": healthy(rehearsal),
+            "rollback": rollback(rehearsal, FAULT),
+            "rollback_slow": rollback(rehearsal, SLOW),
+        }
+        figures["baseline_seconds"] = baseline(system, rehearsal)
+        return figures
+
+    rounds = rehearsed.rounds("rollback", args.rounds, args.rate, one)
     traffic = statistics.median(r["rollback"]["breach_to_stable_seconds"] for r in rounds)
     redeploy = statistics.median(r["baseline_seconds"] for r in rounds)
     slow = statistics.median(r["rollback_slow"]["breach_to_stable_seconds"] for r in rounds)
@@ -119,18 +110,7 @@ def main() -> int:
         "failed_during_moves": sum(r["healthy"]["failed_during_moves"] for r in rounds),
         "requests_during_healthy_promotions": sum(r["healthy"]["requests"] for r in rounds),
     }
-    results = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "machine": platform.machine()},
-        "rounds": rounds,
-        "summary": summary,
-        "profile": profile().model_dump(mode="json"),
-        "rate": args.rate,
-    }
-    out = ROOT / "bench" / "results" / f"rollback-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print(f"raw results: {out.relative_to(ROOT)}")
+    rehearsed.save("rollback", rounds, summary, args.rate)
     return 0
 
 

@@ -19,18 +19,16 @@ The figure is the ratio baseline / rollback, medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import rehearsed  # noqa: E402 (bench/rehearsed.py, beside this script)
 
 from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
 from stacks.release.rehearsal.load import DEFAULT_RATE  # noqa: E402
@@ -90,20 +88,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE, help="requests per second of load")
     args = parser.parse_args()
-    rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="worker-release-bench-") as tmp:
-        Path(tmp).chmod(0o701)  # the embedded Postgres runs as its own user when we are root
-        system = LocalSystem(Path(tmp))
-        try:
-            system.start()
-            with Rehearsal.on(system, rate=args.rate) as rehearsal:
-                for index in range(args.rounds):
-                    figures = {"healthy": healthy(rehearsal), "rollback": rollback(rehearsal)}
-                    figures["baseline_seconds"] = baseline(system, rehearsal)
-                    rounds.append(figures)
-                    print(f"round {index + 1}: {json.dumps(figures)}", flush=True)
-        finally:
-            system.stop()
+
+    def one(system: LocalSystem, rehearsal: Rehearsal) -> dict[str, Any]:
+        figures = {"healthy": healthy(rehearsal), "rollback": rollback(rehearsal)}
+        figures["baseline_seconds"] = baseline(system, rehearsal)
+        return figures
+
+    rounds = rehearsed.rounds("worker-release", args.rounds, args.rate, one)
     to_stable = statistics.median(r["rollback"]["breach_to_every_job_on_stable_seconds"] for r in rounds)
     redeploy = statistics.median(r["baseline_seconds"] for r in rounds)
     summary = {
@@ -117,18 +108,7 @@ def main() -> int:
         "lost_during_rollbacks": sum(r["rollback"]["lost"] for r in rounds),
         "run_twice_during_rollbacks": sum(r["rollback"]["run_twice"] for r in rounds),
     }
-    results = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "machine": platform.machine()},
-        "rounds": rounds,
-        "summary": summary,
-        "profile": profile().model_dump(mode="json"),
-        "rate": args.rate,
-    }
-    out = ROOT / "bench" / "results" / f"worker-release-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
-    print(f"raw results: {out.relative_to(ROOT)}")
+    rehearsed.save("worker-release", rounds, summary, args.rate)
     return 0
 
 

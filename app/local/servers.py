@@ -115,6 +115,18 @@ def wait_until(
         time.sleep(0.1)
 
 
+def stop_process(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `seconds`; returns once it has."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` if needed and make it 0700."""
     path.mkdir(parents=True, exist_ok=True)

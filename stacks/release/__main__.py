@@ -12,9 +12,7 @@ failed its smoke test; 4 paused before a step, awaiting approval; 1 anything els
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -23,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from stacks.release.cancel import CANCELLATION
 from stacks.release.config import KEY, ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
-from stacks.render import ROOT, stack_config
+from stacks.release.source import source_commit
+from stacks.render import stack_config
 from stacks.settings import NAMESPACE, WorkloadNames, release_traffic_problems, usage_settings
 
 if TYPE_CHECKING:
@@ -76,19 +75,6 @@ def preflight(stack: str, config: Mapping[str, Any]) -> tuple[ReleaseSettings, l
                 " releases move the traffic (make rollback sends it back to the last good release)"
             )
     return settings, problems
-
-
-def source_commit() -> str:
-    """The commit this checkout is at: GitHub's GITHUB_SHA in CI, else git's HEAD ("" outside git)."""
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
-    git = shutil.which("git")
-    if git is None:
-        return ""
-    found = subprocess.run(  # noqa: S603 (a fixed git command)
-        [git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def _controller(ports: CloudPorts, settings: ReleaseSettings, approve: bool) -> Controller:

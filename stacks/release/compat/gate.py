@@ -47,7 +47,15 @@ import httpx
 import redis
 
 from app.local.config import TENANTS
-from app.local.servers import LOOPBACK, LocalPostgres, LocalRedis, ServerError, free_port, private_dir
+from app.local.servers import (
+    LOOPBACK,
+    LocalPostgres,
+    LocalRedis,
+    ServerError,
+    free_port,
+    private_dir,
+    stop_process,
+)
 from app.local.token import mint_dev_token
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -301,13 +309,7 @@ class Process:
         return self.tail(2)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_SECONDS)
 
 
 # --- the API client of the smoke suite ---------------------------------------------------------------

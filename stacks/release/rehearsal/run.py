@@ -9,8 +9,6 @@ the traffic ended where the controller said it did, and no job was lost or run t
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +37,7 @@ from stacks.release.rehearsal.migrations import candidate_tree
 from stacks.release.rehearsal.prometheus import PrometheusMetrics, Reading
 from stacks.release.rehearsal.router import WeightedRouter
 from stacks.release.rehearsal.system import ROOT, LocalSystem
+from stacks.release.source import source_commit
 
 # The rehearsal's release profile, in the stack file's own keys. Seconds, not the cloud's
 # minutes: each revision's /metrics is current to the scrape (0.5 s), where Cloud Monitoring
@@ -177,7 +176,7 @@ class Rehearsal:
         self.deployer = LocalDeployer(system, self.router, self.metrics)
         # What the stable release was shipped from, as the ledger records it: the schema gate
         # runs that commit's code against a release's migrations.
-        self.commit = head_commit()
+        self.commit = source_commit()
         self.load = LoadGenerator(self.router.url, system.token(), rate=rate)
         self.stable = Release("", "")
 
@@ -351,17 +350,6 @@ def describe(result: Result) -> list[str]:
     problems = result.problems()
     lines += [f"REHEARSAL FAILED: {p}" for p in problems] or ["rehearsal: as expected"]
     return lines
-
-
-def head_commit() -> str:
-    """This checkout's HEAD ("" outside git)."""
-    git = shutil.which("git")
-    if git is None:
-        return ""
-    found = subprocess.run(  # noqa: S603 (a fixed git command)
-        [git, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def _stamp() -> str:

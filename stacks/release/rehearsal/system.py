@@ -31,6 +31,7 @@ from app.local.servers import (
     ServerError,
     free_port,
     private_dir,
+    stop_process,
     wait_until,
 )
 from app.local.token import mint_dev_token
@@ -94,13 +95,7 @@ class ApiProcess:
         wait_until(self.ready, f"API revision {self.name} (log: {self.log})", READY_SECONDS, self.process)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_SECONDS)
 
 
 @dataclass
@@ -128,15 +123,10 @@ class WorkerProcess:
             self.process.terminate()
 
     def wait_stopped(self) -> None:
-        try:
-            self.process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, STOP_SECONDS)
 
     def stop(self) -> None:
-        self.terminate()
-        self.wait_stopped()
+        stop_process(self.process, STOP_SECONDS)
 
 
 class LocalSystem:

@@ -16,7 +16,7 @@ from stacks.release.controller import (
 )
 from stacks.release.gates import Window
 from stacks.release.ledger import Outcome, Release
-from tests.stacks.release.world import Approvals, World, release
+from tests.stacks.release.world import Approvals, World, controller_over, release
 
 pytestmark = pytest.mark.unit
 
@@ -584,17 +584,7 @@ def test_a_spent_budget_leaves_a_quiet_step_inconclusive(world):
 
 def test_declared_probes_with_nothing_to_send_them_are_said_not_silently_skipped(world):
     probing = SETTINGS.model_copy(update={"synthetic": SyntheticSettings(rate=10, budget=20_000)})
-    unsent = Controller(
-        settings=probing,
-        live=world,
-        deployer=world,
-        metrics=world,
-        jobs=world,
-        smoke=world,
-        approver=Approvals(),
-        clock=world,
-        out=lambda line: None,
-    )
+    unsent = controller_over(world, probing, Approvals(), synthetic=None)
     report = unsent.release()
     assert report.exit_code == EXIT_OK
     assert "cannot be sent: no probe tenant token (LIFTOFF_PROBE_TOKEN)" in report.lines[0]

@@ -16,7 +16,7 @@ from stacks.release.compat.gate import CompatReport, Finding
 from stacks.release.config import ReleaseSettings
 from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Controller
 from stacks.release.ledger import Outcome
-from tests.stacks.release.world import Approvals, World, release
+from tests.stacks.release.world import Approvals, World, controller_over, release
 
 pytestmark = pytest.mark.unit
 
@@ -47,19 +47,7 @@ class Gate:
 
 
 def controller(world: World, gate: Gate, source: str) -> Controller:
-    return Controller(
-        settings=SETTINGS,
-        live=world,
-        deployer=world,
-        metrics=world,
-        jobs=world,
-        smoke=world,
-        approver=Approvals(),
-        clock=world,
-        schema=gate,
-        out=lambda line: None,
-        source=source,
-    )
+    return controller_over(world, SETTINGS, Approvals(), schema=gate, source=source)
 
 
 def released(world: World, gate: Gate, nxt, source: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from components.traffic import TrafficTarget, validate
 from stacks.release.config import ReleaseSettings
@@ -39,20 +39,20 @@ class Ports(LiveReader, Deployer, Metrics, JobMetrics, Smoke, Synthetic, Clock, 
     """A double that plays every port of the controller but the approvals."""
 
 
-def controller_over(world: Ports, settings: ReleaseSettings, approver: Approver) -> Controller:
-    """The real controller over a double of the cloud, printing nothing."""
-    return Controller(
-        settings=settings,
-        live=world,
-        deployer=world,
-        metrics=world,
-        jobs=world,
-        smoke=world,
-        synthetic=world,
-        approver=approver,
-        clock=world,
-        out=lambda line: None,
-    )
+def controller_over(world: Ports, settings: ReleaseSettings, approver: Approver, **ports: Any) -> Controller:
+    """The real controller over a double of the cloud, printing nothing; `ports` replaces some
+    (`synthetic=None`, a `schema` gate) or adds the `source` commit."""
+    every: dict[str, Any] = {
+        "live": world,
+        "deployer": world,
+        "metrics": world,
+        "jobs": world,
+        "smoke": world,
+        "synthetic": world,
+        "clock": world,
+        "out": lambda line: None,
+    }
+    return Controller(settings=settings, approver=approver, **(every | ports))
 
 
 @dataclass(frozen=True)
