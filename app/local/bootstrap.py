@@ -11,6 +11,7 @@ import asyncio
 import os
 import sys
 import urllib.request
+from collections.abc import Iterable
 
 from sqlalchemy import text
 
@@ -23,11 +24,12 @@ from app.settings import PoolMode, Settings
 WAIT_SECONDS = 60.0
 
 
-async def _seed(dsn: str) -> None:
+async def seed_tenants(dsn: str, tenants: Iterable[str] = tuple(TENANTS)) -> None:
+    """The local tenants (TENANTS, by key): each organization and its owner, once."""
     engine = create_engine(dsn, pool_mode=PoolMode.NULL)
     try:
         async with engine.begin() as conn:
-            for name, org_id, user_id in TENANTS.values():
+            for name, org_id, user_id in (TENANTS[key] for key in tenants):
                 await conn.execute(
                     text(
                         "INSERT INTO organizations (id, name) VALUES (:id, :name) ON CONFLICT (id) DO NOTHING"
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     dsn = config.database_url
     upgrade(dsn)
     apply_tenant_limits(dsn, Settings())
-    asyncio.run(_seed(dsn))
+    asyncio.run(seed_tenants(dsn))
     print("migrations applied, demo tenants seeded", flush=True)
     os.execv(sys.executable, [sys.executable, "-m", "app", "api"])  # noqa: S606
 

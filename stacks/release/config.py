@@ -18,14 +18,14 @@ CLOUD_MIN_SOAK_SECONDS = 240
 MAX_SOAK_SECONDS = 14400
 
 Percent = Annotated[int, Field(ge=1, le=100)]
+# The stack file's keys: camelCase, strictly typed, nothing unknown.
+KEYS = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True)
 
 
 class SyntheticSettings(BaseModel):
     """Probes the controller sends when a step sees too little real traffic to be judged."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True
-    )
+    model_config = KEYS
 
     rate: float = Field(
         0.0,
@@ -50,9 +50,7 @@ class SyntheticSettings(BaseModel):
 class ReleaseSettings(BaseModel):
     """Canary steps, soak, gate limits and approval for one stack."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True, strict=True
-    )
+    model_config = KEYS
 
     steps: tuple[Percent, ...] = Field(
         (10, 50, 100), strict=False, description="The candidate's share at each step, rising, ending at 100."

@@ -35,7 +35,7 @@ from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
-from tests.stacks.release.world import Probes, controller_over, probe_requests
+from tests.stacks.release.world import Probes, controller_over, probe_requests, probes_sent
 
 pytestmark = pytest.mark.unit
 
@@ -142,16 +142,14 @@ class Model:
         return JobWindow(attempts, failures, 0, 3.0 if attempts else None)
 
     def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
-        kinds = int(api) + int(jobs)
-        sent = min(limit, int(self.probe_rate * seconds)) if kinds else 0
-        if sent:
-            rate = self.probe_rate / kinds
-            span = sent / self.probe_rate
-            self.probes.append(
-                Probes(self.time, self.time + span, release, rate if api else 0.0, rate if jobs else 0.0)
-            )
+        sent = probes_sent(
+            release, api=api, jobs=jobs, at=self.time, seconds=seconds, rate=self.probe_rate, limit=limit
+        )
         self.time += seconds
-        return sent
+        if sent is None:
+            return 0
+        self.probes.append(sent)
+        return sent.total
 
     def check(self, candidate: Release) -> str | None:
         template = self.engine.cloud.workloads[API].templates[candidate.api]

@@ -45,7 +45,9 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import redis
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.local.bootstrap import seed_tenants
 from app.local.config import TENANTS
 from app.local.servers import (
     LOOPBACK,
@@ -522,7 +524,7 @@ class CompatSession:
             )
             if result.returncode != 0:
                 raise GateError(f"BASE's own migrations failed on an empty database: {result.stderr[-800:]}")
-            asyncio.run(self._seed(dsn))
+            asyncio.run(seed_tenants(dsn, ["demo"]))
             with self._running(self.base, dsn, self.redis.url(), "prepare") as (api, worker):
                 client = Client(api, self._token())
                 try:
@@ -532,7 +534,13 @@ class CompatSession:
         except StepFailed as exc:
             self.close()
             raise GateError(f"BASE's code could not write its data on its own schema: {exc}") from exc
-        except (ServerError, OSError, subprocess.SubprocessError, asyncpg.PostgresError) as exc:
+        except (
+            ServerError,
+            OSError,
+            subprocess.SubprocessError,
+            asyncpg.PostgresError,
+            SQLAlchemyError,
+        ) as exc:
             self.close()
             raise GateError(f"could not prepare BASE: {exc}") from exc
         except BaseException:
@@ -844,24 +852,6 @@ class CompatSession:
         conn = await asyncpg.connect(self.postgres.dsn(database))
         try:
             await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    async def _seed(self, dsn: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            name, org_id, user_id = TENANTS["demo"]
-            await conn.execute(
-                "INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-                org_id,
-                name,
-            )
-            await conn.execute(
-                "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'owner')"
-                " ON CONFLICT DO NOTHING",
-                org_id,
-                user_id,
-            )
         finally:
             await conn.close()
 

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import asyncpg
-
 from app.core.probes import PROBE_ORGANIZATION_ID, PROBE_USER_ID
+from app.local.bootstrap import seed_tenants
 from app.local.config import TENANTS
 from app.local.servers import (
     LOOPBACK,
@@ -158,7 +157,7 @@ class LocalSystem:
         dsn = self.postgres.dsn()
         upgrade(dsn)
         self._unlimited()
-        asyncio.run(_seed(dsn))
+        asyncio.run(seed_tenants(dsn, ["demo"]))
         return self
 
     def _unlimited(self) -> None:
@@ -317,20 +316,3 @@ class LocalSystem:
             handle.close()
         if errors:
             raise ServerError("could not stop cleanly: " + "; ".join(errors))
-
-
-async def _seed(dsn: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        name, org_id, user_id = TENANTS["demo"]
-        await conn.execute(
-            "INSERT INTO organizations (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", org_id, name
-        )
-        await conn.execute(
-            "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'owner')"
-            " ON CONFLICT DO NOTHING",
-            org_id,
-            user_id,
-        )
-    finally:
-        await conn.close()

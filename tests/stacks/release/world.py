@@ -65,10 +65,28 @@ class Probes:
     api_rate: float
     job_rate: float
 
+    @property
+    def total(self) -> int:
+        """How many probes the send made."""
+        return round((self.end - self.start) * (self.api_rate + self.job_rate))
+
     def count(self, start: float, end: float, rate: float) -> float:
         """The probes of this send within [start, end)."""
         overlap = max(0.0, min(end, self.end) - max(start, self.start))
         return overlap * rate
+
+
+def probes_sent(
+    release: Release, *, api: bool, jobs: bool, at: float, seconds: float, rate: float, limit: int
+) -> Probes | None:
+    """What a synthetic send does from `at`: `rate` probes a second, at most `limit`, the API's
+    and the jobs' in turn when both are asked for; None when it sends none."""
+    kinds = int(api) + int(jobs)
+    sent = min(limit, int(rate * seconds)) if kinds else 0
+    if not sent:
+        return None
+    share = rate / kinds
+    return Probes(at, at + sent / rate, release, share if api else 0.0, share if jobs else 0.0)
 
 
 def probe_requests(sends: list[Probes], api: str, start: float, end: float) -> float:
@@ -228,16 +246,14 @@ class World:
 
     # Synthetic
     def send(self, release: Release, *, api: bool, jobs: bool, seconds: float, limit: int) -> int:
-        kinds = int(api) + int(jobs)
-        sent = min(limit, int(self.probe_rate * seconds)) if kinds else 0
-        if sent:
-            span = sent / self.probe_rate
-            share = self.probe_rate / kinds
-            self.probes.append(
-                Probes(self.time, self.time + span, release, share if api else 0.0, share if jobs else 0.0)
-            )
+        sent = probes_sent(
+            release, api=api, jobs=jobs, at=self.time, seconds=seconds, rate=self.probe_rate, limit=limit
+        )
         self.time += seconds
-        return sent
+        if sent is None:
+            return 0
+        self.probes.append(sent)
+        return sent.total
 
     # Smoke
     def check(self, candidate: Release) -> str | None:
