@@ -161,6 +161,45 @@ def run_release(
     return report.exit_code, report.breached, max(state.get(B.api, 0) for state in world.history)
 
 
+def holds_against_the_controller(
+    part: str, per_month: int, first: int, soak: int, extra: int, scale: Fraction
+) -> None:
+    """What the rule accepts for `part` ("requests" or "jobs"), the controller judges; what it
+    refuses rolls back as inconclusive at the first step. The other part's minimum is 0: every
+    step has it, so each property is about its own part alone."""
+    jobs = part == "jobs"
+    wait = soak + extra
+    rate = Fraction(per_month) / seconds_per_month()
+    minimum = int(rate * first / 100 * wait * scale)
+    settings = ReleaseSettings(
+        steps=(first, 100),
+        soak_seconds=soak,
+        max_soak_seconds=wait,
+        min_requests=0 if jobs else minimum,
+        min_job_attempts=minimum if jobs else 0,
+    )
+    expected = step_requests(settings, per_month, first)
+    # The controller decides at its first poll past maxSoakSeconds (+ the delay), so it may read up
+    # to one poll more than the rule counts on; and the in-memory metrics round down. Cases inside
+    # that band are left out: each side of it is asserted.
+    poll = max(1, soak // 5) + 1
+    assume(expected >= minimum + 1 or expected * (wait + poll) / wait < minimum)
+    if jobs:
+        refused = release_traffic_problems(settings, UsageSettings(jobs_per_month=per_month))
+        # With no metrics delay: a step that also waits out Cloud Monitoring's delay for the API's
+        # requests counts attempts that much longer, so in the cloud the rule errs on refusing.
+        code, breached, top = run_release(settings, 20.0, float(rate), delay=0.0)
+    else:
+        refused = release_traffic_problems(settings, UsageSettings(requests_per_month=per_month))
+        code, breached, top = run_release(settings, float(rate))
+    key, gate = ("minJobAttempts", "min-job-attempts") if jobs else ("minRequests", "min-requests")
+    if refused:
+        assert key in refused[0]
+        assert (code, breached, top) == (EXIT_ROLLED_BACK, (gate,), first)
+    else:
+        assert (code, top) == (EXIT_OK, 100), breached
+
+
 @given(
     per_month=st.integers(200_000, 20_000_000),
     first=st.integers(1, 99),
@@ -175,29 +214,7 @@ def run_release(
 def test_what_the_rule_accepts_the_controller_judges_and_what_it_refuses_rolls_back(
     per_month: int, first: int, soak: int, extra: int, scale: Fraction
 ) -> None:
-    wait = soak + extra
-    rate = Fraction(per_month) / seconds_per_month()
-    min_requests = int(rate * first / 100 * wait * scale)
-    # The worker's minimum is its own property's (below): here every step has its attempts.
-    settings = ReleaseSettings(
-        steps=(first, 100),
-        soak_seconds=soak,
-        max_soak_seconds=wait,
-        min_requests=min_requests,
-        min_job_attempts=0,
-    )
-    expected = step_requests(settings, per_month, first)
-    # The controller decides at its first poll past maxSoakSeconds (+ the delay), so it may read up
-    # to one poll more than the rule counts on; and the in-memory metrics round down. Cases inside
-    # that band are left out: each side of it is asserted.
-    poll = max(1, soak // 5) + 1
-    assume(expected >= min_requests + 1 or expected * (wait + poll) / wait < min_requests)
-    refused = release_traffic_problems(settings, UsageSettings(requests_per_month=per_month))
-    code, breached, top = run_release(settings, float(rate))
-    if refused:
-        assert (code, breached, top) == (EXIT_ROLLED_BACK, ("min-requests",), first)
-    else:
-        assert (code, top) == (EXIT_OK, 100), breached
+    holds_against_the_controller("requests", per_month, first, soak, extra, scale)
 
 
 @given(
@@ -213,29 +230,7 @@ def test_what_the_rule_accepts_the_controller_judges_and_what_it_refuses_rolls_b
 def test_what_the_rule_accepts_for_the_worker_the_controller_judges_on_its_attempts(
     per_month: int, first: int, soak: int, extra: int, scale: Fraction
 ) -> None:
-    wait = soak + extra
-    rate = Fraction(per_month) / seconds_per_month()
-    min_attempts = int(rate * first / 100 * wait * scale)
-    settings = ReleaseSettings(
-        steps=(first, 100),
-        soak_seconds=soak,
-        max_soak_seconds=wait,
-        min_requests=0,
-        min_job_attempts=min_attempts,
-    )
-    expected = rate * first / 100 * wait
-    # Attempts are read with no delay, so the controller may count up to one poll more than the rule.
-    poll = max(1, soak // 5) + 1
-    assume(expected >= min_attempts + 1 or expected * (wait + poll) / wait < min_attempts)
-    refused = release_traffic_problems(settings, UsageSettings(jobs_per_month=per_month))
-    # With no metrics delay: a step that also waits out Cloud Monitoring's delay for the API's
-    # requests counts that much longer, so in the cloud the rule errs on the side of refusing.
-    code, breached, top = run_release(settings, 20.0, float(rate), delay=0.0)
-    if refused:
-        assert "minJobAttempts" in refused[0]
-        assert (code, breached, top) == (EXIT_ROLLED_BACK, ("min-job-attempts",), first)
-    else:
-        assert (code, top) == (EXIT_OK, 100), breached
+    holds_against_the_controller("jobs", per_month, first, soak, extra, scale)
 
 
 def test_declared_probes_make_a_quiet_worker_judgeable_within_their_budget() -> None:
