@@ -143,7 +143,7 @@ class Controller:
         self.metrics = metrics
         self.jobs = jobs
         enabled = synthetic is not None and settings.synthetic.enabled
-        self.synthetic: Synthetic = synthetic if synthetic is not None and enabled else NoSynthetic(clock)
+        self.synthetic: Synthetic = synthetic if enabled and synthetic is not None else NoSynthetic(clock)
         # Probes declared with nothing to send them (no probe tenant's token): said at every release.
         self.probes_missing = settings.synthetic.enabled and synthetic is None
         # The schema gate: None where no rollback target's code can be run (the tests' doubles).
@@ -337,20 +337,18 @@ class Controller:
         self._say(
             f"contract migrations {held} run with this release: {stable.api} works without the old schema"
         )
-        return self._unsupport(ledger, stable, [e for e in targets if e is not base], pending), pending
+        older = [e for e in targets if e is not base]
+        return self._unsupport(gate, ledger, stable, older, pending), pending
 
     def _unsupport(
-        self, ledger: Ledger, stable: Release, older: list[Entry], pending: tuple[str, ...]
+        self, gate: SchemaGate, ledger: Ledger, stable: Release, older: list[Entry], pending: tuple[str, ...]
     ) -> Ledger:
         """The ledger with the older rollback targets the contract migrations break recorded as no
         longer supported (a target whose code cannot be checked, having no commit, with them), and
         written at once, traffic only, before the update that runs the migrations: if that update
         fails after its migrations job ran, the record stands."""
-        gate = self.schema
         lost = [
-            e
-            for e in older
-            if not e.commit or gate is None or not gate.check(e.commit, allow_contract=pending).compatible
+            e for e in older if not e.commit or not gate.check(e.commit, allow_contract=pending).compatible
         ]
         if not lost:
             return ledger
