@@ -122,9 +122,7 @@ class WorkerProcess:
             self.process.terminate()
 
     def wait_stopped(self) -> None:
-        stop_process(self.process, STOP_SECONDS)
-
-    def stop(self) -> None:
+        """Until it has exited (SIGKILL after STOP_SECONDS); sends SIGTERM first if not yet told."""
         stop_process(self.process, STOP_SECONDS)
 
 
