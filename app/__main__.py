@@ -1,4 +1,4 @@
-"""Entry points of the image: `python -m app api|worker|migrate|cleanup`."""
+"""Entry points of the image: `python -m app api|worker|migrate|cleanup|scaler`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pydantic import ValidationError
 
 from app.settings import Role, SettingsError, get_settings
 
-ROLES = {"api": Role.API, "worker": Role.WORKER, "migrate": Role.MIGRATE, "cleanup": Role.WORKER}
+ROLES = {
+    "api": Role.API,
+    "worker": Role.WORKER,
+    "migrate": Role.MIGRATE,
+    "cleanup": Role.WORKER,
+    "scaler": Role.SCALER,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="REVISION",
         help="with --contract hold, a contract migration that may run (repeatable)",
+    )
+    commands.add_parser(
+        "scaler", help="serve the worker pool's scaler (POST /wake, /reconcile) on $HOST:$PORT"
     )
     cleanup = commands.add_parser("cleanup", help="delete generation_logs older than RETENTION_DAYS")
     cleanup.add_argument("--days", type=int, help="override RETENTION_DAYS")
@@ -77,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         from app.worker.runner import run_worker
 
         run_worker(settings)
+    elif args.command == "scaler":
+        import uvicorn
+
+        from app.scaler.service import create_scaler_app
+
+        uvicorn.run(create_scaler_app(settings), host=settings.host, port=settings.port, log_config=None)
     else:
         import uvicorn
 

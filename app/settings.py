@@ -23,6 +23,7 @@ class Role(StrEnum):
     API = "api"
     WORKER = "worker"
     MIGRATE = "migrate"
+    SCALER = "scaler"
 
 
 class PoolMode(StrEnum):
@@ -39,6 +40,9 @@ ALL_ROLES = frozenset(Role)
 SERVING = frozenset({Role.API, Role.WORKER})
 WORKER = frozenset({Role.WORKER})
 API = frozenset({Role.API})
+SCALER = frozenset({Role.SCALER})
+# The scaler reads the queue's demand in Postgres (one function, app/scaler/demand.py).
+READS_DATABASE = SERVING | SCALER
 TRANSACTION_POOLER_PORT = 6543
 
 
@@ -72,7 +76,7 @@ class Settings(BaseSettings):
         None,
         **_var(
             "Pooled Postgres DSN for the app (Supabase transaction pooler, port 6543, in the cloud).",
-            used_by=SERVING,
+            used_by=READS_DATABASE,
             secret=True,
             required=True,
         ),
@@ -92,20 +96,20 @@ class Settings(BaseSettings):
     )
     db_pool_mode: PoolMode = Field(
         PoolMode.AUTO,
-        **_var("`auto` (= `queue`), `queue` or `null` (a new connection per use).", used_by=SERVING),
+        **_var("`auto` (= `queue`), `queue` or `null` (a new connection per use).", used_by=READS_DATABASE),
     )
     db_transaction_pooler: bool | None = Field(
         None,
         **_var(
             "Whether DATABASE_URL is a transaction-mode pooler (no prepared-statement reuse);"
             " unset: yes when its port is 6543.",
-            used_by=SERVING,
+            used_by=READS_DATABASE,
         ),
     )
     db_pool_size: int = Field(10, ge=1, le=100, **_var("QueuePool size per process.", used_by=SERVING))
     db_max_overflow: int = Field(5, ge=0, le=100, **_var("QueuePool overflow per process.", used_by=SERVING))
     db_connect_timeout_seconds: float = Field(
-        3.0, gt=0, le=60, **_var("Timeout for opening a Postgres connection.", used_by=SERVING)
+        3.0, gt=0, le=60, **_var("Timeout for opening a Postgres connection.", used_by=READS_DATABASE)
     )
     db_request_timeout_seconds: float = Field(
         5.0,
@@ -182,7 +186,71 @@ class Settings(BaseSettings):
         0.0, ge=0, le=1, **_var("Share of local-provider calls that fail (retryably).", used_by=WORKER)
     )
     worker_concurrency: int = Field(
-        4, ge=1, le=256, **_var("Jobs one worker process runs at once.", used_by=WORKER)
+        4, ge=1, le=256, **_var("Jobs one worker process runs at once.", used_by=WORKER | SCALER)
+    )
+    worker_wake_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        **_var(
+            "The scaler's `/wake` URL: after accepting a job the API asks it to start workers (at"
+            " most once per WORKER_WAKE_SECONDS); unset, it asks nothing (a fixed pool).",
+            used_by=API,
+        ),
+    )
+    worker_wake_seconds: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        **_var("Least time between two wake requests of all API instances (a Redis key).", used_by=API),
+    )
+    worker_wake_auth: Literal["none", "google"] = Field(
+        "none",
+        **_var(
+            "`google`: the wake request carries an ID token from the metadata server for the"
+            " scaler's URL (Cloud Run IAM checks it); `none` locally.",
+            used_by=API,
+        ),
+    )
+    scaler_pool: str | None = Field(
+        None,
+        pattern=r"^(local|projects/[^/]+/locations/[^/]+/workerPools/[^/]+)$",
+        **_var(
+            "The worker pool the scaler sizes: `projects/P/locations/L/workerPools/NAME`, or `local`"
+            " (worker processes started here, `make dev SCALE=on-demand`).",
+            used_by=SCALER,
+            required=True,
+        ),
+    )
+    scaler_min_instances: int = Field(
+        0, ge=0, le=100, **_var("Instances kept while no job is queued or running.", used_by=SCALER)
+    )
+    scaler_max_instances: int = Field(
+        10, ge=1, le=100, **_var("Most instances the queue or a release's split scales to.", used_by=SCALER)
+    )
+    scaler_idle_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        **_var("How long no job is queued or running before the pool goes to its floor.", used_by=SCALER),
+    )
+    scaler_interval_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        **_var(
+            "Period of the scaler's own reconcile loop; 0: it reconciles only when asked (Cloud"
+            " Scheduler's POST /reconcile, the API's POST /wake).",
+            used_by=SCALER,
+        ),
+    )
+    scaler_start_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=600,
+        **_var(
+            "`local` pool only: a simulated instance start delay before each worker process starts.",
+            used_by=SCALER,
+        ),
     )
     worker_max_attempts: int = Field(
         5, ge=1, le=100, **_var("Attempts before a job is dead-lettered as failed.", used_by=WORKER)
@@ -297,8 +365,10 @@ class Settings(BaseSettings):
             used_by=WORKER,
         ),
     )
-    host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING))
-    port: int = Field(8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING))
+    host: str = Field("127.0.0.1", **_var("Interface to listen on.", used_by=SERVING | SCALER))
+    port: int = Field(
+        8080, ge=1, le=65535, **_var("Port to listen on (set by Cloud Run).", used_by=SERVING | SCALER)
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -330,6 +400,29 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{', '.join(set_faults)}: the FAULT_* settings are for rehearsals only: they are refused"
                 f" unless APP_ENV is local or test (APP_ENV is {self.app_env})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _scaler_holds_together(self) -> Settings:
+        if self.scaler_min_instances > self.scaler_max_instances:
+            raise ValueError(
+                f"SCALER_MIN_INSTANCES ({self.scaler_min_instances}) is above SCALER_MAX_INSTANCES"
+                f" ({self.scaler_max_instances})"
+            )
+        # Worker processes on this machine, or a simulated delay, make no sense where users are served.
+        local_only = [
+            name
+            for name, on in (
+                ("SCALER_POOL=local", self.scaler_pool == "local"),
+                ("SCALER_START_DELAY_SECONDS", bool(self.scaler_start_delay_seconds)),
+            )
+            if on
+        ]
+        if local_only and self.app_env not in ("local", "test"):
+            raise ValueError(
+                f"{', '.join(local_only)}: a local pool is refused unless APP_ENV is local or test"
+                f" (APP_ENV is {self.app_env})"
             )
         return self
 

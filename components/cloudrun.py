@@ -91,7 +91,7 @@ def _envs(
     return plain + secret
 
 
-def _service_envs(c: Container) -> list[run.ServiceTemplateContainerEnvArgs]:
+def service_envs(c: Container) -> list[run.ServiceTemplateContainerEnvArgs]:
     return _envs(
         c,
         run.ServiceTemplateContainerEnvArgs,
@@ -227,7 +227,7 @@ def _service_template(args: ApiServiceArgs, revision: pulumi.Input[str] | None) 
                 image=c.image,
                 args=["python", "-m", "app", "api"],
                 ports=run.ServiceTemplateContainerPortsArgs(container_port=CONTAINER_PORT),
-                envs=_service_envs(c),
+                envs=service_envs(c),
                 resources=run.ServiceTemplateContainerResourcesArgs(
                     limits=_limits(c), cpu_idle=True, startup_cpu_boost=True
                 ),
@@ -363,7 +363,10 @@ class WorkerPoolArgs:
     region: str
     project: str
     container: Container
+    # The instance count at creation; with `scaled`, a scaler owns it afterwards.
     instances: int = 1
+    # A scaler (components/scaler.py) sets the count: no update sends the program's own.
+    scaled: bool = False
     # None: releases manage the instance split (see RELEASE_MANAGED); a plain update never moves it.
     split: tuple[TrafficTarget, ...] | None = (TrafficTarget(percent=100),)
     # Only the instance split may change in this update: every other input keeps its recorded value.
@@ -416,6 +419,21 @@ def _pool_split(targets: tuple[TrafficTarget, ...]) -> list[run.WorkerPoolInstan
     ]
 
 
+def _scaled_options(options: pulumi.ResourceOptions, scaled: bool) -> pulumi.ResourceOptions:
+    """A scaled pool's count is the scaler's: `scaling` keeps its recorded value on every update.
+
+    The provider sends the whole pool on update, `scaling` included, from the state
+    (hashicorp/terraform-provider-google, resource_cloud_run_v2_worker_pool.go: a PATCH without an
+    update mask), so the recorded count must be the live one: Pulumi.yaml refreshes before every
+    operation (`options.refresh: always`), and so does every release update (stacks/release/automation.py).
+    """
+    if not scaled:
+        return options
+    scaled_options = pulumi.ResourceOptions.merge(options, pulumi.ResourceOptions())
+    scaled_options.ignore_changes = sorted({*(options.ignore_changes or []), "scaling"})
+    return scaled_options
+
+
 class WorkerPool(pulumi.ComponentResource):
     """Workers pull their jobs: nothing reaches them, so they expose nothing."""
 
@@ -442,12 +460,15 @@ class WorkerPool(pulumi.ComponentResource):
                 instance_splits=_pool_split(args.split or (TrafficTarget(percent=100),)),
                 template=_pool_template(args, self.revision),
             ),
-            opts=_release_options(
-                c.options(self),
-                run.WorkerPoolArgs,
-                "instance_splits",
-                args.split is not None,
-                args.traffic_only,
+            opts=_scaled_options(
+                _release_options(
+                    c.options(self),
+                    run.WorkerPoolArgs,
+                    "instance_splits",
+                    args.split is not None,
+                    args.traffic_only,
+                ),
+                args.scaled,
             ),
         )
         # The Cloud Run resource itself: depends_on on this component would not reach it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from components.identity import ServiceAccounts, ServiceAccountsArgs
 from components.image import ContainerImage, ContainerImageArgs, source_tag
 from components.ledger import EMPTY, ReleaseLedger
 from components.monitoring import Monitoring, MonitoringArgs
+from components.scaler import PoolScaler, PoolScalerArgs
 from components.secrets import SecretRef, Secrets, SecretsArgs, SecretSpec
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
 from components.traffic import TrafficTarget, candidate_tags
@@ -35,7 +36,7 @@ from stacks.release.plan import ReleasePlan
 from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-ACCOUNT = {Role.API: "api", Role.WORKER: "worker", Role.MIGRATE: "migrate"}
+ACCOUNT = {Role.API: "api", Role.WORKER: "worker", Role.MIGRATE: "migrate", Role.SCALER: "scaler"}
 CONTRACT = {var.name: var for var in ENV_VARS}
 # What app/Dockerfile builds from (app/Dockerfile.dockerignore admits exactly these).
 IMAGE_SOURCES = ("pyproject.toml", "app")
@@ -91,7 +92,7 @@ def _accounts(s: StackSettings) -> ServiceAccounts:
     return ServiceAccounts(
         "identity",
         ServiceAccountsArgs(
-            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler")
+            project=s.project, prefix=s.prefix, accounts=("api", "worker", "migrate", "scheduler", "scaler")
         ),
     )
 
@@ -302,13 +303,50 @@ def _worker_pool(s: StackSettings, container: Container, traffic: Traffic) -> Wo
             region=s.region,
             project=s.project,
             container=container,
-            instances=s.worker.instances,
+            # On demand, the floor at creation; the scaler sets the count from then on.
+            instances=s.worker.min_instances if s.worker.instances is None else s.worker.instances,
+            scaled=s.worker.on_demand,
             split=traffic.worker,
             traffic_only=traffic.traffic_only,
             deletion_protection=s.api.deletion_protection,
             labels=s.labels,
         ),
     )
+
+
+def _scaler(s: StackSettings, workloads: Workloads, worker: WorkerPool) -> PoolScaler:
+    env: dict[str, pulumi.Input[str]] = {
+        "SCALER_POOL": pulumi.Output.format(
+            "projects/{0}/locations/{1}/workerPools/{2}", s.project, s.region, worker.pool_name
+        ),
+        "SCALER_MIN_INSTANCES": str(s.worker.min_instances),
+        "SCALER_MAX_INSTANCES": str(s.worker.max_instances),
+        "SCALER_IDLE_SECONDS": str(s.worker.idle_seconds),
+    }
+    base = workloads.container(Role.SCALER, "1", "512Mi")
+    return PoolScaler(
+        "scaler",
+        PoolScalerArgs(
+            service_name=s.names.scaler,
+            role_prefix=s.prefix.replace("-", "_"),
+            region=s.region,
+            project=s.project,
+            pool_name=worker.pool_name,
+            container=replace(base, env={**base.env, **env}),
+            worker_account=workloads.accounts.emails["worker"],
+            scheduler_account=workloads.accounts.emails["scheduler"],
+            wakers=(workloads.accounts.emails["api"],),
+            deletion_protection=s.api.deletion_protection,
+            labels=s.labels,
+        ),
+    )
+
+
+def _wake_env(scaler: PoolScaler | None) -> dict[str, pulumi.Input[str] | None]:
+    """What the API needs to wake an on-demand pool's scaler: its URL, and an ID token for it."""
+    if scaler is None:
+        return {}
+    return {"WORKER_WAKE_URL": scaler.wake_url, "WORKER_WAKE_AUTH": "google"}
 
 
 def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[str, Any]:
@@ -327,11 +365,13 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
     workloads = Workloads(image, accounts, secrets, _app_env(s, database))
     # Migrations run to completion before the API or the worker change (see MigrationsJob).
     migrations = _migrations(s, workloads, release)
-    api = _api_service(
-        s, workloads.container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic
-    )
     worker = _worker_pool(
         s, workloads.container(Role.WORKER, s.worker.cpu, s.worker.memory, after=(migrations,)), traffic
+    )
+    scaler = _scaler(s, workloads, worker) if s.worker.on_demand else None
+    api_workloads = replace(workloads, env={**workloads.env, **_wake_env(scaler)})
+    api = _api_service(
+        s, api_workloads.container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic
     )
     retention = _retention(s, workloads.container(Role.WORKER, "1", "512Mi"), accounts)
     _monitoring(s, api, worker)

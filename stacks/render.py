@@ -127,6 +127,10 @@ def _computed(kind: str, name: str, inputs: Mapping[str, Any]) -> dict[str, Any]
             "email": email,
             "name": f"projects/{inputs.get('project', 'project')}/serviceAccounts/{email}",
         }
+    if kind == "gcp:projects/iAMCustomRole:IAMCustomRole":
+        # https://www.pulumi.com/registry/packages/gcp/api-docs/projects/iamcustomrole/ (name:
+        # "The name of the role in the format projects/{{project}}/roles/{{role_id}}").
+        return {"name": f"projects/{inputs.get('project', 'project')}/roles/{inputs['roleId']}"}
     if kind == "gcp:iam/workloadIdentityPool:WorkloadIdentityPool":
         pool = inputs["workloadIdentityPoolId"]
         return {"name": f"projects/123456789012/locations/global/workloadIdentityPools/{pool}"}

@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from app.scaler.policy import step_floor
 from app.settings import Settings as AppContract
 from components.rules import (
     INGRESS,
@@ -404,9 +405,28 @@ class ApiSettings(Section):
 
 
 class WorkerSettings(Section):
-    """`liftoff:worker`: the worker's Cloud Run worker pool."""
+    """`liftoff:worker`: the worker's Cloud Run worker pool, on demand or at a fixed count.
 
-    instances: PoolInstances = Field(1, description="Worker instances (a fixed count).")
+    On demand (no `instances`), the stack's scaler (components/scaler.py, app/scaler/) sets the
+    pool's instance count: `minInstances` while no job is queued or running for `idleSeconds`, and
+    what the queue needs up to `maxInstances` as soon as one is.
+    """
+
+    instances: PoolInstances | None = Field(
+        None,
+        description="A fixed instance count, with no scaler; unset, the pool scales on demand"
+        " between `minInstances` and `maxInstances`.",
+    )
+    min_instances: PoolInstances = Field(
+        0, description="On demand: the instances kept while no job is queued or running (a floor)."
+    )
+    # 10 gives each revision of the default steps' 10 % split an instance (split_instance_problems).
+    max_instances: Annotated[int, AfterValidator(Between(1, 100))] = Field(
+        10, description="On demand: the most instances the queue (or a release's split) scales the pool to."
+    )
+    idle_seconds: Annotated[int, AfterValidator(Between(60, 86_400))] = Field(
+        300, description="On demand: how long no job is queued or running before the pool goes to its floor."
+    )
     concurrency: Annotated[int, AfterValidator(_app_bounds("worker_concurrency"))] = Field(
         _app_default("worker_concurrency"),
         description="Jobs one instance runs at once (`WORKER_CONCURRENCY`).",
@@ -425,6 +445,28 @@ class WorkerSettings(Section):
     def _pinned(cls, raw: Any, info: ValidationInfo) -> tuple[TrafficTarget, ...] | None:
         service = WorkloadNames.of(_place(info).environment).worker
         return _traffic(raw, "split", service, tags_allowed=False)
+
+    @model_validator(mode="after")
+    def _one_way_to_scale(self) -> WorkerSettings:
+        on_demand = {"min_instances", "max_instances", "idle_seconds"} & self.model_fields_set
+        if self.instances is not None and on_demand:
+            keys = ", ".join(sorted(to_camel(k) for k in on_demand))
+            _problems({"instances": f"a fixed count cannot be declared with {keys}: remove one or the other"})
+        if self.min_instances > self.max_instances:
+            _problems(
+                {"minInstances": instances_in_order(self.min_instances, self.max_instances, "maxInstances")}
+            )
+        return self
+
+    @property
+    def on_demand(self) -> bool:
+        """Whether a scaler sets the instance count (no fixed `instances`)."""
+        return self.instances is None
+
+    @property
+    def ceiling(self) -> int:
+        """The most instances the pool runs: the fixed count, or maxInstances."""
+        return self.max_instances if self.instances is None else self.instances
 
 
 # The app's own limit is unbounded; a stack's is a number an organization could plausibly need.
@@ -534,6 +576,11 @@ class WorkloadNames:
     @property
     def retention(self) -> str:
         return f"{self.prefix}-cleanup"
+
+    @property
+    def scaler(self) -> str:
+        """The worker pool's scaler service (components/scaler.py)."""
+        return f"{self.prefix}-scaler"
 
 
 # --- Usage assumptions (`liftoff:usage`): what the cost estimate (stacks/cost.py) prices. ---
@@ -660,6 +707,30 @@ def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> 
     return problems
 
 
+def split_instance_problems(worker: WorkerSettings, release: ReleaseSettings) -> list[str]:
+    """A release step whose split the pool's ceiling cannot give each revision an instance of.
+
+    A worker pool's instances go to its revisions in proportion to the split (app/scaler/policy.py,
+    `instances_for_share`); at a step of p % the candidate and the stable revision each need one, so
+    the pool must be able to run `step_floor(p)` instances, or one of them runs no job and the
+    step is judged on nothing. The scaler raises the count to that floor whenever there is work;
+    a fixed count must already be there.
+    """
+    split_steps = [p for p in release.steps if p < 100]
+    if not split_steps:
+        return []
+    needed = max(step_floor(p) for p in split_steps)
+    if worker.ceiling >= needed:
+        return []
+    step = min(split_steps, key=lambda p: min(p, 100 - p))
+    key = "maxInstances" if worker.on_demand else "instances"
+    return [
+        f"{NAMESPACE}:worker.{key}: {worker.ceiling} instance(s) cannot give both revisions of the"
+        f" {RELEASE_KEY}.steps {step} % step an instance: the pool's instances are split in proportion,"
+        f" so a {min(step, 100 - step)} % share needs {needed}; raise {key} to {needed} or change the steps"
+    ]
+
+
 def _lower_attempts(seen: Fraction) -> str:
     """The way out by a lower minJobAttempts, when one would still judge something (0 would not)."""
     return f"lower minJobAttempts to {math.floor(seen):,}, " if seen >= 1 else ""
@@ -784,6 +855,8 @@ def load(source: ConfigSource | None = None, *, stack: str | None = None) -> Sta
     usage = usage_settings(source.get(NAMESPACE, "usage"), problems)
     release, release_problems = release_config.parse(source.get(NAMESPACE, "release"), cloud=True)
     problems.extend(release_problems or release_traffic_problems(release, usage))
+    if sections["worker"] is not None and not release_problems:
+        problems.extend(split_instance_problems(sections["worker"], release))
     if problems or keys is None:
         raise ConfigError(problems)
     return StackSettings(

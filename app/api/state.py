@@ -21,6 +21,8 @@ from app.settings import Settings
 if TYPE_CHECKING:
     import httpx
 
+    from app.core.wake import Waker
+
 # Memberships already recorded by this process; past this many the set starts over.
 MEMBERSHIP_CACHE_SIZE = 10_000
 
@@ -35,6 +37,7 @@ class ApiState:
     verifier: TokenVerifier
     metrics: ApiMetrics
     http: httpx.AsyncClient | None = None
+    waker: Waker | None = None
     _members: set[tuple[UUID, UUID]] = field(default_factory=set)
 
     @classmethod
@@ -49,20 +52,30 @@ class ApiState:
             jwks = JwksCache(settings.supabase_jwks_url, settings.jwks_cache_seconds, http)
         db = Database(settings)
         await db.open()
+        redis = Redis.from_url(
+            settings.secret("redis_url"), socket_connect_timeout=timeout, socket_timeout=timeout
+        )
+        waker = None
+        if settings.worker_wake_url:
+            import httpx
+
+            from app.core.wake import Waker
+
+            http = http or httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+            waker = Waker(settings, redis, http)
         return cls(
             settings=settings,
             db=db,
-            redis=Redis.from_url(
-                settings.secret("redis_url"),
-                socket_connect_timeout=timeout,
-                socket_timeout=timeout,
-            ),
+            redis=redis,
             verifier=TokenVerifier(settings, jwks),
             metrics=metrics,
             http=http,
+            waker=waker,
         )
 
     async def close(self) -> None:
+        if self.waker is not None:
+            await self.waker.aclose()
         await self.db.close()
         await self.redis.aclose()
         if self.http is not None:

@@ -28,8 +28,11 @@ PROJECT = "liftoff"
 SERVICE_TYPE = "gcp:cloudrunv2/service:Service"
 POOL_TYPE = "gcp:cloudrunv2/workerPool:WorkerPool"
 LEDGER_TYPE = "pulumi-python:dynamic/liftoff:ReleaseLedger"
-# What a traffic shift may change: the API's traffic, the pool's instance split, the ledger.
-TRAFFIC_TYPES = (SERVICE_TYPE, POOL_TYPE, LEDGER_TYPE)
+# What a traffic shift may change: the API's traffic, the pool's instance split, the ledger, each
+# by type and by the program's name for it (stacks/program.py). The API is not the only service:
+# the pool's scaler is one too, and a traffic-only update must not deploy it.
+TRAFFIC_RESOURCES = ((SERVICE_TYPE, "api-service"), (POOL_TYPE, "worker-pool"), (LEDGER_TYPE, "release-ledger"))
+TRAFFIC_TYPES = tuple(kind for kind, _ in TRAFFIC_RESOURCES)
 # Enough of a failed update's output to see the engine's and the policies' messages.
 MESSAGE_CHARS = 4000
 T = TypeVar("T")
@@ -75,7 +78,12 @@ def traffic_targets(deployment: Mapping[str, Any] | None) -> list[str] | None:
     """
     resources = [r for r in (deployment or {}).get("resources") or [] if not r.get("delete")]
     found = {
-        kind: sorted(str(r["urn"]) for r in resources if r.get("type") == kind) for kind in TRAFFIC_TYPES
+        kind: sorted(
+            str(r["urn"])
+            for r in resources
+            if r.get("type") == kind and str(r["urn"]).rsplit("::", 1)[-1] == name
+        )
+        for kind, name in TRAFFIC_RESOURCES
     }
     if not all(found.values()):
         return None
@@ -148,7 +156,9 @@ class AutomationDeployer:
         return str(self.root / "policies"), str(self.root / "policies" / f"config.{name}.json")
 
     def ship(self, plan: ReleasePlan) -> Release:
-        return release_of(self._up(plan, targets=None, refresh=False))
+        # Refreshed first: the worker pool's instance count is its scaler's, and the provider sends
+        # the recorded one with any update of the pool (components/cloudrun.py, _scaled_options).
+        return release_of(self._up(plan, targets=None, refresh=True))
 
     def shift(self, plan: ReleasePlan) -> None:
         if not plan.traffic_only:

@@ -31,6 +31,9 @@ REPOSITORY = "gcp:artifactregistry/repository:Repository"
 ACCOUNT = "gcp:serviceaccount/account:Account"
 METRIC = "gcp:logging/metric:Metric"
 SCHEDULE = "gcp:cloudscheduler/job:Job"
+CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
+POOL_GRANT = "gcp:cloudrunv2/workerPoolIamMember:WorkerPoolIamMember"
+ACCOUNT_GRANT = "gcp:serviceaccount/iAMMember:IAMMember"
 WORKLOADS = (SERVICE, POOL, JOB)
 # How long JobRun's provider waits between tries while IAM propagates, at most (its backoff's cap).
 RETRY_SECONDS = 60.0
@@ -215,6 +218,39 @@ RULES = {
         "https://www.pulumi.com/docs/iac/concepts/options/dependson/;"
         " https://www.pulumi.com/docs/iac/concepts/how-pulumi-works/",
     ),
+    "pool-update-count": Rule(
+        "An update of a worker pool sends the whole pool, its manual instance count included, as"
+        " the update's inputs carry it: an input kept by ignore_changes carries the count the state"
+        " recorded, which replaces whatever count the pool runs at.",
+        "hashicorp/terraform-provider-google@e03b7622a26cf4e878f90bdccaca6aa3d03a7999"
+        " google/services/cloudrunv2/resource_cloud_run_v2_worker_pool.go"
+        " (resourceCloudRunV2WorkerPoolUpdate: a PATCH with no update mask; `scaling` sent"
+        " whenever the state holds it)",
+    ),
+    "scaling-no-revision": Rule(
+        "Changing a worker pool's manual instance count creates no revision and changes no other"
+        " field when the request's update mask names only the count.",
+        "https://cloud.google.com/run/docs/configuring/workerpools/manual-scaling ('Changing scaling"
+        " mode or changing the manual instance count does not create a new revision');"
+        " https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.workerPools/patch"
+        " (updateMask)",
+    ),
+    "scale-permissions": Rule(
+        "Setting a worker pool's instance count needs run.workerpools.update on the pool, and"
+        " iam.serviceAccounts.actAs on the service account its revisions run as.",
+        "https://cloud.google.com/run/docs/configuring/workerpools/manual-scaling ('Required roles':"
+        " Cloud Run Developer on the worker pool, Service Account User on the service identity);"
+        " https://cloud.google.com/run/docs/reference/iam/permissions (run.workerpools.update)",
+    ),
+    "instance-split-allocation": Rule(
+        "A worker pool's instances go to its revisions in proportion to the instance split; with"
+        " too few instances, a revision with a share gets none. No rounding is documented for worker"
+        " pools: the model takes the worst case, each share rounded down and the rest to the"
+        " largest share.",
+        "https://cloud.google.com/run/docs/configuring/services/manual-scaling ('each revision is"
+        " allocated instances proportionally ... some revisions will not receive instances');"
+        " https://cloud.google.com/run/docs/managing/workerpool-instance-splits-rollbacks",
+    ),
     "unique-id": Rule(
         "An id a create request names (a repository, a service account, a secret, a Cloud Run service,"
         " worker pool or job, a log-based metric, a scheduler job) is unique in its project, or in its"
@@ -247,6 +283,16 @@ class Workload:
     templates: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     latest: str | None = None
     traffic: dict[str, int] = field(default_factory=dict)  # revision -> percent
+    instances: int = 0  # a worker pool's manual instance count
+
+    def allocation(self) -> dict[str, int]:
+        """RULES["instance-split-allocation"]: instances per revision, each share rounded down and
+        what is left to the largest share."""
+        shares = {revision: percent for revision, percent in self.traffic.items() if percent > 0}
+        counts = {revision: self.instances * percent // 100 for revision, percent in shares.items()}
+        if shares:
+            counts[max(shares, key=lambda r: shares[r])] += self.instances - sum(counts.values())
+        return counts
 
 
 @dataclass
@@ -296,6 +342,29 @@ class Cloud:
     failing_images: set[str] = field(default_factory=set)
     # RULES["unique-id"]: (type, project, location, id) -> the URN of the resource holding it.
     ids: dict[tuple[str, str | None, str | None, str], str] = field(default_factory=dict)
+    # Custom roles (name -> permissions) and role grants on a pool or an account: (resource, member, role).
+    roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    grants: set[tuple[str, str, str]] = field(default_factory=set)
+
+    def permits(self, member: str, permission: str, resource: str) -> bool:
+        return any(
+            (r, m) == (resource, member) and permission in self.roles.get(role, ())
+            for r, m, role in self.grants
+        )
+
+    def scale(self, pool: str, instances: int, member: str) -> None:
+        """The scaler's PATCH of the count alone: RULES["scale-permissions"] and
+        RULES["scaling-no-revision"]."""
+        held = self.workloads[pool]
+        identity = account(POOL, held.templates[held.latest or next(iter(held.templates))])
+        needed = {
+            ("run.workerpools.update", f"workerPools/{pool}"),
+            ("iam.serviceAccounts.actAs", f"serviceAccounts/{identity}"),
+        }
+        missing = sorted(p for p, resource in needed if not self.permits(member, p, resource))
+        if missing:
+            raise CloudError("scale-permissions", f"{member} lacks {', '.join(missing)} to scale {pool}")
+        held.instances = instances
 
     def serving(self, name: str) -> dict[str, int]:
         return {r: p for r, p in self.workloads[name].traffic.items() if p > 0}
@@ -438,7 +507,8 @@ class Engine:
         return entries
 
     def refresh(self, urns: Collection[str]) -> None:
-        """RULES["refresh"]: the traffic of these services and pools as the cloud has it now."""
+        """RULES["refresh"]: the traffic of these services and pools (and a pool's instance count)
+        as the cloud has it now."""
         for urn in urns:
             held = self.state.get(urn)
             if (
@@ -452,11 +522,18 @@ class Engine:
                 if held.type == SERVICE
                 else ("instanceSplits", "INSTANCE_SPLIT")
             )
+            live = self.cloud.workloads[held.inputs["name"]]
             actual = [
                 {"type": f"{kind}_ALLOCATION_TYPE_REVISION", "revision": revision, "percent": percent}
-                for revision, percent in self.cloud.workloads[held.inputs["name"]].traffic.items()
+                for revision, percent in live.traffic.items()
             ]
-            self.state[urn] = replace(held, inputs={**held.inputs, key: actual})
+            refreshed = {**held.inputs, key: actual}
+            if held.type == POOL:
+                refreshed["scaling"] = {
+                    **(held.inputs.get("scaling") or {}),
+                    "manualInstanceCount": live.instances,
+                }
+            self.state[urn] = replace(held, inputs=refreshed)
 
     def urn(self, kind: str, name: str | None = None) -> str:
         """The URN of the one resource of `kind` (and `name`) in the state, for --target."""
@@ -529,6 +606,15 @@ class Engine:
             cloud.versions.setdefault(secret, {})[str(new.outputs["version"])] = "enabled"
         elif new.type in (SERVICE, POOL):
             self._deploy_workload(new)
+        elif new.type == CUSTOM_ROLE:
+            cloud.roles[f"projects/{inputs['project']}/roles/{inputs['roleId']}"] = tuple(
+                inputs["permissions"]
+            )
+        elif new.type == POOL_GRANT:
+            cloud.grants.add((f"workerPools/{inputs['name']}", inputs["member"], inputs["role"]))
+        elif new.type == ACCOUNT_GRANT:
+            email = str(inputs["serviceAccountId"]).rsplit("/", 1)[-1]
+            cloud.grants.add((f"serviceAccounts/{email}", inputs["member"], inputs["role"]))
         elif new.type == JOB:
             self._check_access(JOB, inputs["template"], f"{new.name} job")
             cloud.jobs[inputs["name"]] = inputs
@@ -579,6 +665,9 @@ class Engine:
                 raise CloudError("traffic-target", f"{resource.name}: no revision {revision}")
             traffic[revision] = traffic.get(revision, 0) + int(target.get("percent", 0))
         workload.traffic = traffic
+        if kind == POOL:
+            # RULES["pool-update-count"]: the count this update carries replaces the running one.
+            workload.instances = int((inputs.get("scaling") or {}).get("manualInstanceCount", 0))
         for revision in self.cloud.serving(inputs["name"]):
             self.check_startable(inputs["name"], revision)
 

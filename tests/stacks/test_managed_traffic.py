@@ -14,6 +14,7 @@ from pulumi_gcp import cloudrunv2 as run
 from pulumi_gcp import secretmanager
 
 from components.ledger import ReleaseLedger
+from stacks.release.automation import TRAFFIC_RESOURCES
 from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.plan import ReleasePlan, settle, ship, step
 from stacks.render import Rendering, render, stack_config
@@ -41,7 +42,7 @@ def shipped(rendering: Rendering) -> Release:
 
 def traffic_targets(rendering: Rendering) -> list[str]:
     """The URNs a traffic-only update targets: the service, the pool and the ledger."""
-    return [rendering.one(kind).urn for kind in (SERVICE, POOL, LEDGER)]
+    return [rendering.one(kind, name).urn for kind, name in TRAFFIC_RESOURCES]
 
 
 def applied(engine: Engine, rendering: Rendering, targets: list[str] | None = None) -> Up:
@@ -56,7 +57,7 @@ def engine() -> Engine:
 
 
 def test_managed_traffic_is_created_on_latest_and_ignored_afterwards(prod: Rendering):
-    service, pool, ledger = (prod.one(kind) for kind in (SERVICE, POOL, LEDGER))
+    service, pool, ledger = (prod.one(kind, name) for kind, name in TRAFFIC_RESOURCES)
     assert service.inputs["traffics"] == [
         {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100, "tag": "candidate"}
     ]
@@ -65,7 +66,8 @@ def test_managed_traffic_is_created_on_latest_and_ignored_afterwards(prod: Rende
         {"type": "INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST", "percent": 100}
     ]
     # The SDK sends the engine's name: the Python name `instance_splits` would ignore nothing.
-    assert pool.ignore_changes == {"instanceSplits"}
+    # `scaling` is the scaler's (the pool runs on demand), in every update.
+    assert pool.ignore_changes == {"instanceSplits", "scaling"}
     assert ledger.type == ReleaseLedger.TYPE
     assert ledger.inputs == {"entries": "[]"}
     assert ledger.ignore_changes == {"entries"}
@@ -81,20 +83,20 @@ def test_a_pin_in_the_stack_file_is_declared_and_not_ignored():
     first = prod("v1")
     revision = first.outputs["api_revision"]
     pinned = prod("v1", api={"traffic": [{"revision": revision, "percent": 100}]})
-    service = pinned.one(SERVICE)
+    service = pinned.one(SERVICE, "api-service")
     assert service.inputs["traffics"] == [
         {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": revision, "percent": 100}
     ]
     assert service.ignore_changes == frozenset()
     assert pinned.outputs["api_traffic"] == [{"revision": revision, "percent": 100}]
-    assert pinned.one(POOL).ignore_changes == {"instanceSplits"}, "the worker split is still managed"
+    assert pinned.one(POOL).ignore_changes == {"instanceSplits", "scaling"}, "the worker split is still managed"
 
 
 def test_a_release_plan_declares_the_traffic_and_writes_the_ledger():
     v1 = shipped(prod("v1"))
     ledger = Ledger().record(v1, Outcome.PROMOTED, AT)
     rendering = prod("v2", release=ship(v1, ledger))
-    service, pool, written = (rendering.one(kind) for kind in (SERVICE, POOL, LEDGER))
+    service, pool, written = (rendering.one(kind, name) for kind, name in TRAFFIC_RESOURCES)
     assert service.inputs["traffics"] == [
         {
             "type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION",
@@ -108,7 +110,8 @@ def test_a_release_plan_declares_the_traffic_and_writes_the_ledger():
         {"type": "INSTANCE_SPLIT_ALLOCATION_TYPE_REVISION", "revision": v1.worker, "percent": 100},
         {"type": "INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST", "percent": 0},
     ]
-    assert service.ignore_changes == pool.ignore_changes == written.ignore_changes == frozenset()
+    assert service.ignore_changes == written.ignore_changes == frozenset()
+    assert pool.ignore_changes == {"scaling"}, "the scaler's count, whatever the release declares"
     assert written.inputs == {"entries": ledger.dumps()}
     assert Ledger.from_json(rendering.outputs["release_ledger"]) == ledger
     # What serves right after this update: the stable revision only; the candidate has a tag URL.
@@ -119,7 +122,7 @@ def test_a_release_plan_declares_the_traffic_and_writes_the_ledger():
 def test_a_traffic_only_plan_ignores_every_other_input():
     v1 = shipped(prod("v1"))
     rendering = prod("v1", release=settle(v1, Ledger().record(v1, Outcome.PROMOTED, AT)))
-    service, pool = rendering.one(SERVICE), rendering.one(POOL)
+    service, pool = rendering.one(SERVICE, "api-service"), rendering.one(POOL)
     assert "traffics" not in service.ignore_changes
     assert {
         "template",
@@ -187,7 +190,7 @@ def _canary(engine: Engine) -> tuple[Release, Release, Ledger]:
 def _rollback_from_another_checkout(v1: Release, v2: Release, ledger: Ledger) -> Rendering:
     """The rollback's plan, rendered where the checkout holds another image and other settings."""
     plan = settle(v1, ledger.record(v2, Outcome.ROLLED_BACK, AT, "error-ratio"))
-    return prod("v3", release=plan, api={"memory": "2Gi"}, worker={"instances": 5})
+    return prod("v3", release=plan, api={"memory": "2Gi"}, worker={"memory": "2Gi", "maxInstances": 12})
 
 
 def test_the_rollback_plan_changes_only_traffic_and_the_ledger(engine):
@@ -280,9 +283,9 @@ def test_a_traffic_only_update_waits_for_nothing_it_does_not_run():
     stable = Release(f"{API}-aaaaaaaa-1111111", f"{WORKER}-aaaaaaaa-1111111")
     ledger = Ledger().record(stable, Outcome.PROMOTED, AT)
     shipping, moving = prod("v2", release=ship(stable, ledger)), prod("v2", release=settle(stable, ledger))
-    for kind in (SERVICE, POOL):
+    for kind, name in ((SERVICE, "api-service"), (POOL, "worker-pool")):
         run_urn = shipping.one(JOB_RUN).urn
-        assert run_urn in shipping.one(kind).dependencies  # a new revision waits for migrations
-        assert run_urn not in moving.one(kind).dependencies  # a traffic move does not
+        assert run_urn in shipping.one(kind, name).dependencies  # a new revision waits for migrations
+        assert run_urn not in moving.one(kind, name).dependencies  # a traffic move does not
         grants = {r.urn for r in moving.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")}
-        assert not grants & moving.one(kind).dependencies
+        assert not grants & moving.one(kind, name).dependencies

@@ -41,7 +41,9 @@ def envs(resource: Registered) -> dict[str, dict[str, Any]]:
 
 def workload(rendering: Rendering, role: Role) -> list[Registered]:
     if role is Role.API:
-        return rendering.of_type(SERVICE)
+        return [s for s in rendering.of_type(SERVICE) if s.name == "api-service"]
+    if role is Role.SCALER:
+        return [s for s in rendering.of_type(SERVICE) if s.name == "scaler-service"]
     if role is Role.MIGRATE:
         return [j for j in rendering.of_type(JOB) if j.inputs["name"].endswith("-migrate")]
     return rendering.of_type(POOL) + [
@@ -64,8 +66,10 @@ def test_stack_renders_every_component(stack, request):
         "liftoff:index:WorkerPool",
         "liftoff:index:RetentionJob",
         "liftoff:index:Monitoring",
+        "liftoff:index:PoolScaler",
     }
-    assert len(rendering.of_type(SERVICE)) == 1
+    # The API, and the worker pool's scaler (both stacks run their pools on demand).
+    assert {s.name for s in rendering.of_type(SERVICE)} == {"api-service", "scaler-service"}
     assert len(rendering.of_type(POOL)) == 1
     assert len(rendering.of_type(JOB)) == 2
     assert len(rendering.of_type("gcp:monitoring/alertPolicy:AlertPolicy")) == 5
@@ -73,7 +77,7 @@ def test_stack_renders_every_component(stack, request):
 
 
 def test_prod_api_service(prod):
-    service = prod.one(SERVICE).inputs
+    service = prod.one(SERVICE, "api-service").inputs
     assert service["name"] == "liftoff-prod-api"
     assert service["location"] == "europe-west1"
     assert service["deletionProtection"] is True
@@ -86,7 +90,7 @@ def test_prod_api_service(prod):
     assert template["timeout"] == "300s"
     assert template["serviceAccount"] == "liftoff-prod-api@liftoff-prod-000000.iam.gserviceaccount.com"
     assert template["revision"] == prod.outputs["api_revision"]
-    c = container(prod.one(SERVICE))
+    c = container(prod.one(SERVICE, "api-service"))
     assert c["image"] == prod.outputs["image_ref"]
     assert "@sha256:" in c["image"]
     assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
@@ -96,15 +100,16 @@ def test_prod_api_service(prod):
     assert service["traffics"] == [
         {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100, "tag": "candidate"}
     ]
-    invoker = prod.one("gcp:cloudrunv2/serviceIamMember:ServiceIamMember").inputs
+    invoker = prod.one("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "api-invoker-0").inputs
     assert (invoker["role"], invoker["member"]) == ("roles/run.invoker", "allUsers")
 
 
 def test_staging_differs_where_it_should(staging):
-    service = staging.one(SERVICE).inputs
+    service = staging.one(SERVICE, "api-service").inputs
     assert service["deletionProtection"] is False
     assert service["template"]["scaling"]["minInstanceCount"] == 0
-    assert staging.one(POOL).inputs["scaling"]["manualInstanceCount"] == 1
+    # Staging's pool runs on demand from zero instances; prod's keeps a floor of one.
+    assert staging.one(POOL).inputs["scaling"]["manualInstanceCount"] == 0
 
 
 def test_private_api_names_its_invokers():
@@ -113,7 +118,7 @@ def test_private_api_names_its_invokers():
         {"liftoff:api": {"public": False, "invokers": ["serviceAccount:ci@p.iam.gserviceaccount.com"]}},
     )
     grants = {r.name: r.inputs for r in rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")}
-    assert set(grants) == {"api-invoker-0", "monitoring-uptime-invoker"}
+    assert set(grants) == {"api-invoker-0", "monitoring-uptime-invoker", "scaler-invoker-0", "scaler-invoker-1"}
     assert grants["api-invoker-0"]["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
     # The uptime check's caller, on this service only: a private API's /health answers it.
     uptime = grants["monitoring-uptime-invoker"]
@@ -124,15 +129,20 @@ def test_private_api_names_its_invokers():
 def test_worker_pool(prod):
     pool = prod.one(POOL).inputs
     assert pool["name"] == "liftoff-prod-worker"
-    assert pool["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": 2}
+    # Created at prod's floor; the scaler owns the count afterwards, so no update sends it.
+    assert pool["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": 1}
+    assert "scaling" in prod.one(POOL).ignore_changes
     assert pool["instanceSplits"] == [{"type": "INSTANCE_SPLIT_ALLOCATION_TYPE_LATEST", "percent": 100}]
     assert pool["template"]["serviceAccount"].startswith("liftoff-prod-worker@")
     c = container(prod.one(POOL))
     assert c["args"] == ["python", "-m", "app", "worker"]
     assert c["image"] == prod.outputs["image_ref"]
     assert "ports" not in c
-    # Nothing may invoke a worker pool: it has no endpoint, and no IAM grants one.
-    assert not [r for r in prod.resources if "workerPool" in r.type and r.type != POOL]
+    # Nothing may invoke a worker pool: it has no endpoint. Its one grant is the scaler's own
+    # role of reading and updating it (components/scaler.py).
+    (grant,) = [r for r in prod.resources if "workerPool" in r.type and r.type != POOL]
+    assert grant.inputs["member"].startswith("serviceAccount:liftoff-prod-scaler@")
+    assert grant.inputs["name"] == "liftoff-prod-worker"
 
 
 def test_migrations_run_per_image_before_the_api(prod):
@@ -147,14 +157,14 @@ def test_migrations_run_per_image_before_the_api(prod):
     # The engine orders by dependencies only: the API and the worker must depend on the run itself.
     runner = prod.one(JobRun.TYPE)
     assert migrate.urn in runner.dependencies
-    for workload in (prod.one(SERVICE), prod.one(POOL)):
+    for workload in (prod.one(SERVICE, "api-service"), prod.one(POOL)):
         assert runner.urn in workload.dependencies, workload.name
 
 
 def test_retention_is_scheduled(prod):
     (cleanup,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-cleanup"]
     assert container(cleanup)["args"] == ["python", "-m", "app", "cleanup"]
-    schedule = prod.one("gcp:cloudscheduler/job:Job").inputs
+    schedule = prod.one("gcp:cloudscheduler/job:Job", "retention-schedule").inputs
     assert schedule["schedule"] == "17 3 * * *"
     target = schedule["httpTarget"]
     assert target["uri"].endswith("/jobs/liftoff-prod-cleanup:run")
@@ -216,7 +226,7 @@ def test_every_variable_the_app_needs_reaches_its_workload(stack, request):
                 if role in var.used_by and var.required:
                     assert var.name in env, f"{resource.name} lacks required {var.name}"
             assert "PORT" not in env
-    api = envs(rendering.one(SERVICE))
+    api = envs(rendering.one(SERVICE, "api-service"))
     assert "SUPABASE_JWKS_URL" in api or "SUPABASE_JWT_SECRET" in api
     assert "OPENAI_API_KEY" in envs(rendering.one(POOL))
 
@@ -230,7 +240,7 @@ def test_secrets_are_readable_only_by_the_workloads_that_use_them(prod):
         account = member.removeprefix("serviceAccount:liftoff-prod-").split("@")[0]
         grants.setdefault(grant.inputs["secretId"], set()).add(account)
     expected = {
-        "liftoff-prod-database-url": {"api", "worker"},
+        "liftoff-prod-database-url": {"api", "worker", "scaler"},
         "liftoff-prod-migrations-database-url": {"migrate"},
         "liftoff-prod-redis-url": {"api", "worker"},
         "liftoff-prod-openai-api-key": {"worker"},
@@ -284,7 +294,7 @@ def test_every_property_exists_in_the_provider_sdk(stack, request):
 
 
 def test_schema_check_catches_a_typo(prod):
-    service = prod.one(SERVICE)
+    service = prod.one(SERVICE, "api-service")
     broken = Registered(
         type=service.type,
         name=service.name,
@@ -334,7 +344,7 @@ def test_tenant_limits_are_set_per_stack_and_rerun_migrate(prod):
     )
     # migrate writes the limits, so new limits run it again; the API and the worker never read them.
     assert tighter.one(JobRun.TYPE).inputs["trigger"] != prod.one(JobRun.TYPE).inputs["trigger"]
-    assert "TENANT_MAX_ACTIVE_JOBS" not in envs(tighter.one(SERVICE))
+    assert "TENANT_MAX_ACTIVE_JOBS" not in envs(tighter.one(SERVICE, "api-service"))
 
 
 def test_contract_migrations_run_only_as_a_release_lets_them(prod):

@@ -17,6 +17,7 @@ import pytest
 
 from components.ledger import ReleaseLedger
 from stacks.program import build
+from stacks.release.automation import TRAFFIC_RESOURCES
 from stacks.release.config import ReleaseSettings, SyntheticSettings
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
@@ -99,7 +100,7 @@ class Model:
     def shift(self, plan: ReleasePlan) -> None:
         """A targeted, refreshed update, as the Automation API deployer runs it."""
         rendering = self.render(plan)
-        targets = [r.urn for r in rendering.resources if r.type in (SERVICE, POOL, ReleaseLedger.TYPE)]
+        targets = [rendering.one(kind, name).urn for kind, name in TRAFFIC_RESOURCES]
         self.engine.refresh(targets)
         self.apply("shift", rendering, targets)
 

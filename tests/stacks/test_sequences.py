@@ -124,9 +124,16 @@ def test_a_name_that_ignores_the_probe_is_refused(engine, monkeypatch):
     assert result.error is not None and result.error.rule == "revision-name"
 
 
-def test_scaling_the_worker_keeps_its_revision(engine):
-    first = deployed(engine, prod())
-    scaled = engine.up(prod(worker={"instances": 5}))
+def fixed_pool(instances: int) -> Rendering:
+    """Prod with a fixed worker count instead of its on-demand keys."""
+    on_demand = ("minInstances", "maxInstances", "idleSeconds")
+    worker = {k: v for k, v in stack_config("prod")["liftoff:worker"].items() if k not in on_demand}
+    return render_stack("prod", {"liftoff:imageTag": "v1", "liftoff:worker": {**worker, "instances": instances}})
+
+
+def test_scaling_a_fixed_worker_pool_keeps_its_revision(engine):
+    first = deployed(engine, fixed_pool(4))
+    scaled = engine.up(fixed_pool(5))
     assert scaled.error is None
     assert scaled.changes == [("update", POOL, "worker-pool")]
     pool = engine.cloud.workloads[WORKER]

@@ -120,7 +120,7 @@ def test_display_names_carry_the_stack(stack, both):
 def names(rendering: Rendering) -> dict[str, str]:
     """The workloads a stack's monitoring must watch: its API service, worker pool and API host."""
     return {
-        "service": rendering.one(SERVICE).inputs["name"],
+        "service": rendering.one(SERVICE, "api-service").inputs["name"],
         "pool": rendering.one(POOL).inputs["name"],
         "host": rendering.outputs["api_url"].removeprefix("https://").rstrip("/"),
     }

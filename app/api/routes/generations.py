@@ -82,6 +82,9 @@ async def create_generation(
         # After the commit: a worker woken early must find the row. If Redis is down the job
         # is still safe in Postgres, and the workers' sweep finds it.
         await signal_ready(state.redis, [job.id])
+        if state.waker is not None:
+            # An on-demand pool may be at zero instances: ask its scaler to start one now.
+            state.waker.wake()
     else:
         headers["Idempotent-Replayed"] = "true"
     # Serialized once here: the model was built from the row, so validating it again for

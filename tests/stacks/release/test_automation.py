@@ -22,6 +22,7 @@ from stacks.release.automation import (
     ledger_entries,
     provider_env,
     release_of,
+    TRAFFIC_RESOURCES,
     traffic_targets,
 )
 from stacks.release.cloud import cloud_ports, stack_settings
@@ -67,8 +68,17 @@ def test_a_shift_targets_the_service_the_pool_and_the_ledger():
 
 
 @pytest.mark.unit
-def test_the_traffic_types_are_the_programs_own(prod):
-    assert [len(prod.of_type(kind)) for kind in (SERVICE_TYPE, POOL_TYPE)] == [1, 1]
+def test_the_traffic_resources_are_the_programs_own(prod):
+    for kind, name in TRAFFIC_RESOURCES:
+        assert prod.one(kind, name).type == kind
+    # The scaler is a service too, and no traffic shift may touch it.
+    assert {r.name for r in prod.of_type(SERVICE_TYPE)} == {"api-service", "scaler-service"}
+
+
+@pytest.mark.unit
+def test_another_service_is_not_a_target():
+    state = {"resources": [*STATE["resources"], resource(SERVICE_TYPE, "scaler-service")]}
+    assert urn(SERVICE_TYPE, "scaler-service") not in (traffic_targets(state) or [])
 
 
 @pytest.mark.unit
@@ -149,7 +159,7 @@ def test_the_inline_program_declares_the_plans_traffic_under_the_mock_engine():
         STABLE, CANDIDATE, 10, LEDGER.record(CANDIDATE, Outcome.CANARY, "2026-11-24T07:00:00Z")
     )
     rendering = render("prod", stack_config("prod"), SECRETS, program=declare(plan))
-    service = rendering.one(SERVICE_TYPE).inputs
+    service = rendering.one(SERVICE_TYPE, "api-service").inputs
     assert targets(service["traffics"]) == [(STABLE.api, 90, "stable"), (CANDIDATE.api, 10, "candidate")]
     pool = rendering.one(POOL_TYPE).inputs
     assert targets(pool["instanceSplits"]) == [(STABLE.worker, 90, None), (CANDIDATE.worker, 10, None)]
