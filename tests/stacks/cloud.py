@@ -356,7 +356,7 @@ class Cloud:
         """The scaler's PATCH of the count alone: RULES["scale-permissions"] and
         RULES["scaling-no-revision"]."""
         held = self.workloads[pool]
-        identity = account(POOL, held.templates[held.latest or next(iter(held.templates))])
+        identity = account(POOL, held.templates[held.latest or next(iter(held.templates))]).split(":", 1)[1]
         needed = {
             ("run.workerpools.update", f"workerPools/{pool}"),
             ("iam.serviceAccounts.actAs", f"serviceAccounts/{identity}"),
@@ -527,7 +527,9 @@ class Engine:
                 {"type": f"{kind}_ALLOCATION_TYPE_REVISION", "revision": revision, "percent": percent}
                 for revision, percent in live.traffic.items()
             ]
-            refreshed = {**held.inputs, key: actual}
+            # An undeclared split is computed by the provider (Optional + Computed in its schema):
+            # read back, it stays undeclared and shows no diff.
+            refreshed = {**held.inputs, key: actual} if key in held.inputs else dict(held.inputs)
             if held.type == POOL:
                 refreshed["scaling"] = {
                     **(held.inputs.get("scaling") or {}),

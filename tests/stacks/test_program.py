@@ -118,7 +118,8 @@ def test_private_api_names_its_invokers():
         {"liftoff:api": {"public": False, "invokers": ["serviceAccount:ci@p.iam.gserviceaccount.com"]}},
     )
     grants = {r.name: r.inputs for r in rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")}
-    assert set(grants) == {"api-invoker-0", "monitoring-uptime-invoker", "scaler-invoker-0", "scaler-invoker-1"}
+    invokers = {"api-invoker-0", "monitoring-uptime-invoker", "scaler-invoker-0", "scaler-invoker-1"}
+    assert set(grants) == invokers
     assert grants["api-invoker-0"]["member"] == "serviceAccount:ci@p.iam.gserviceaccount.com"
     # The uptime check's caller, on this service only: a private API's /health answers it.
     uptime = grants["monitoring-uptime-invoker"]

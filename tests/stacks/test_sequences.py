@@ -128,7 +128,8 @@ def fixed_pool(instances: int) -> Rendering:
     """Prod with a fixed worker count instead of its on-demand keys."""
     on_demand = ("minInstances", "maxInstances", "idleSeconds")
     worker = {k: v for k, v in stack_config("prod")["liftoff:worker"].items() if k not in on_demand}
-    return render_stack("prod", {"liftoff:imageTag": "v1", "liftoff:worker": {**worker, "instances": instances}})
+    config = {"liftoff:imageTag": "v1", "liftoff:worker": {**worker, "instances": instances}}
+    return render_stack("prod", config)
 
 
 def test_scaling_a_fixed_worker_pool_keeps_its_revision(engine):

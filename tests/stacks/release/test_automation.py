@@ -17,12 +17,12 @@ from stacks.release.automation import (
     LEDGER_TYPE,
     POOL_TYPE,
     SERVICE_TYPE,
+    TRAFFIC_RESOURCES,
     AutomationDeployer,
     declare,
     ledger_entries,
     provider_env,
     release_of,
-    TRAFFIC_RESOURCES,
     traffic_targets,
 )
 from stacks.release.cloud import cloud_ports, stack_settings
