@@ -8,7 +8,12 @@ that same entry point to evaluate rendered stacks offline.
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
 
 from policies.exposure import api_public_only_when_declared, worker_never_public
-from policies.iam import no_primitive_roles, secret_access_to_workloads
+from policies.iam import (
+    narrow_custom_run_roles,
+    no_primitive_roles,
+    no_run_writers,
+    secret_access_to_workloads,
+)
 from policies.images import images_by_digest
 from policies.labels import app_and_env_labels
 from policies.production import prod_api_scaling, prod_deletion_protection
@@ -29,5 +34,7 @@ POLICIES: tuple[ResourceValidationPolicy, ...] = (
     redis_over_tls,
     secret_access_to_workloads,
     no_primitive_roles,
+    no_run_writers,
+    narrow_custom_run_roles,
     app_and_env_labels,
 )

@@ -10,7 +10,7 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from policies.common import CLOUD_RUN, SERVICE, UNKNOWN, environment, get, number, read
+from policies.common import CLOUD_RUN, SERVICE, UNKNOWN, containers, environment, get, items, number, read
 
 SUPABASE_PROJECT = "pulumi-python:dynamic/supabase:Project"
 # Resources the Pulumi `protect` option guards (their providers cannot see it, or have nothing else).
@@ -34,8 +34,21 @@ def validate_protection(args: ResourceValidationArgs, report_violation: ReportVi
         report_violation("deletion_protection must be true in prod", None)
 
 
+def _serves_requests(props: object) -> bool:
+    """Whether a service is one users call: any but a container that runs a command other than
+    `api` (the worker pool's scaler is a service too, one instance by design, called only by the
+    API and Cloud Scheduler). Arguments not known yet count as the API's."""
+    for container in containers(SERVICE, props):
+        args = [a for a in items(get(container, "args")) if isinstance(a, str)]
+        if args[:3] == ["python", "-m", "app"] and args[3:] != ["api"]:
+            return False
+    return True
+
+
 def validate_api_scaling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     if args.resource_type != SERVICE or environment(args.get_config(), args.props) != "prod":
+        return
+    if not _serves_requests(args.props):
         return
     scaling = read(args.props, "template", "scaling")
     # A count not known yet (UNKNOWN) is left to the update; a missing one is reported.

@@ -69,3 +69,18 @@ def test_api_scaling_in_prod():
 @pytest.mark.parametrize("props", [{}, {"template": None}, scaling(None, "x"), scaling(True, True)])
 def test_missing_properties_are_reported_not_crashed(props):
     assert check(prod_api_scaling, SERVICE, props, config=PROD)
+
+
+def _running(command: str, low: float, high: float) -> dict[str, object]:
+    props = scaling(low, high)
+    props["template"]["containers"] = [{"args": ["python", "-m", "app", command]}]  # type: ignore[index]
+    return props
+
+
+def test_api_scaling_applies_to_the_api_not_to_the_pools_scaler():
+    # The scaler is one instance from zero by design: it is called by the API and the schedule only.
+    assert check(prod_api_scaling, SERVICE, _running("scaler", 0, 1), config=PROD) == []
+    assert check(prod_api_scaling, SERVICE, _running("api", 0, 1), config=PROD) == [
+        "prod API min instances must be at least 1, got 0.0",
+        "prod API max instances must be at least 2, got 1.0",
+    ]

@@ -48,14 +48,14 @@ def test_policy_config_matches_the_stack(stack):
 def _with(rendering: Rendering, extra: list[Registered], edit: dict[str, object] | None = None) -> Rendering:
     resources = []
     for resource in rendering.resources:
-        if edit and resource.type == "gcp:cloudrunv2/service:Service":
+        if edit and resource.type == "gcp:cloudrunv2/service:Service" and resource.name == "api-service":
             resource = replace(resource, inputs={**resource.inputs, **edit})
         resources.append(resource)
     return Rendering(stack=rendering.stack, resources=resources + extra, outputs=rendering.outputs)
 
 
 def test_broken_prod_is_caught(prod, policy_analyzer):
-    service = prod.one("gcp:cloudrunv2/service:Service")
+    service = prod.one("gcp:cloudrunv2/service:Service", "api-service")
     template = service.inputs["template"]
     (container,) = template["containers"]
     plain_db = {"name": "DATABASE_URL", "value": "postgresql://postgres.ref:hunter2@pooler:6543/postgres"}
@@ -83,7 +83,7 @@ def test_broken_prod_is_caught(prod, policy_analyzer):
 def test_a_private_api_admits_the_uptime_checks_caller_and_still_no_public(policy_analyzer):
     """The Monitoring service agent's invoker grant passes the pack; allUsers beside it does not."""
     rendering = render_stack("staging", {"liftoff:api": {"public": False}})
-    (grant,) = rendering.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    grant = rendering.one("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "monitoring-uptime-invoker")
     assert grant.inputs["member"].endswith("@gcp-sa-monitoring-notification.iam.gserviceaccount.com")
     private = {**policy_config("staging"), "api-public-only-when-declared": {"publicApi": False}}
     assert [v for v in evaluate(rendering, private, policy_analyzer) if v.mandatory] == []

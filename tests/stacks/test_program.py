@@ -360,3 +360,11 @@ def test_contract_migrations_run_only_as_a_release_lets_them(prod):
     # Without a release (a plain `pulumi up`), `python -m app migrate` holds them.
     (plain,) = [j for j in prod.of_type(JOB) if j.inputs["name"] == "liftoff-prod-migrate"]
     assert container(plain)["args"] == ["python", "-m", "app", "migrate"]
+
+
+@pytest.mark.parametrize("stack", ["staging", "prod"])
+def test_no_workload_holds_a_project_role(stack, request):
+    """Project-level roles are the bootstrap's deployers' (the pack's no-run-writers covers the rest)."""
+    rendering: Rendering = request.getfixturevalue(stack)
+    assert rendering.of_type("gcp:projects/iAMMember:IAMMember") == []
+    assert rendering.of_type("gcp:projects/iAMBinding:IAMBinding") == []
