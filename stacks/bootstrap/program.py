@@ -56,6 +56,7 @@ DEPLOYER_ROLES = (
     "roles/run.admin",  # services, worker pools, jobs, their executions and invoker IAM
     "roles/iam.serviceAccountAdmin",  # the workloads' service accounts
     "roles/iam.serviceAccountUser",  # deploying workloads that run as those accounts
+    "roles/iam.roleAdmin",  # the worker pool scaler's two custom roles (components/scaler.py)
     "roles/artifactregistry.admin",  # the repository, its cleanup policy, and pushes
     "roles/secretmanager.admin",  # secrets, versions and per-secret accessor IAM
     "roles/cloudscheduler.admin",  # the retention schedule
