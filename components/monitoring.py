@@ -51,6 +51,9 @@ class MonitoringArgs:
     api_url: pulumi.Input[str]
     worker_pool_name: pulumi.Input[str]
     notification_email: str
+    # An on-demand pool's scaler (components/scaler.py) logs the queue's state too: at zero
+    # instances no worker does, and a queue that ages there is one the scaler failed to wake.
+    scaler_service_name: pulumi.Input[str] | None = None
     api_public: bool = False
     error_ratio: float = 0.05
     p95_latency_ms: int = 2000
@@ -201,8 +204,10 @@ def _worker_metrics(name: str, args: MonitoringArgs, opts: pulumi.ResourceOption
         args,
         opts,
         metric=QUEUE_AGE,
-        description="Age of the oldest queued job, from the worker's queue_stats lines.",
+        description="Age of the oldest queued job, from the queue_stats lines of the worker (and of"
+        " the pool's scaler, when it has one).",
         entries='jsonPayload.message="queue_stats"',
+        scaler_service_name=args.scaler_service_name,
         descriptor=logging.MetricMetricDescriptorArgs(
             metric_kind="DELTA", value_type="DISTRIBUTION", unit="s"
         ),
@@ -228,16 +233,18 @@ def _worker_log_metric(
     label_extractors: Mapping[str, str] | None = None,
     value_extractor: str | None = None,
     bucket_options: logging.MetricBucketOptionsArgs | None = None,
+    scaler_service_name: pulumi.Input[str] | None = None,
 ) -> logging.Metric:
-    """A log-based metric over the worker pool's log entries that match `entries`."""
+    """A log-based metric over the worker pool's log entries that match `entries` (and the
+    scaler service's, when it is named)."""
     return logging.Metric(
         resource_name,
         logging.MetricArgs(
             project=args.project,
             name=f"{args.prefix}-{metric}",
             description=description,
-            filter=pulumi.Output.from_input(args.worker_pool_name).apply(
-                lambda pool: f"{_log_resource(WORKER_RESOURCE, pool, args.region)} AND {entries}"
+            filter=pulumi.Output.all(args.worker_pool_name, scaler_service_name).apply(
+                lambda names: f"{_sources(names[0], names[1], args.region)} AND {entries}"
             ),
             metric_descriptor=descriptor,
             label_extractors=dict(label_extractors) if label_extractors is not None else None,
@@ -246,6 +253,14 @@ def _worker_log_metric(
         ),
         opts=opts,
     )
+
+
+def _sources(pool: str, scaler: str | None, region: str) -> str:
+    """The worker pool's entries, or the pool's and its scaler's."""
+    worker = _log_resource(WORKER_RESOURCE, pool, region)
+    if scaler is None:
+        return worker
+    return f"(({worker}) OR ({_log_resource(API_RESOURCE, scaler, region)}))"
 
 
 def _log_resource(resource: str, name: str, region: str) -> str:
@@ -320,8 +335,11 @@ def _worker_alerts(args: MonitoringArgs) -> list[_Alert]:
         ),
         _Alert(
             "Oldest queued job",
-            pool.apply(lambda p: _queue_age_query(args, _selector(WORKER_RESOURCE, p, args.region))),
-            f"A job has waited more than {args.oldest_queued_seconds} s. Workers may be down or too few.",
+            pulumi.Output.all(pool, args.scaler_service_name).apply(
+                lambda v: _queue_age_alert(args, v[0], v[1])
+            ),
+            f"A job has waited more than {args.oldest_queued_seconds} s. Workers may be down or too few,"
+            " or an on-demand pool's scaler failed to start them (its `reconcile_failed` log lines).",
         ),
     ]
 
@@ -332,6 +350,15 @@ def _failure_query(args: MonitoringArgs, selector: str) -> str:
         f'sum(rate({outcomes}{{{selector},outcome=~"failed|retry"}}[15m]))'
         f" / sum(rate({outcomes}{{{selector}}}[15m])) > {args.job_failure_ratio}"
     )
+
+
+def _queue_age_alert(args: MonitoringArgs, pool: str, scaler: str | None) -> str:
+    """Either source's oldest job past the limit: the worker's lines, or the scaler's when the
+    pool has one (PromQL `or`: the union of both series)."""
+    worker = _queue_age_query(args, _selector(WORKER_RESOURCE, pool, args.region))
+    if scaler is None:
+        return worker
+    return f"({worker}) or ({_queue_age_query(args, _selector(API_RESOURCE, scaler, args.region))})"
 
 
 def _queue_age_query(args: MonitoringArgs, selector: str) -> str:

@@ -70,6 +70,7 @@ class PoolScaler(pulumi.ComponentResource):
 
     url: pulumi.Output[str]
     wake_url: pulumi.Output[str]
+    service_name: pulumi.Output[str]
 
     def __init__(self, name: str, args: PoolScalerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("liftoff:index:PoolScaler", name, None, opts)
@@ -91,6 +92,7 @@ class PoolScaler(pulumi.ComponentResource):
                 opts=child,
             )
         self.url = service.uri
+        self.service_name = service.name
         self.wake_url = pulumi.Output.concat(service.uri, "/wake")
         self._schedule(name, args, service, child)
         self.register_outputs({"url": self.url, "wake_url": self.wake_url})

@@ -250,7 +250,9 @@ def _retention(s: StackSettings, container: Container, accounts: ServiceAccounts
     )
 
 
-def _monitoring(s: StackSettings, api: ApiService, worker: WorkerPool) -> Monitoring:
+def _monitoring(
+    s: StackSettings, api: ApiService, worker: WorkerPool, scaler: PoolScaler | None
+) -> Monitoring:
     return Monitoring(
         "monitoring",
         MonitoringArgs(
@@ -261,6 +263,7 @@ def _monitoring(s: StackSettings, api: ApiService, worker: WorkerPool) -> Monito
             api_url=api.url,
             api_public=s.api.public,
             worker_pool_name=worker.pool_name,
+            scaler_service_name=scaler.service_name if scaler is not None else None,
             notification_email=s.alerts.email,
             error_ratio=s.alerts.error_ratio,
             p95_latency_ms=s.alerts.p95_latency_ms,
@@ -374,7 +377,7 @@ def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[s
         s, api_workloads.container(Role.API, s.api.cpu, s.api.memory, after=(migrations,)), traffic
     )
     retention = _retention(s, workloads.container(Role.WORKER, "1", "512Mi"), accounts)
-    _monitoring(s, api, worker)
+    _monitoring(s, api, worker, scaler)
     ledger = ledger_of(release, after=(api.workload, worker.workload))
     return {
         **_release_outputs(api, worker, ledger, traffic),

@@ -9,7 +9,7 @@ from app.scaler.policy import Demand
 
 # The one function the role may run (migration 0008); a statement timeout keeps a slow database
 # from holding a reconcile, which Cloud Scheduler would only start again a minute later.
-_DEMAND = text("SELECT queued, running, idle_seconds FROM liftoff.queue_demand()")
+_DEMAND = text("SELECT queued, running, idle_seconds, oldest_queued_seconds FROM liftoff.queue_demand()")
 ROLE = "liftoff_scaler"
 
 
@@ -26,4 +26,9 @@ class PostgresDemand:
             await conn.execute(text(f"SET LOCAL statement_timeout = {int(self.statement_timeout_ms)}"))
             row = (await conn.execute(_DEMAND)).one()
         idle = None if row.idle_seconds is None else max(0.0, float(row.idle_seconds))
-        return Demand(queued=int(row.queued), running=int(row.running), idle_seconds=idle)
+        return Demand(
+            queued=int(row.queued),
+            running=int(row.running),
+            idle_seconds=idle,
+            oldest_queued_seconds=max(0.0, float(row.oldest_queued_seconds)),
+        )

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Demand:
-    """Jobs queued and running now, and seconds since the last attempt ended (None: none ever did)."""
+    """Jobs queued and running now, seconds since the last attempt ended (None: none ever did), and
+    how long the oldest queued job has waited."""
 
     queued: int
     running: int
     idle_seconds: float | None
+    oldest_queued_seconds: float = 0.0
 
     @property
     def work(self) -> int:

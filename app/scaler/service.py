@@ -56,6 +56,14 @@ class Scaler:
         # Serialized: a wake and a scheduled run at once must not resize from the same stale count.
         async with self._lock:
             demand = await self.demand.read()
+            # The queue-age alert reads these lines (a log-based metric), from the worker while one
+            # runs and from here always: a pool at zero that does not wake is a queue that ages.
+            log.info(
+                "queue_stats",
+                depth=demand.queued,
+                oldest_age_seconds=round(demand.oldest_queued_seconds, 1),
+                source="scaler",
+            )
             state: PoolState = await self.pool.read()
             decision = decide(demand, state, self.policy)
             if decision.instances != state.instances:

@@ -161,12 +161,40 @@ def test_log_metrics_count_job_outcomes_and_measure_queue_age_from_the_worker_po
     assert age.inputs == {
         "project": "acme-prod",
         "name": "liftoff-prod-queue-oldest-age",
-        "description": "Age of the oldest queued job, from the worker's queue_stats lines.",
+        "description": "Age of the oldest queued job, from the queue_stats lines of the worker (and of"
+        " the pool's scaler, when it has one).",
         "filter": f'{WORKER_ENTRIES} AND jsonPayload.message="queue_stats"',
         "metricDescriptor": {"metricKind": "DELTA", "valueType": "DISTRIBUTION", "unit": "s"},
         "valueExtractor": "EXTRACT(jsonPayload.oldest_age_seconds)",
         "bucketOptions": {"exponentialBuckets": {"numFiniteBuckets": 32, "growthFactor": 1.5, "scale": 1}},
     }
+
+
+def test_an_on_demand_pools_queue_age_is_read_from_its_scaler_too(declare):
+    """At zero instances no worker logs the queue: the scaler's lines keep the alert seeing it."""
+    scaled = declare(
+        lambda: {
+            "channel": Monitoring(
+                "monitoring", monitoring_args(scaler_service_name="liftoff-prod-scaler")
+            ).channel
+        }
+    )
+    scaler = (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name="liftoff-prod-scaler"'
+        ' AND resource.labels.location="europe-west1"'
+    )
+    age = scaled.one(METRIC, "monitoring-queue-age").inputs
+    assert age["filter"] == f'(({WORKER_ENTRIES}) OR ({scaler})) AND jsonPayload.message="queue_stats"'
+    outcomes = scaled.one(METRIC, "monitoring-job-outcomes").inputs
+    assert outcomes["filter"].startswith(WORKER_ENTRIES), "attempts are the worker's alone"
+    metric = "logging_googleapis_com:user_liftoff_prod_queue_oldest_age_bucket"
+    scaler_series = (
+        'monitored_resource="cloud_run_revision",location="europe-west1",service_name="liftoff-prod-scaler"'
+    )
+    assert promql(policy(scaled, "oldest-queued-job"))["query"] == (
+        f"(histogram_quantile(0.99, sum by (le) (rate({metric}{{{WORKER}}}[5m]))) > 300)"
+        f" or (histogram_quantile(0.99, sum by (le) (rate({metric}{{{scaler_series}}}[5m]))) > 300)"
+    )
 
 
 def test_every_policy_notifies_the_channel_with_the_labels(declared):

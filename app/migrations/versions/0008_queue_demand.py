@@ -1,5 +1,5 @@
-"""What the worker pool's scaler reads: how many jobs are queued or running, and how long since
-the last attempt ended; nothing else.
+"""What the worker pool's scaler reads: how many jobs are queued or running, how long the oldest
+has waited, and how long since the last attempt ended; nothing else.
 
 `liftoff.queue_demand()` is SECURITY DEFINER, so the scaler needs no grant on any table: the
 role `liftoff_scaler` (NOLOGIN; the scaler sets it for its one transaction, app/scaler/demand.py)
@@ -9,6 +9,9 @@ may EXECUTE it and nothing more. Its counts use the partial indexes on queued an
 PostgreSQL grants EXECUTE on a new function to PUBLIC, and Supabase's default privileges in
 `liftoff`'s owner grant it to anon, authenticated and service_role: all are revoked here
 (0005, "New objects are made safe where they are created"), so no API key can read the queue.
+
+The oldest job's wait is what the queue-age alert reads (components/monitoring.py): the scaler
+logs it on every reconcile, so the alert sees a stuck queue even when no worker runs to log it.
 
 The scaler connects as the app's own role (DATABASE_URL; `postgres` on Supabase, the role that
 runs this migration there too), which must be able to SET ROLE to it: on PostgreSQL 16 and later
@@ -47,13 +50,19 @@ def upgrade() -> None:
     op.execute(
         """
         CREATE FUNCTION liftoff.queue_demand(
-            OUT queued bigint, OUT running bigint, OUT idle_seconds double precision
+            OUT queued bigint,
+            OUT running bigint,
+            OUT idle_seconds double precision,
+            OUT oldest_queued_seconds double precision
         )
         LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp
         AS $$
             SELECT (SELECT count(*) FROM public.generations WHERE ai_status = 'queued'),
                    (SELECT count(*) FROM public.generations WHERE ai_status = 'running'),
-                   extract(epoch FROM now() - (SELECT max(created_at) FROM public.generation_logs))::float8
+                   extract(epoch FROM now() - (SELECT max(created_at) FROM public.generation_logs))::float8,
+                   coalesce(extract(epoch FROM now() - (
+                       SELECT min(created_at) FROM public.generations WHERE ai_status = 'queued'
+                   ))::float8, 0)
         $$
         """
     )
