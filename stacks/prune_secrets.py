@@ -87,12 +87,18 @@ def pins(containers: Iterable[Mapping[str, Any]]) -> set[tuple[str, str]]:
 
 
 def pinned_versions(run: RestClient, target: Target) -> set[tuple[str, str]]:
-    """Every version any revision of the service and the pool, or either job's template, pins."""
+    """Every version any revision of the API, the pool or the pool's scaler, or either job's
+    template, pins. A stack with a fixed pool has no scaler."""
     parent = f"/v2/projects/{target.project}/locations/{target.region}"
     found: set[tuple[str, str]] = set()
     for kind, name in (("services", target.names.api), ("workerPools", target.names.worker)):
         for revision in run.pages(f"{parent}/{kind}/{name}/revisions", "revisions"):
             found |= pins(revision.get("containers") or [])
+    try:
+        for revision in run.pages(f"{parent}/services/{target.names.scaler}/revisions", "revisions"):
+            found |= pins(revision.get("containers") or [])
+    except NotFoundError:
+        pass
     for job in (target.names.migrations, target.names.retention):
         try:
             body = run.call("GET", f"{parent}/jobs/{job}") or {}

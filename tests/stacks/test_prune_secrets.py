@@ -130,3 +130,13 @@ def test_the_target_comes_from_the_stack_file():
         "europe-west1",
         "liftoff-prod-api",
     )
+
+
+def test_a_version_the_scaler_pins_stays(double):
+    """The pool's scaler mounts DATABASE_URL too: a version only its revisions pin is in use."""
+    state, url = double
+    state.routes[f"{RUN}/services/liftoff-prod-scaler/revisions"] = [
+        {"revisions": [{"containers": [{"env": [ref("liftoff-prod-database-url", "2")]}]}]}
+    ]
+    doomed = run_prune(url, apply=False)
+    assert [(v.secret, v.number) for v in doomed] == [("liftoff-prod-openai-api-key", 1)]
