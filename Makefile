@@ -37,8 +37,8 @@ $(PACK_STAMP): policies/requirements.txt
 
 install: $(STAMP) $(PACK_STAMP) ## Create .venv with the project and its dev tools, and the policy pack's policies/venv.
 
-dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API, worker.
-	$(PY) -m app.local
+dev: $(STAMP) ## Run the whole system locally: PostgreSQL, Redis, migrations, API, worker (SCALE=on-demand: workers from zero).
+	$(PY) -m app.local $(if $(SCALE),--scale $(SCALE))
 
 test: $(STAMP) $(PACK_STAMP) ## Run the whole test suite.
 	$(PY) -m pytest

@@ -2,7 +2,8 @@
 
 `python -m app.local.bootstrap` waits for the servers, migrates, seeds the demo tenants and
 becomes `python -m app api`; with `--worker` it waits for the API and becomes
-`python -m app worker`. Exec, so that the supervisor's signals reach the app itself.
+`python -m app worker`, and with `--scaler` (`make dev SCALE=on-demand`) `python -m app scaler`.
+Exec, so that the supervisor's signals reach the app itself.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from app.migrate import apply_tenant_limits, upgrade
 from app.settings import PoolMode, Settings
 
 WAIT_SECONDS = 60.0
+# The processes that start once the API is ready: flag, `python -m app` command.
+AFTER_API = {"--worker": "worker", "--scaler": "scaler"}
 
 
 async def seed_tenants(dsn: str, tenants: Iterable[str] = tuple(TENANTS)) -> None:
@@ -56,16 +59,18 @@ def _api_ready(url: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    worker = "--worker" in (sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    after_api = next((command for flag, command in AFTER_API.items() if flag in args), None)
     config = LocalConfig.from_env()
-    if worker:
-        # The API process migrates; the worker starts once the API says the schema is there.
+    if after_api is not None:
+        # The API process migrates; the worker (or the scaler, which reads the queue's demand
+        # through migration 0008's function) starts once the API says the schema is there.
         try:
             wait_until(lambda: _api_ready(config.api_url), "the API", WAIT_SECONDS * 2)
         except ServerError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        os.execv(sys.executable, [sys.executable, "-m", "app", "worker"])  # noqa: S606
+        os.execv(sys.executable, [sys.executable, "-m", "app", after_api])  # noqa: S606
     try:
         wait_until(lambda: postgres_ready(LOOPBACK, config.pg_port), "postgres", WAIT_SECONDS)
         wait_until(lambda: redis_ready(LOOPBACK, config.redis_port), "redis", WAIT_SECONDS)

@@ -41,6 +41,7 @@ class LocalConfig:
     worker_port: int
     pg_port: int
     redis_port: int
+    scaler_port: int = 8002
 
     @classmethod
     def from_env(cls) -> LocalConfig:
@@ -50,6 +51,7 @@ class LocalConfig:
             worker_port=_port("LIFTOFF_WORKER_PORT", 8001),
             pg_port=_port("LIFTOFF_PG_PORT", 54320),
             redis_port=_port("LIFTOFF_REDIS_PORT", 63790),
+            scaler_port=_port("LIFTOFF_SCALER_PORT", 8002),
         )
 
     @property
@@ -71,6 +73,10 @@ class LocalConfig:
     @property
     def api_url(self) -> str:
         return f"http://{LOOPBACK}:{self.api_port}"
+
+    @property
+    def scaler_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.scaler_port}"
 
     @property
     def database_url(self) -> str:

@@ -72,7 +72,7 @@ class CloudRunPool:
         self, method: str, url: str, *, params: dict[str, str] | None = None, json: object = None
     ) -> dict[str, Any]:
         try:
-            # A metadata server that gives no token fails the call like the API would.
+            # No token from the metadata server fails the reconcile (503) as the API failing does.
             headers = {"Authorization": f"Bearer {await self.token.get()}"}
         except MetadataError as exc:
             raise PoolError(f"{method} {self.name}: no access token: {exc}") from exc

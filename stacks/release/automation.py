@@ -31,7 +31,11 @@ LEDGER_TYPE = "pulumi-python:dynamic/liftoff:ReleaseLedger"
 # What a traffic shift may change: the API's traffic, the pool's instance split, the ledger, each
 # by type and by the program's name for it (stacks/program.py). The API is not the only service:
 # the pool's scaler is one too, and a traffic-only update must not deploy it.
-TRAFFIC_RESOURCES = ((SERVICE_TYPE, "api-service"), (POOL_TYPE, "worker-pool"), (LEDGER_TYPE, "release-ledger"))
+TRAFFIC_RESOURCES = (
+    (SERVICE_TYPE, "api-service"),
+    (POOL_TYPE, "worker-pool"),
+    (LEDGER_TYPE, "release-ledger"),
+)
 TRAFFIC_TYPES = tuple(kind for kind, _ in TRAFFIC_RESOURCES)
 # Enough of a failed update's output to see the engine's and the policies' messages.
 MESSAGE_CHARS = 4000

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class DevSystem:
     pg_port: int
     redis_port: int
     process: subprocess.Popen[bytes] | None = None
+    make_args: tuple[str, ...] = ()  # after `make dev`, e.g. SCALE=on-demand
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def api(self) -> str:
@@ -56,12 +58,13 @@ class DevSystem:
             LIFTOFF_REDIS_PORT=str(self.redis_port),
             PYTHON=sys.executable,
         )
+        env.update(self.extra_env)
         return env
 
     def start(self, repo: Path) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                ["make", "--no-print-directory", "dev"],
+                ["make", "--no-print-directory", "dev", *self.make_args],
                 cwd=repo,
                 env=self.env(),
                 stdout=log,
