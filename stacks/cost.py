@@ -5,6 +5,8 @@
 The plan is the one `stacks/plan.py render` writes (rendered here unless --plan names one); the
 prices come from stacks/prices.yaml, each with its source and the day it was read; the usage
 (requests, jobs, releases a month) from the stack file's `liftoff:usage`. No credentials.
+Beside the total at that usage it prices an idle month: the same plan with no requests, jobs,
+busy periods or releases.
 
 Free tiers belong to a billing account, not to a stack: they are left out unless --free-tiers
 asks to apply them to this stack as if it were alone on its account.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import textwrap
@@ -31,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: stacks/ is on the path, the project root is not
     sys.path.insert(0, str(ROOT))
 
+from app.settings import Settings as AppContract  # noqa: E402
 from components.jobrun import JobRun  # noqa: E402
 from components.supabase_api import SupabaseProject  # noqa: E402
 from stacks.render import stack_config  # noqa: E402
@@ -42,10 +46,36 @@ SCHEMA = ROOT / "stacks" / "prices.schema.json"
 # these in step with the table.
 WORKER_IDLE_COMMANDS_PER_HOUR = 15
 REDIS_COMMANDS_PER_JOB = 1.05
+# The API's wake (app/core/wake.py) sets a Redis key (SET NX) for every job it accepts, to send at
+# most one wake per WORKER_WAKE_SECONDS: one more command a job where an on-demand pool is woken.
+WAKE_COMMANDS_PER_JOB = 1
+# "Cloud Run charges you only for the resources you use, rounded up to the nearest 100 millisecond"
+# (https://cloud.google.com/run/pricing): a scaler request is billed in whole tenths of a second.
+REQUEST_BILLING_MS = 100
+# The scaler is asked to reconcile each minute, and Cloud Run keeps an idle instance for up to
+# 15 minutes (https://cloud.google.com/run/docs/about-instance-autoscaling), so its one instance
+# stays up: it is taken to start once a day (Cloud Run may stop an instance at any time; an
+# estimate) and once a release, which deploys a new revision of it.
+SCALER_STARTS_PER_DAY = 1
 # A new Supabase project's compute size when the plan names none (Free runs on Nano, paid plans
 # start on Micro): https://supabase.com/docs/guides/platform/manage-your-usage/compute
 DEFAULT_COMPUTE = {"free": "nano", "pro": "micro"}
 FREE_TIERS_NOTE = "Free tiers are per billing account, shared by every stack and project on it: {state}."
+# An idle month: the same plan priced with these usage keys at zero. What is left is what the stack
+# costs standing still: minimum instances and floors, the scaler's scheduled reconciles, scheduled
+# jobs, stored data, fees.
+IDLE_USAGE = (
+    "requests_per_month",
+    "api_instance_starts_per_month",
+    "jobs_per_month",
+    "job_bursts_per_month",
+    "releases_per_month",
+)
+IDLE_ROW = "no requests, jobs or releases"
+IDLE_NOTE = (
+    "Total: a month at the usage the stack file declares (liftoff:usage). Idle month: the same stack"
+    " with no requests, jobs, busy periods or releases."
+)
 
 
 class CostError(ValueError):
@@ -176,10 +206,16 @@ class Estimate:
     prices_version: int
     usage: UsageSettings
     notes: tuple[str, ...] = field(default=())
+    # The same stack priced for an idle month (IDLE_USAGE): what it costs with no work at all.
+    idle: tuple[Line, ...] = field(default=())
 
     @property
     def total(self) -> float:
         return sum(line.usd or 0.0 for line in self.lines)
+
+    @property
+    def idle_total(self) -> float:
+        return sum(line.usd or 0.0 for line in self.idle)
 
     @property
     def unpriced(self) -> tuple[Line, ...]:
@@ -286,6 +322,12 @@ def runs_per_month(schedule: str) -> float:
 Estimator = Callable[[list[Mapping[str, Any]], Context], list[Line]]
 
 
+FULL_REQUESTS_NOTE = "Each request's time is counted in full, as if none shared an instance: an upper bound."
+SERVICE = "gcp:cloudrunv2/service:Service"
+WORKER_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
+SCHEDULER_JOB = "gcp:cloudscheduler/job:Job"
+
+
 def request_based(template: Mapping[str, Any]) -> bool:
     """Whether the service bills only while serving. `cpuIdle` is true by default, "however, if
     ResourceRequirements is set, the caller must explicitly set this field to true"
@@ -297,23 +339,61 @@ def request_based(template: Mapping[str, Any]) -> bool:
     )
 
 
+def plain_env(template: Mapping[str, Any]) -> dict[str, str]:
+    """The containers' environment variables set to a value (not from a secret)."""
+    return {
+        str(env["name"]): str(env["value"])
+        for container in template.get("containers", [])
+        for env in container.get("envs", [])
+        if env.get("value") is not None
+    }
+
+
+def is_scaler(inputs: Mapping[str, Any]) -> bool:
+    """Whether a Cloud Run service is a worker pool's scaler (components/scaler.py): it names its pool."""
+    return "SCALER_POOL" in plain_env(inputs["template"])
+
+
+def services(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
+    """The API from the declared request profile; a pool's scaler from its schedule and wakes."""
+    api = [r for r in resources if not is_scaler(r["inputs"])]
+    return api_services(api, ctx) + [
+        line for r in resources if is_scaler(r["inputs"]) for line in scaler(r, ctx)
+    ]
+
+
 def api_services(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
     """Minimum instances, request time and requests, from the declared request profile."""
     lines: list[Line] = []
+    u = ctx.usage
     for r in resources:
         inputs = r["inputs"]
-        warm = int((inputs["template"].get("scaling") or {}).get("minInstanceCount", 0))
-        serving = ctx.usage.requests_per_month * ctx.usage.mean_request_ms / 1000
+        warm = warm_instances(inputs)
+        serving = u.requests_per_month * u.mean_request_ms / 1000
         if request_based(inputs["template"]):
-            lines += _request_billed(inputs, warm, serving, ctx)
+            profile = f"{u.requests_per_month:,} requests × {u.mean_request_ms} ms"
+            lines += _request_billed(inputs, "API", warm, serving, u.requests_per_month, profile, ctx)
         else:
-            lines.append(_instance_billed(inputs, warm, serving, ctx))
+            lines.append(_instance_billed(inputs, "API", warm, serving, ctx))
     return lines
 
 
-def _request_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: Context) -> list[Line]:
+def warm_instances(inputs: Mapping[str, Any]) -> int:
+    return int((inputs["template"].get("scaling") or {}).get("minInstanceCount", 0))
+
+
+def _request_billed(
+    inputs: Mapping[str, Any],
+    role: str,
+    warm: int,
+    serving: float,
+    requests: float,
+    profile: str,
+    ctx: Context,
+    notes: tuple[str, ...] = (FULL_REQUESTS_NOTE,),
+) -> list[Line]:
     """Minimum instances at the idle rate while not serving; serving time and requests at the active rates."""
-    name, region, u = inputs["name"], inputs["location"], ctx.usage
+    name, region = inputs["name"], inputs["location"]
     cpu, memory = shape(inputs["template"])
     size = f"{cpu:g} vCPU, {memory:g} GiB"
     idle = max(0.0, warm * ctx.month - serving)
@@ -321,7 +401,7 @@ def _request_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: C
         Line(
             f"run/{name}/min-instances",
             "Cloud Run",
-            f"API {name}: {warm} minimum instance{'s' if warm != 1 else ''} kept warm",
+            f"{role} {name}: {warm} minimum instance{'s' if warm != 1 else ''} kept warm",
             f"{idle / 3600:,.0f} idle instance-hours of {size}",
             (
                 ctx.charge("run.idle.cpu", cpu * idle, region),
@@ -331,25 +411,25 @@ def _request_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: C
         Line(
             f"run/{name}/request-time",
             "Cloud Run",
-            f"API {name}: time serving requests",
-            f"{u.requests_per_month:,} requests × {u.mean_request_ms} ms of {size}",
+            f"{role} {name}: time serving requests",
+            f"{profile} of {size}",
             (
                 ctx.charge("run.request.cpu", cpu * serving, region),
                 ctx.charge("run.request.memory", memory * serving, region),
             ),
-            ("Each request's time is counted in full, as if none shared an instance: an upper bound.",),
+            notes,
         ),
         Line(
             f"run/{name}/requests",
             "Cloud Run",
-            f"API {name}: requests",
-            f"{u.requests_per_month:,} requests",
-            (ctx.charge("run.request.count", u.requests_per_month / 1e6, region),),
+            f"{role} {name}: requests",
+            f"{requests:,.0f} requests",
+            (ctx.charge("run.request.count", requests / 1e6, region),),
         ),
     ]
 
 
-def _instance_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: Context) -> Line:
+def _instance_billed(inputs: Mapping[str, Any], role: str, warm: int, serving: float, ctx: Context) -> Line:
     """Whole instance lifetimes: the minimum instances all month, or the serving time if more."""
     name, region = inputs["name"], inputs["location"]
     cpu, memory = shape(inputs["template"])
@@ -357,7 +437,7 @@ def _instance_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: 
     return Line(
         f"run/{name}/instances",
         "Cloud Run",
-        f"API {name}: instances (instance-based billing)",
+        f"{role} {name}: instances (instance-based billing)",
         f"{seconds / 3600:,.0f} instance-hours of {cpu:g} vCPU, {memory:g} GiB",
         (
             ctx.charge("run.instance.cpu", cpu * seconds, region),
@@ -366,39 +446,264 @@ def _instance_billed(inputs: Mapping[str, Any], warm: int, serving: float, ctx: 
     )
 
 
+# --- The worker pool and its scaler ----------------------------------------------------------
+
+
+def reconciles(service: str, ctx: Context) -> float:
+    """Runs a month of the Cloud Scheduler jobs that ask this scaler to reconcile (components/scaler.py
+    names its job `<service>-schedule` and points it at the service's /reconcile)."""
+    return sum(
+        runs_per_month(s["inputs"]["schedule"])
+        for s in ctx.of_type(SCHEDULER_JOB)
+        if s["inputs"].get("name") == f"{service}-schedule"
+        or (_target(s).endswith("/reconcile") and f"//{service}-" in _target(s))
+    )
+
+
+def _target(scheduler_job: Mapping[str, Any]) -> str:
+    """The URL a Cloud Scheduler job calls."""
+    return str((scheduler_job["inputs"].get("httpTarget") or {}).get("uri", ""))
+
+
+def wakes(ctx: Context) -> float:
+    """Wake requests a month: the API sends one after accepting a job, at most one per
+    WORKER_WAKE_SECONDS across its instances (app/core/wake.py), so at most one a job."""
+    for r in ctx.of_type(SERVICE):
+        env = plain_env(r["inputs"]["template"])
+        if env.get("WORKER_WAKE_URL"):
+            interval = float(
+                env.get("WORKER_WAKE_SECONDS", AppContract.model_fields["worker_wake_seconds"].default)
+            )
+            return float(min(ctx.usage.jobs_per_month, ctx.month / interval if interval > 0 else math.inf))
+    return 0.0
+
+
+def scaler_starts(ctx: Context) -> float:
+    """The scaler's instance starts a month: one a release and SCALER_STARTS_PER_DAY."""
+    return ctx.usage.releases_per_month + SCALER_STARTS_PER_DAY * ctx.book.hours_per_month / 24
+
+
+@dataclass(frozen=True)
+class OnDemand:
+    """How a scaler sizes its pool, read from the scaler's environment in the plan (app/scaler/)."""
+
+    scaler: str
+    floor: int
+    ceiling: int
+    idle_seconds: float
+    concurrency: int
+    # The mean wait from the moment the idle period is over to the scheduled reconcile that
+    # sets the floor: half the schedule's interval.
+    delay_seconds: float
+
+
+def on_demand(pool: Mapping[str, Any], ctx: Context) -> OnDemand | None:
+    """The scaler of this worker pool, if one in the plan names it (SCALER_POOL); None: a fixed pool."""
+    name = pool["name"]
+    for r in ctx.of_type(SERVICE):
+        env = plain_env(r["inputs"]["template"])
+        target = env.get("SCALER_POOL")
+        if target is None or not (target == name or target.endswith(f"/workerPools/{name}")):
+            continue
+        service = r["inputs"]["name"]
+        runs = reconciles(service, ctx)
+        if not runs:
+            raise CostError(
+                f"the scaler {service} of worker pool {name} has no Cloud Scheduler job asking it to"
+                " reconcile: the time its pool takes to go back to its floor cannot be priced"
+            )
+        try:
+            return OnDemand(
+                scaler=service,
+                floor=int(env["SCALER_MIN_INSTANCES"]),
+                ceiling=int(env["SCALER_MAX_INSTANCES"]),
+                idle_seconds=float(env["SCALER_IDLE_SECONDS"]),
+                concurrency=int(env["WORKER_CONCURRENCY"]),
+                delay_seconds=ctx.month / runs / 2,
+            )
+        except (KeyError, ValueError) as exc:
+            raise CostError(f"the scaler {service} does not declare its pool's bounds: {exc!r}") from exc
+    return None
+
+
+@dataclass(frozen=True)
+class PoolTime:
+    """A worker pool's instance-seconds in a month, by reason, and its instance starts."""
+
+    scaling: OnDemand | None
+    floor: float  # the floor's instances (a fixed pool's, all of them), all month
+    busy: float = 0.0  # on demand: instances running jobs, above the floor
+    tail: float = 0.0  # on demand: instances idle after a busy period until the floor is set
+    starting: float = 0.0  # on demand: instances starting, billed before they run a job
+    starts: float = 0.0  # instance starts: the floor's at each release, and one a busy period above it
+    bursts: float = 0.0  # busy periods that take the pool above its floor
+
+    @property
+    def seconds(self) -> float:
+        return self.floor + self.busy + self.tail + self.starting
+
+
+def pool_time(pool: Mapping[str, Any], ctx: Context) -> PoolTime:
+    """Fixed: every instance all month. On demand: the floor all month; above it, the jobs' time at
+    `concurrency` jobs an instance, and for each busy period one instance's start and idle tail."""
+    u = ctx.usage
+    scaling = on_demand(pool, ctx)
+    if scaling is None:
+        count = pool_instances(pool)
+        return PoolTime(None, count * ctx.month, starts=count * u.releases_per_month)
+    # A pool whose floor is its ceiling never goes above it: no busy period starts an instance.
+    bursts = float(u.job_bursts_per_month) if scaling.ceiling > scaling.floor else 0.0
+    return PoolTime(
+        scaling,
+        floor=scaling.floor * ctx.month,
+        busy=u.jobs_per_month * u.mean_job_seconds / scaling.concurrency,
+        tail=bursts * (scaling.idle_seconds + scaling.delay_seconds),
+        starting=bursts * u.worker_start_seconds,
+        starts=scaling.floor * u.releases_per_month + bursts,
+        bursts=bursts,
+    )
+
+
 def worker_pools(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
-    """Every instance, all month: a worker pool bills instances, not requests."""
+    """A worker pool bills its instances' lifetimes, not requests: a fixed pool's all month; an
+    on-demand pool's floor all month, and above it what its jobs, busy periods and starts take."""
     lines = []
     for r in resources:
-        inputs, name = r["inputs"], r["inputs"]["name"]
-        cpu, memory = shape(inputs["template"])
-        count = pool_instances(inputs)
-        seconds = count * ctx.month
-        lines.append(
-            Line(
-                f"run/{name}/instances",
-                "Cloud Run",
-                f"Worker pool {name}: {count} instance{'s' if count != 1 else ''}, always on",
-                f"{count} × ({cpu:g} vCPU, {memory:g} GiB) × {ctx.book.hours_per_month:g} h",
-                (
-                    ctx.charge("run.workerpool.cpu", cpu * seconds, inputs["location"]),
-                    ctx.charge("run.workerpool.memory", memory * seconds, inputs["location"]),
-                ),
+        inputs = r["inputs"]
+        time = pool_time(inputs, ctx)
+        if time.scaling is None:
+            count = pool_instances(inputs)
+            lines.append(
+                _pool_line(
+                    inputs,
+                    "instances",
+                    f"{count} instance{'s' if count != 1 else ''}, always on",
+                    f"{count} × ({_size(inputs)}) × {ctx.book.hours_per_month:g} h",
+                    time.floor,
+                    ctx,
+                )
             )
-        )
+        else:
+            lines += _on_demand_lines(inputs, time, time.scaling, ctx)
     return lines
+
+
+def _size(inputs: Mapping[str, Any]) -> str:
+    cpu, memory = shape(inputs["template"])
+    return f"{cpu:g} vCPU, {memory:g} GiB"
+
+
+def _pool_line(
+    inputs: Mapping[str, Any], key: str, item: str, detail: str, seconds: float, ctx: Context, *notes: str
+) -> Line:
+    cpu, memory = shape(inputs["template"])
+    return Line(
+        f"run/{inputs['name']}/{key}",
+        "Cloud Run",
+        f"Worker pool {inputs['name']}: {item}",
+        detail,
+        (
+            ctx.charge("run.workerpool.cpu", cpu * seconds, inputs["location"]),
+            ctx.charge("run.workerpool.memory", memory * seconds, inputs["location"]),
+        ),
+        notes,
+    )
+
+
+def _on_demand_lines(inputs: Mapping[str, Any], time: PoolTime, s: OnDemand, ctx: Context) -> list[Line]:
+    u, size = ctx.usage, _size(inputs)
+    return [
+        _pool_line(
+            inputs,
+            "floor",
+            f"floor of {s.floor} instance{'s' if s.floor != 1 else ''} (on demand)",
+            f"{s.floor} × ({size}) × {ctx.book.hours_per_month:g} h",
+            time.floor,
+            ctx,
+        ),
+        _pool_line(
+            inputs,
+            "busy",
+            "instances running jobs",
+            f"{u.jobs_per_month:,} jobs × {u.mean_job_seconds} s ÷ {s.concurrency} jobs an instance"
+            f" of {size}, above the floor",
+            time.busy,
+            ctx,
+            "A worker pool's busy time is counted above its floor, as if the floor ran none of the jobs:"
+            " an upper bound where the floor has room for them. It takes each instance as running"
+            " `concurrency` jobs at once; gaps between a busy period's jobs are not counted.",
+        ),
+        _pool_line(
+            inputs,
+            "idle-tail",
+            "idle after each busy period",
+            f"{time.bursts:,.0f} busy periods × ({s.idle_seconds:g} s idle + {s.delay_seconds:g} s"
+            f" to the next reconcile) of {size}",
+            time.tail,
+            ctx,
+            "One instance a busy period is counted above the floor: a busy period whose queue needs more"
+            " keeps the others up through its idle tail too, and a release's split step keeps the"
+            " instances that give each revision its share while jobs run; neither is counted.",
+        ),
+        _pool_line(
+            inputs,
+            "starts",
+            "instance starts (cold starts)",
+            f"{time.bursts:,.0f} starts × {u.worker_start_seconds} s of {size}",
+            time.starting,
+            ctx,
+            _first_job_wait(s, u.worker_start_seconds),
+        ),
+    ]
+
+
+def _first_job_wait(s: OnDemand, start_seconds: int) -> str:
+    """What a pool at its floor costs in time rather than money: the first job's wait."""
+    if s.floor == 0:
+        return (
+            "The first job of each busy period waits for an instance to start: about workerStartSeconds"
+            f" ({start_seconds} s, an estimate) after the API's wake, or up to a minute more if the wake"
+            ' is lost (BENCHMARKS.md, "The worker pool at zero").'
+        )
+    return (
+        f"A floor of {s.floor} takes the first jobs of a busy period at once; only work beyond its"
+        " capacity waits for an instance to start."
+    )
 
 
 def pool_instances(inputs: Mapping[str, Any]) -> int:
     return int((inputs.get("scaling") or {}).get("manualInstanceCount", 1))
 
 
+def scaler(resource: Mapping[str, Any], ctx: Context) -> list[Line]:
+    """A pool's scaler: its reconciles (on its schedule) and wakes, each billed rounded up to
+    REQUEST_BILLING_MS, and its starts, at the request-based rates; its schedule is a scheduler line."""
+    inputs, u = resource["inputs"], ctx.usage
+    name = inputs["name"]
+    scheduled, woken, starts = reconciles(name, ctx), wakes(ctx), scaler_starts(ctx)
+    billed_ms = math.ceil(u.scaler_request_ms / REQUEST_BILLING_MS) * REQUEST_BILLING_MS
+    serving = (scheduled + woken) * billed_ms / 1000 + starts * u.worker_start_seconds
+    if not request_based(inputs["template"]):
+        return [_instance_billed(inputs, "Scaler", warm_instances(inputs), serving, ctx)]
+    profile = (
+        f"({scheduled:,.0f} scheduled reconciles + {woken:,.0f} wakes) × {billed_ms} ms"
+        f" + {starts:,.0f} starts × {u.worker_start_seconds} s"
+    )
+    notes = (
+        "The scaler's wakes are counted one a job (the API sends at most one per WORKER_WAKE_SECONDS):"
+        " an upper bound. Its starts are one a release and one a day, an estimate.",
+    )
+    return _request_billed(
+        inputs, "Scaler", warm_instances(inputs), serving, scheduled + woken, profile, ctx, notes
+    )
+
+
 def scheduled_runs(job_name: str, ctx: Context) -> float:
     """Runs a month of the Cloud Scheduler jobs that start this Cloud Run job."""
     return sum(
         runs_per_month(s["inputs"]["schedule"])
-        for s in ctx.of_type("gcp:cloudscheduler/job:Job")
-        if str((s["inputs"].get("httpTarget") or {}).get("uri", "")).endswith(f"/jobs/{job_name}:run")
+        for s in ctx.of_type(SCHEDULER_JOB)
+        if _target(s).endswith(f"/jobs/{job_name}:run")
     )
 
 
@@ -439,13 +744,18 @@ def cloud_run_jobs(resources: list[Mapping[str, Any]], ctx: Context) -> list[Lin
     return lines
 
 
+def _count(n: float) -> str:
+    """A count as the lines write it: whole with separators from 1,000, else to 4 significant digits."""
+    return f"{n:,.0f}" if n >= 1000 else f"{n:.4g}"
+
+
 def scheduler_jobs(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
     return [
         Line(
             f"scheduler/{r['inputs']['name']}",
             "Cloud Scheduler",
             f"Job {r['inputs']['name']}",
-            f"billed per job, not per run ({runs_per_month(r['inputs']['schedule']):.4g} runs a month)",
+            f"billed per job, not per run ({_count(runs_per_month(r['inputs']['schedule']))} runs a month)",
             (ctx.charge("scheduler.job", 1, r["inputs"].get("region", "*")),),
         )
         for r in resources
@@ -456,12 +766,11 @@ def secret_versions(resources: list[Mapping[str, Any]], ctx: Context) -> list[Li
     """Active versions, and the accesses: each instance or task start reads each secret it mounts."""
     u = ctx.usage
     starts: list[tuple[int, float]] = []
-    for r in ctx.of_type("gcp:cloudrunv2/service:Service"):
-        starts.append((secret_refs(r["inputs"]["template"]), u.api_instance_starts_per_month))
-    for r in ctx.of_type("gcp:cloudrunv2/workerPool:WorkerPool"):
-        starts.append(
-            (secret_refs(r["inputs"]["template"]), pool_instances(r["inputs"]) * u.releases_per_month)
-        )
+    for r in ctx.of_type(SERVICE):
+        count = scaler_starts(ctx) if is_scaler(r["inputs"]) else u.api_instance_starts_per_month
+        starts.append((secret_refs(r["inputs"]["template"]), count))
+    for r in ctx.of_type(WORKER_POOL):
+        starts.append((secret_refs(r["inputs"]["template"]), pool_time(r["inputs"], ctx).starts))
     for r in ctx.of_type("gcp:cloudrunv2/job:Job"):
         job = r["inputs"]
         runs = scheduled_runs(job["name"], ctx) + (
@@ -548,9 +857,12 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
 def upstash_databases(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
     """The worker's idle polling (BENCHMARKS.md), the commands jobs cost, readiness pings, storage."""
     u = ctx.usage
-    workers = sum(pool_instances(r["inputs"]) for r in ctx.of_type("gcp:cloudrunv2/workerPool:WorkerPool"))
-    idle = workers * ctx.book.hours_per_month * WORKER_IDLE_COMMANDS_PER_HOUR
-    commands = idle + u.jobs_per_month * REDIS_COMMANDS_PER_JOB + u.api_instance_starts_per_month
+    # Each worker instance polls while it runs: all month for a fixed pool, its hours for an on-demand one.
+    hours = sum(pool_time(r["inputs"], ctx).seconds for r in ctx.of_type(WORKER_POOL)) / 3600
+    idle = hours * WORKER_IDLE_COMMANDS_PER_HOUR
+    wake_keys = u.jobs_per_month * WAKE_COMMANDS_PER_JOB if wakes(ctx) else 0
+    commands = idle + u.jobs_per_month * REDIS_COMMANDS_PER_JOB + wake_keys + u.api_instance_starts_per_month
+    woken = f", {wake_keys:,} wake keys" if wake_keys else ""
     lines = []
     for r in resources:
         inputs, name = r["inputs"], r["inputs"]["databaseName"]
@@ -558,9 +870,9 @@ def upstash_databases(resources: list[Mapping[str, Any]], ctx: Context) -> list[
             f"upstash/{name}",
             "Upstash",
             f"Redis {name}: pay as you go",
-            f"{commands:,.0f} commands ({idle:,.0f} idle worker polls, {u.jobs_per_month:,} jobs"
-            f" × {REDIS_COMMANDS_PER_JOB}, {u.api_instance_starts_per_month:,} readiness pings);"
-            f" {u.redis_mb} MB stored",
+            f"{commands:,.0f} commands ({idle:,.0f} idle worker polls in {hours:,.0f} instance-hours,"
+            f" {u.jobs_per_month:,} jobs × {REDIS_COMMANDS_PER_JOB}{woken},"
+            f" {u.api_instance_starts_per_month:,} readiness pings); {u.redis_mb} MB stored",
             (
                 ctx.charge("upstash.command", commands / 100_000),
                 ctx.charge("upstash.storage", u.redis_mb / 1000),
@@ -619,10 +931,10 @@ def log_metrics(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]:
 
 
 ESTIMATORS: dict[str, Estimator] = {
-    "gcp:cloudrunv2/service:Service": api_services,
-    "gcp:cloudrunv2/workerPool:WorkerPool": worker_pools,
+    SERVICE: services,
+    WORKER_POOL: worker_pools,
     "gcp:cloudrunv2/job:Job": cloud_run_jobs,
-    "gcp:cloudscheduler/job:Job": scheduler_jobs,
+    SCHEDULER_JOB: scheduler_jobs,
     "gcp:secretmanager/secretVersion:SecretVersion": secret_versions,
     "gcp:artifactregistry/repository:Repository": registries,
     SupabaseProject.TYPE: supabase_projects,
@@ -670,12 +982,10 @@ def free_tier_lines(lines: Sequence[Line], book: PriceBook) -> list[Line]:
     return out
 
 
-def estimate(
-    plan: Mapping[str, Any], usage: UsageSettings, book: PriceBook, *, free_tiers: bool = False
-) -> Estimate:
-    """The monthly estimate of one rendered plan (the document `stacks/plan.py render` writes)."""
-    resources = plan.get("resources", [])
-    check_coverage((r["type"] for r in resources), book)
+def priced_lines(
+    plan: Mapping[str, Any], usage: UsageSettings, book: PriceBook, free_tiers: bool
+) -> list[Line]:
+    """Every estimator's lines for this plan at this usage (the plan's types checked first)."""
     ctx = Context(plan, usage, book)
     lines: list[Line] = []
     for token, estimator in ESTIMATORS.items():
@@ -683,15 +993,30 @@ def estimate(
             lines += estimator(of_type, ctx)
     if free_tiers:
         lines += free_tier_lines(lines, book)
+    return lines
+
+
+def idle_usage(usage: UsageSettings) -> UsageSettings:
+    """The usage of an idle month: nothing asked of the stack, everything else as declared."""
+    return usage.model_copy(update=dict.fromkeys(IDLE_USAGE, 0))
+
+
+def estimate(
+    plan: Mapping[str, Any], usage: UsageSettings, book: PriceBook, *, free_tiers: bool = False
+) -> Estimate:
+    """The monthly estimate of one rendered plan (the document `stacks/plan.py render` writes), at
+    the declared usage and in an idle month."""
+    check_coverage((r["type"] for r in plan.get("resources", [])), book)
     state = "applied to this stack alone" if free_tiers else "not counted (--free-tiers applies them)"
     return Estimate(
         stack=str(plan.get("stack", "")),
-        lines=tuple(lines),
+        lines=tuple(priced_lines(plan, usage, book, free_tiers)),
         free_tiers=free_tiers,
         prices_checked=book.checked,
         prices_version=book.version,
         usage=usage,
-        notes=(FREE_TIERS_NOTE.format(state=state),),
+        notes=(FREE_TIERS_NOTE.format(state=state), IDLE_NOTE),
+        idle=tuple(priced_lines(plan, idle_usage(usage), book, free_tiers)),
     )
 
 
@@ -719,6 +1044,7 @@ def to_json(e: Estimate) -> dict[str, Any]:
         "pricesVersion": e.prices_version,
         "freeTiers": e.free_tiers,
         "total": round(e.total, 2),
+        "idleTotal": round(e.idle_total, 2),
         "lines": [
             {
                 "key": line.key,
@@ -736,6 +1062,10 @@ def to_json(e: Estimate) -> dict[str, Any]:
         ],
         "unpriced": [line.key for line in e.unpriced],
         "usage": {key: getattr(e.usage, name) for key, (name, _, _) in USAGE_KEYS.items()},
+        "idleUsage": {key: 0 for key, (name, _, _) in USAGE_KEYS.items() if name in IDLE_USAGE},
+        "idleLines": [
+            {"key": line.key, "usd": None if line.usd is None else round(line.usd, 2)} for line in e.idle
+        ],
         "notes": list(e.notes),
     }
 
@@ -756,8 +1086,9 @@ def table(e: Estimate, width: int = 48) -> str:
     """For a terminal: one row a line, the quantity wrapped to `width` columns."""
     header = ("Service", "Line", "Quantity", "USD/month")
     rows = [(line.service, line.item, line.detail, money(line.usd)) for line in e.lines]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in (0, 1)]
-    widths += [width, max(len(row[3]) for row in [header, *rows, ("", "", "", money(e.total))])]
+    totals = [("Total", "", "", money(e.total)), ("Idle month", IDLE_ROW, "", money(e.idle_total))]
+    widths = [max(len(row[i]) for row in [header, *rows, *totals]) for i in (0, 1)]
+    widths += [width, max(len(row[3]) for row in [header, *rows, *totals])]
 
     def fmt(row: Sequence[str]) -> list[str]:
         wrapped = textwrap.wrap(row[2], width) or [""]
@@ -774,18 +1105,19 @@ def table(e: Estimate, width: int = 48) -> str:
     out = [f"Monthly estimate for {e.stack} (USD, prices checked {e.prices_checked})", *fmt(header), rule]
     for row in rows:
         out += fmt(row)
-    out += [rule, *fmt(("Total", "", "", money(e.total))), ""]
+    out += [rule, *(text for row in totals for text in fmt(row)), ""]
     return "\n".join(out + [f"- {note}" for note in _footer(e)]) + "\n"
 
 
 def markdown(e: Estimate) -> str:
     out = [
-        f"### {e.stack}: about ${money(e.total)} a month",
+        f"### {e.stack}: about ${money(e.total)} a month (${money(e.idle_total)} idle)",
         "",
         "| Service | Line | Quantity | USD/month |",
         "| --- | --- | --- | ---: |",
         *(f"| {line.service} | {line.item} | {line.detail} | {money(line.usd)} |" for line in e.lines),
         f"| **Total** | | | **{money(e.total)}** |",
+        f"| **Idle month** | {IDLE_ROW} | | **{money(e.idle_total)}** |",
         "",
         *(f"- {note}" for note in _footer(e)),
     ]
@@ -825,6 +1157,8 @@ def diff_markdown(before: Estimate | None, after: Estimate) -> str:
         "| --- | --- | ---: | ---: | ---: |",
         *rows,
     ]
+    if money(before.idle_total) != money(after.idle_total):
+        out += ["", f"Idle month: ${money(before.idle_total)} → ${money(after.idle_total)}."]
     if usage:
         out += ["", f"Usage assumptions changed (`{NAMESPACE}:usage`): " + "; ".join(usage) + "."]
     return "\n".join(out)

@@ -604,6 +604,22 @@ class UsageSettings(Section):
     jobs_per_month: Annotated[int, AfterValidator(Between(0, 10_000_000_000))] = Field(
         100_000, description="Jobs run."
     )
+    mean_job_seconds: Annotated[int, AfterValidator(Between(1, 86_400))] = Field(
+        30, description="Mean length of one job attempt: the worker instance time jobs take."
+    )
+    job_bursts_per_month: Annotated[int, AfterValidator(Between(0, 10_000_000))] = Field(
+        300,
+        description="Busy periods of an on-demand worker pool: each takes it above its floor (from zero"
+        " at a floor of 0), starting an instance that stays up for the idle period after the last job.",
+    )
+    worker_start_seconds: Annotated[int, AfterValidator(Between(0, 3_600))] = Field(
+        20,
+        description="An instance's start until it runs a job, billed while it starts (the cold start)."
+        " An estimate: Google documents no start time for CPU instances.",
+    )
+    scaler_request_ms: Annotated[int, AfterValidator(Between(1, 30_000))] = Field(
+        300, description="Time the scaler spends on one reconcile or wake request, in milliseconds."
+    )
     releases_per_month: Annotated[int, AfterValidator(Between(0, 10_000))] = Field(
         30, description="Releases (each builds an image and runs the migrations)."
     )

@@ -17,6 +17,7 @@ from stacks.cost import (
     REDIS_COMMANDS_PER_JOB,
     SCHEMA,
     WORKER_IDLE_COMMANDS_PER_HOUR,
+    WORKER_POOL,
     Context,
     CostError,
     Estimate,
@@ -24,6 +25,7 @@ from stacks.cost import (
     estimate,
     load_prices,
     runs_per_month,
+    secret_refs,
     stack_usage,
 )
 from stacks.plan import render_plan
@@ -170,10 +172,21 @@ def test_a_region_without_prices_is_an_error_naming_it():
 # --- The figures ------------------------------------------------------------------------------
 
 
-def test_adding_a_worker_instance_adds_one_instance_month():
-    before = priced("prod")
-    worker = {**stack_config("prod")["liftoff:worker"], "instances": 3}
-    after = priced("prod", {"liftoff:worker": worker})
+def fixed_pool(stack: str, instances: int) -> dict[str, Any]:
+    """The stack's worker at a fixed instance count: no scaler, always on."""
+    worker = stack_config(stack)["liftoff:worker"]
+    return {
+        "liftoff:worker": {
+            **{k: v for k, v in worker.items() if k not in ("minInstances", "maxInstances", "idleSeconds")},
+            "instances": instances,
+        }
+    }
+
+
+def test_adding_a_worker_instance_to_a_fixed_pool_adds_one_instance_month():
+    # prod's release steps need 4 instances to split (split_instance_problems): 4 and 5.
+    before = priced("prod", fixed_pool("prod", 4))
+    after = priced("prod", fixed_pool("prod", 5))
     a, b = lines(before), lines(after)
     # 1 vCPU and 1 GiB all month at the instance-based rates in stacks/prices.yaml.
     assert b["run/liftoff-prod-worker/instances"] - a["run/liftoff-prod-worker/instances"] == pytest.approx(
@@ -184,6 +197,23 @@ def test_adding_a_worker_instance_adds_one_instance_month():
     changed = {k for k in a if a[k] != b[k]}
     assert changed <= {"run/liftoff-prod-worker/instances", "upstash/liftoff-prod", "secrets/accesses"}
     assert after.total - before.total == pytest.approx(sum(b[k] - a[k] for k in changed))
+
+
+def test_a_fixed_pool_is_priced_always_on_with_no_scaler():
+    result = priced("staging", fixed_pool("staging", 1))
+    by_key = lines(result)
+    # 1 vCPU and 0.5 GiB all month, busy or idle.
+    always_on = MONTH * (0.000018 + 0.5 * 0.000002)
+    assert by_key["run/liftoff-staging-worker/instances"] == pytest.approx(always_on)
+    assert {line.key: line.usd for line in result.idle}[
+        "run/liftoff-staging-worker/instances"
+    ] == pytest.approx(always_on)
+    assert not [k for k in by_key if k.startswith("run/liftoff-staging-scaler/")]
+    assert not [k for k in by_key if re.search(r"worker/(floor|busy|idle-tail|starts)$", k)]
+    assert "scheduler/liftoff-staging-scaler-schedule" not in by_key
+    # No wake keys: the API of a fixed pool wakes nothing.
+    upstash = next(line for line in result.lines if line.key == "upstash/liftoff-staging")
+    assert "wake" not in upstash.detail and "10,950 idle worker polls in 730 instance-hours" in upstash.detail
 
 
 def test_raising_min_instances_adds_one_idle_instance_month():
@@ -244,8 +274,9 @@ def test_free_tiers_are_left_out_unless_asked():
     assert not any(line.service == "Free tiers" for line in plain.lines)
     assert "per billing account" in plain.notes[0] and "not counted" in plain.notes[0]
     credits = {line.key: line.usd for line in applied.lines if line.service == "Free tiers"}
-    # One scheduler job is within the account's 3 free ones; six versions cover staging's.
-    assert credits["free/scheduler.job"] == pytest.approx(-0.10)
+    # The two scheduler jobs (retention, the scaler's) are within the account's 3 free ones; six
+    # versions cover staging's.
+    assert credits["free/scheduler.job"] == pytest.approx(-0.20)
     assert applied.total < plain.total
     assert all((usd or 0) <= 0 for usd in credits.values())
 
@@ -278,6 +309,143 @@ def test_cron_schedules_are_counted(schedule, runs):
 def test_a_schedule_it_cannot_count_is_an_error():
     with pytest.raises(CostError, match="cannot count the runs of cron schedule '0 0 \\* \\* MON'"):
         runs_per_month("0 0 * * MON")
+
+
+# --- The worker pool on demand ---------------------------------------------------------------
+
+# A second of staging's worker (1 vCPU, 0.5 GiB) at the worker pool rates, of its scaler (1 vCPU,
+# 0.5 GiB) at the request-based rates, and of prod's worker (1 vCPU, 1 GiB).
+STAGING_WORKER = 0.000018 + 0.5 * 0.000002
+STAGING_SCALER = 0.000024 + 0.5 * 0.0000025
+PROD_WORKER = 0.000018 + 0.000002
+WORKER_LINES = ("floor", "busy", "idle-tail", "starts")
+
+
+def usage(stack: str, **changes: int) -> UsageSettings:
+    """The stack file's usage with some keys changed (by their names in the stack file)."""
+    return usage_settings({**stack_config(stack)["liftoff:usage"], **changes})
+
+
+def at(stack: str, **changes: int) -> dict[str, float]:
+    """Each line's cost for the stack as rendered, at its usage with `changes`."""
+    return lines(estimate(document(render_stack(stack)), usage(stack, **changes), load_prices()))
+
+
+def test_staging_costs_at_most_five_dollars_a_month_and_prod_more():
+    staging, prod = priced("staging"), priced("prod")
+    assert staging.total <= 5, staging.total
+    assert prod.total > staging.total
+    assert prod.idle_total > staging.idle_total
+
+
+def test_an_idle_month_of_staging_runs_no_worker_instance():
+    result = priced("staging")
+    idle = {line.key: line.usd or 0.0 for line in result.idle}
+    worker = [f"run/liftoff-staging-worker/{key}" for key in WORKER_LINES]
+    assert all(idle[key] == 0 for key in worker)
+    assert sum(lines(result)[key] for key in worker) > 0
+    # No worker polls Redis and no job is sent; 10 MB is within the included GB.
+    assert idle["upstash/liftoff-staging"] == 0
+    # Standing still, the scaler still reconciles each minute and its schedule is billed.
+    assert idle["run/liftoff-staging-scaler/request-time"] > 0
+    assert idle["scheduler/liftoff-staging-scaler-schedule"] == pytest.approx(0.10)
+    assert 0 < result.idle_total < result.total
+    # The idle month is the same plan with no requests, jobs, busy periods or releases.
+    quiet = at(
+        "staging",
+        requestsPerMonth=0,
+        apiInstanceStartsPerMonth=0,
+        jobsPerMonth=0,
+        jobBurstsPerMonth=0,
+        releasesPerMonth=0,
+    )
+    assert sum(quiet.values()) == pytest.approx(result.idle_total)
+
+
+def test_a_floor_is_priced_all_month_and_the_busy_time_above_it():
+    by_key = lines(priced("prod"))
+    u = stack_usage("prod")
+    # prod's floor is 1 instance of 1 vCPU and 1 GiB; its instances run 8 jobs at once.
+    assert by_key["run/liftoff-prod-worker/floor"] == pytest.approx(MONTH * PROD_WORKER)
+    busy = u.jobs_per_month * u.mean_job_seconds / 8
+    assert by_key["run/liftoff-prod-worker/busy"] == pytest.approx(busy * PROD_WORKER)
+    # Each busy period: 600 s idle, then half a minute to the next scheduled reconcile.
+    tail = u.job_bursts_per_month * (600 + 30)
+    assert by_key["run/liftoff-prod-worker/idle-tail"] == pytest.approx(tail * PROD_WORKER)
+    assert "run/liftoff-prod-worker/instances" not in by_key
+
+
+def test_the_scaler_is_request_billed_and_not_priced_as_the_api():
+    result = priced("staging")
+    by_key = lines(result)
+    u = stack_usage("staging")
+    reconciles = 365 * 24 * 60 / 12  # "* * * * *"
+    wakes = u.jobs_per_month  # at most one a job: fewer than one per WORKER_WAKE_SECONDS (10 s)
+    starts = u.releases_per_month + 730 / 24  # one a release, one a day
+    serving = (reconciles + wakes) * 0.3 + starts * u.worker_start_seconds
+    assert by_key["run/liftoff-staging-scaler/request-time"] == pytest.approx(serving * STAGING_SCALER)
+    assert by_key["run/liftoff-staging-scaler/requests"] == pytest.approx((reconciles + wakes) / 1e6 * 0.40)
+    assert by_key["run/liftoff-staging-scaler/min-instances"] == 0
+    assert "run/liftoff-staging-scaler/instances" not in by_key
+    # Its schedule is one scheduler job, priced once.
+    keys = [line.key for line in result.lines]
+    assert keys.count("scheduler/liftoff-staging-scaler-schedule") == 1
+    # The request profile prices the API alone: more requests leave the scaler as it was.
+    busier = at("staging", requestsPerMonth=500_000)
+    changed = {key for key, usd in busier.items() if usd != by_key[key]}
+    assert changed == {"run/liftoff-staging-api/request-time", "run/liftoff-staging-api/requests"}
+
+
+def test_scaler_requests_are_billed_in_whole_tenths_of_a_second():
+    key = "run/liftoff-staging-scaler/request-time"
+    assert at("staging", scalerRequestMs=201)[key] == pytest.approx(at("staging", scalerRequestMs=300)[key])
+    assert at("staging", scalerRequestMs=301)[key] > at("staging", scalerRequestMs=300)[key]
+
+
+def test_a_longer_idle_period_lengthens_each_tail():
+    before = priced("staging")
+    worker = {**stack_config("staging")["liftoff:worker"], "idleSeconds": 400}
+    after = priced("staging", {"liftoff:worker": worker})
+    a, b = lines(before), lines(after)
+    key = "run/liftoff-staging-worker/idle-tail"
+    bursts = stack_usage("staging").job_bursts_per_month
+    assert b[key] - a[key] == pytest.approx(bursts * 100 * STAGING_WORKER)
+    # The instances up longer poll Redis longer: 15 commands an hour, $0.20 per 100K.
+    polls = bursts * 100 / 3600 * 15
+    assert b["upstash/liftoff-staging"] - a["upstash/liftoff-staging"] == pytest.approx(
+        polls / 100_000 * 0.20
+    )
+    assert {k for k in a if a[k] != b[k]} == {key, "upstash/liftoff-staging"}
+
+
+def test_longer_jobs_lengthen_the_busy_time():
+    a, b = at("staging", meanJobSeconds=30), at("staging", meanJobSeconds=40)
+    key = "run/liftoff-staging-worker/busy"
+    jobs = stack_usage("staging").jobs_per_month
+    # Pulumi.staging.yaml runs 4 jobs an instance.
+    assert b[key] - a[key] == pytest.approx(jobs * 10 / 4 * STAGING_WORKER)
+    assert {k for k in a if a[k] != b[k]} == {key, "upstash/liftoff-staging"}
+
+
+def test_each_busy_period_adds_a_start_a_tail_and_the_secrets_it_reads():
+    bursts = stack_usage("staging").job_bursts_per_month
+    a, b = at("staging", jobBurstsPerMonth=bursts), at("staging", jobBurstsPerMonth=bursts + 100)
+    starts, tail = "run/liftoff-staging-worker/starts", "run/liftoff-staging-worker/idle-tail"
+    assert b[starts] - a[starts] == pytest.approx(100 * 20 * STAGING_WORKER)
+    assert b[tail] - a[tail] == pytest.approx(100 * (300 + 30) * STAGING_WORKER)
+    # Each start reads the secrets the worker mounts: $0.03 per 10,000 reads.
+    [pool] = [r for r in document(render_stack("staging"))["resources"] if r["type"] == WORKER_POOL]
+    reads = 100 * secret_refs(pool["inputs"]["template"])
+    assert b["secrets/accesses"] - a["secrets/accesses"] == pytest.approx(reads / 10_000 * 0.03)
+    assert {k for k in a if a[k] != b[k]} == {starts, tail, "secrets/accesses", "upstash/liftoff-staging"}
+
+
+def test_a_scaler_that_nothing_asks_to_reconcile_is_an_error(plans):
+    resources = [r for r in plans["staging"]["resources"] if r["name"] != "scaler-schedule"]
+    with pytest.raises(
+        CostError, match="liftoff-staging-scaler of worker pool liftoff-staging-worker has no"
+    ):
+        estimate({**plans["staging"], "resources": resources}, stack_usage("staging"), load_prices())
 
 
 # --- Usage assumptions ------------------------------------------------------------------------
@@ -326,6 +494,7 @@ def test_make_cost_prints_lines_and_a_total(stack):
     assert result.returncode == 0, result.stderr
     assert f"Monthly estimate for {stack}" in result.stdout
     assert re.search(r"^Total\s+[0-9,]+\.[0-9]{2}$", result.stdout, re.M)
+    assert re.search(r"^Idle month\s+no requests, jobs or releases\s+[0-9,]+\.[0-9]{2}$", result.stdout, re.M)
     assert "Worker pool" in result.stdout and "Supabase" in result.stdout and "Upstash" in result.stdout
     assert "per billing account" in result.stdout
 
@@ -341,9 +510,18 @@ def test_json_and_markdown_outputs(plans, tmp_path):
     )
     assert set(data["unpriced"]) == {"monitoring/alerts", "monitoring/uptime", "logging/metrics"}
     assert data["usage"]["requestsPerMonth"] == stack_config("prod")["liftoff:usage"]["requestsPerMonth"]
+    assert 0 < data["idleTotal"] < data["total"]
+    assert data["idleUsage"] == {
+        "requestsPerMonth": 0,
+        "apiInstanceStartsPerMonth": 0,
+        "jobsPerMonth": 0,
+        "jobBurstsPerMonth": 0,
+        "releasesPerMonth": 0,
+    }
+    assert data["idleTotal"] == pytest.approx(sum(line["usd"] or 0 for line in data["idleLines"]), abs=0.05)
     as_markdown = run("--stack", "prod", "--plan", str(plan), "--format", "markdown")
     assert as_markdown.stdout.startswith("### prod: about $")
-    assert "| **Total** |" in as_markdown.stdout
+    assert "| **Total** |" in as_markdown.stdout and "| **Idle month** |" in as_markdown.stdout
 
 
 def test_plan_diff_shows_the_cost_per_stack():
