@@ -41,7 +41,9 @@ class PoolScalerArgs:
     """The scaler of one worker pool: where it runs, who may wake it, and when it reconciles."""
 
     service_name: str
-    # Custom role ids start with it: roles are unique per project, so it carries the stack.
+    # Custom role ids start with it: roles are unique per project, so it carries the stack. A role
+    # deleted (the pool made fixed) stays reserved for weeks; declared again, the provider undeletes
+    # it (hashicorp/terraform-provider-google, resource_google_project_iam_custom_role.go, Create).
     role_prefix: str
     region: str
     project: str

@@ -30,19 +30,27 @@ def test_contract_lists_every_setting_once():
 @pytest.mark.parametrize(
     ("name", "secret", "required", "used_by"),
     [
-        ("DATABASE_URL", True, True, {Role.API, Role.WORKER}),
+        ("DATABASE_URL", True, True, {Role.API, Role.WORKER, Role.SCALER}),
         ("MIGRATIONS_DATABASE_URL", True, True, {Role.MIGRATE}),
         ("REDIS_URL", True, True, {Role.API, Role.WORKER}),
         ("SUPABASE_JWT_SECRET", True, False, {Role.API}),
         ("SENTRY_DSN", True, False, {Role.API, Role.WORKER}),
         ("SUPABASE_JWKS_URL", False, False, {Role.API}),
-        ("PORT", False, False, {Role.API, Role.WORKER}),
+        ("PORT", False, False, {Role.API, Role.WORKER, Role.SCALER}),
+        ("SCALER_POOL", False, True, {Role.SCALER}),
+        ("WORKER_WAKE_URL", False, False, {Role.API}),
     ],
 )
 def test_contract_entries(name, secret, required, used_by):
     var = by_name()[name]
     assert (var.secret, var.required, var.used_by) == (secret, required, used_by)  # type: ignore[attr-defined]
     assert var.description  # type: ignore[attr-defined]
+
+
+def test_the_scaler_reads_the_database_and_its_bounds_only():
+    """No Redis, no provider key, no token secret: it counts the queue and sets the pool's count."""
+    secrets = {var.name for var in env_vars_for(Role.SCALER) if var.secret}
+    assert secrets == {"DATABASE_URL"}
 
 
 def test_migrate_does_not_read_the_pooled_url():

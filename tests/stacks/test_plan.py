@@ -33,7 +33,9 @@ def test_rendering_is_stable_and_sorted(tmp_path):
     document = json.loads(first)
     keys = [(r["type"], r["name"]) for r in document["resources"]]
     assert keys == sorted(keys)
-    assert len(keys) == 52  # the release ledger and the wait for new grants included
+    # The release ledger, the wait for new grants, and the pool's scaler (its component, service
+    # account, service, two custom roles and their grants, two invokers and its schedule) included.
+    assert len(keys) == 63
     assert document["policy"] == []
 
 

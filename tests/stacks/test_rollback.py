@@ -55,7 +55,7 @@ def test_release_then_rollback_touches_only_api_traffic():
     # Rolled back: 100 % to the stable revision, by name. Still only the traffic.
     rolled_back = release("v2", [{"revision": stable, "percent": 100}])
     assert changes(promoted, rolled_back) == {("gcp:cloudrunv2/service:Service", "api-service"): {"traffics"}}
-    service = rolled_back.one("gcp:cloudrunv2/service:Service").inputs
+    service = rolled_back.one("gcp:cloudrunv2/service:Service", "api-service").inputs
     assert service["traffics"] == [
         {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": stable, "percent": 100}
     ]
