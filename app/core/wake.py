@@ -2,8 +2,14 @@
 
 A hint like the Redis signal (app/core/queue.py): the job is already committed, and the
 scaler's scheduled reconcile starts workers for it within a minute if this request is lost.
-It only saves that minute, so it never delays or fails the response: it runs after it, bounded,
-and at most once per WORKER_WAKE_SECONDS across every API instance (a Redis key).
+It only saves that minute, so it never fails the response, and is sent at most once per
+WORKER_WAKE_SECONDS across every API instance (a Redis key).
+
+It is sent before the response, not after: the API is request-billed, and Cloud Run gives an
+instance CPU only while it serves a request (https://cloud.google.com/run/docs/configuring/billing-settings),
+so a request left for after the 202 may not run until the instance's next request, which on a
+quiet stack (the case the wake is for) may be minutes away. The first job of an interval waits
+for the wake, at most WAIT_SECONDS; past them the request goes on in the background, best effort.
 """
 
 from __future__ import annotations
@@ -24,10 +30,12 @@ log = structlog.get_logger(__name__)
 
 WAKE_KEY = "liftoff:scaler:woken"
 TIMEOUT_SECONDS = 5.0
+# The longest a submission waits for its wake: a reconcile is a query and a PATCH (BENCHMARKS.md).
+WAIT_SECONDS = 2.0
 
 
 class Waker:
-    """Asks the scaler to start workers, in the background, at most once per interval."""
+    """Asks the scaler to start workers, at most once per interval."""
 
     def __init__(
         self, settings: Settings, redis: Redis, http: httpx.AsyncClient, metadata: str = METADATA
@@ -45,11 +53,16 @@ class Waker:
         self.metadata = metadata
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def wake(self) -> None:
-        """Send a wake request in the background (the caller's response does not wait for it)."""
+    async def wake(self) -> None:
+        """Send a wake request, waiting for it at most WAIT_SECONDS; it never raises."""
         task = asyncio.create_task(self._wake())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        try:
+            # Shielded: a wait cut short (or a client that goes away) leaves the request running.
+            await asyncio.wait_for(asyncio.shield(task), WAIT_SECONDS)
+        except TimeoutError:
+            log.info("wake_pending", waited_seconds=WAIT_SECONDS)
 
     async def _wake(self) -> None:
         try:

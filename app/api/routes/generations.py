@@ -83,8 +83,9 @@ async def create_generation(
         # is still safe in Postgres, and the workers' sweep finds it.
         await signal_ready(state.redis, [job.id])
         if state.waker is not None:
-            # An on-demand pool may be at zero instances: ask its scaler to start one now.
-            state.waker.wake()
+            # An on-demand pool may be at zero instances: ask its scaler to start one now, before
+            # the 202, while this instance has CPU (app/core/wake.py).
+            await state.waker.wake()
     else:
         headers["Idempotent-Replayed"] = "true"
     # Serialized once here: the model was built from the row, so validating it again for

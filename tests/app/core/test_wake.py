@@ -14,7 +14,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from app.core.wake import TIMEOUT_SECONDS, WAKE_KEY, Waker
+from app.core.wake import TIMEOUT_SECONDS, WAIT_SECONDS, WAKE_KEY, Waker
 from app.local.servers import free_port
 from app.settings import Settings
 from tests.conftest import Servers
@@ -69,8 +69,8 @@ async def test_one_wake_per_interval_across_two_api_instances(scaler: Served, re
     settings = wake_settings(f"{scaler.url}/wake", worker_wake_seconds=1)
     async with waker(settings, redis_url) as first, waker(settings, redis_url) as second:
         for _ in range(5):
-            first.wake()
-            second.wake()
+            await first.wake()
+            await second.wake()
         await first.aclose()
         await second.aclose()
         assert len(wakes(scaler)) == 1
@@ -79,22 +79,22 @@ async def test_one_wake_per_interval_across_two_api_instances(scaler: Served, re
         async with Redis.from_url(redis_url) as redis:
             while await redis.exists(WAKE_KEY) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-        second.wake()
-        first.wake()
+        await second.wake()
+        await first.wake()
     assert len(wakes(scaler)) == 2
 
 
 async def test_an_interval_of_zero_wakes_every_time(scaler: Served, redis_url: str):
     async with waker(wake_settings(f"{scaler.url}/wake", worker_wake_seconds=0), redis_url) as one:
         for _ in range(3):
-            one.wake()
+            await one.wake()
     assert len(wakes(scaler)) == 3
 
 
 async def test_redis_down_still_wakes(scaler: Served, capsys: pytest.CaptureFixture[str]):
     down = f"redis://127.0.0.1:{free_port()}/0"
     async with waker(wake_settings(f"{scaler.url}/wake"), down) as one:
-        one.wake()
+        await one.wake()
     assert len(wakes(scaler)) == 1
     assert "wake_debounce_failed" in capsys.readouterr().out
 
@@ -110,28 +110,29 @@ async def test_a_scaler_down_or_refusing_is_logged_and_never_raises(
     with serve_json(lambda request: replies.get(scaler_is, Reply(200))) as served:
         url = f"http://127.0.0.1:{free_port()}/wake" if scaler_is == "down" else f"{served.url}/wake"
         async with waker(wake_settings(url), redis_url) as one:
-            one.wake()  # returns at once; the request runs in the background
-            tasks = list(one._tasks)
-            await one.aclose()
-    assert all(task.done() and task.exception() is None for task in tasks)
+            await one.wake()  # never raises
+            assert not one._tasks, "nothing is left running"
     out = capsys.readouterr().out
     assert logged in out
     if scaler_is == "refusing":
         assert "503" in out
 
 
-async def test_a_slow_scaler_is_given_up_on_after_the_timeout(
+async def test_a_slow_scaler_is_waited_for_at_most_the_bound_then_given_up_on_after_the_timeout(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ):
     with serve_json(lambda request: Reply(200, OUTCOME, delay=TIMEOUT_SECONDS + 2)) as served:
         async with waker(wake_settings(f"{served.url}/wake"), redis_url) as one:
             started = time.monotonic()
-            one.wake()
-            assert time.monotonic() - started < 0.05
+            await one.wake()
+            waited = time.monotonic() - started
+            assert WAIT_SECONDS - 0.2 < waited < WAIT_SECONDS + 0.5, waited
+            assert one._tasks, "the request goes on in the background"
             await one.aclose()
             took = time.monotonic() - started
     assert TIMEOUT_SECONDS - 0.5 < took < TIMEOUT_SECONDS + 1.5
-    assert "wake_failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wake_pending" in out and "wake_failed" in out
 
 
 class Metadata:
@@ -164,7 +165,7 @@ async def test_google_auth_sends_the_metadata_servers_id_token_for_the_scalers_o
     url = f"{scaler.url}/wake"
     settings = wake_settings(url, worker_wake_auth="google")
     async with waker(settings, redis_url, f"{served.url}{METADATA_PATH}") as one:
-        one.wake()
+        await one.wake()
     origin = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
     (asked,) = served.requests
     assert asked.param("audience") == origin == scaler.url
@@ -188,14 +189,14 @@ async def test_google_auth_without_a_token_sends_nothing_and_is_logged(
     double.status = 500
     settings = wake_settings(f"{scaler.url}/wake", worker_wake_auth="google")
     async with waker(settings, redis_url, f"{served.url}{METADATA_PATH}") as one:
-        one.wake()
+        await one.wake()
     assert wakes(scaler) == []
     assert "wake_failed" in capsys.readouterr().out
 
 
 async def test_no_auth_sends_no_authorization(scaler: Served, redis_url: str):
     async with waker(wake_settings(f"{scaler.url}/wake"), redis_url) as one:
-        one.wake()
+        await one.wake()
     (wake,) = wakes(scaler)
     assert "authorization" not in wake.headers
 
