@@ -99,7 +99,7 @@ class Monitoring(pulumi.ComponentResource):
         metrics = _worker_metrics(name, args, child)
         # Every PromQL alert waits for the log-based metrics, which the worker's alerts query.
         after_metrics = pulumi.ResourceOptions(parent=self, depends_on=metrics)
-        for alert in (*_api_alerts(args), *_worker_alerts(args)):
+        for alert in (*_api_alerts(args), *_worker_alerts(args), *_scaler_alerts(args)):
             _promql_policy(name, args, alert, channel.name, after_metrics)
         _uptime_policy(name, args, uptime, channel.name, child)
         self.channel = channel.name
@@ -342,6 +342,33 @@ def _worker_alerts(args: MonitoringArgs) -> list[_Alert]:
             " or an on-demand pool's scaler failed to start them (its `reconcile_failed` log lines).",
         ),
     ]
+
+
+def _scaler_alerts(args: MonitoringArgs) -> list[_Alert]:
+    """An on-demand pool's scaler that keeps failing: its requests from Cloud Run's metrics.
+
+    Its queue_stats lines come after it has read the database, so a scaler that cannot read it,
+    or that Cloud Run refuses to let Cloud Scheduler call, writes none, and a pool at zero then
+    shows no ageing queue either; its answers (a 503 of its own, a 403 in front of it) still count.
+    """
+    if args.scaler_service_name is None:
+        return []
+    scaler = pulumi.Output.from_input(args.scaler_service_name)
+    return [
+        _Alert(
+            "Scaler failing",
+            scaler.apply(lambda name: _scaler_failure_query(_selector(API_RESOURCE, name, args.region))),
+            "The worker pool's scaler has answered with errors for 15 minutes: an on-demand pool may be"
+            " at zero instances with jobs queued. Read its `reconcile_failed` lines (docs/operations.md,"
+            " `Oldest queued job`).",
+            duration="900s",
+        )
+    ]
+
+
+def _scaler_failure_query(selector: str) -> str:
+    requests = f"run_googleapis_com:request_count{{{selector}"
+    return f'sum(rate({requests},response_code_class!="2xx"}}[10m])) > 0'
 
 
 def _failure_query(args: MonitoringArgs, selector: str) -> str:

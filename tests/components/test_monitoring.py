@@ -185,6 +185,18 @@ def test_an_on_demand_pools_queue_age_is_read_from_its_scaler_too(declare):
     )
     age = scaled.one(METRIC, "monitoring-queue-age").inputs
     assert age["filter"] == f'(({WORKER_ENTRIES}) OR ({scaler})) AND jsonPayload.message="queue_stats"'
+    failing = policy(scaled, "scaler-failing")
+    scaler_requests = (
+        'run_googleapis_com:request_count{monitored_resource="cloud_run_revision",location="europe-west1",'
+        'service_name="liftoff-prod-scaler",response_code_class!="2xx"}'
+    )
+    assert promql(failing) == {
+        "query": f"sum(rate({scaler_requests}[10m])) > 0",
+        "duration": "900s",
+        "evaluationInterval": "60s",
+    }
+    assert "reconcile_failed" in failing.inputs["documentation"]["content"]
+    assert len(scaled.of_type(POLICY)) == 6
     outcomes = scaled.one(METRIC, "monitoring-job-outcomes").inputs
     assert outcomes["filter"].startswith(WORKER_ENTRIES), "attempts are the worker's alone"
     metric = "logging_googleapis_com:user_liftoff_prod_queue_oldest_age_bucket"

@@ -72,7 +72,8 @@ def test_stack_renders_every_component(stack, request):
     assert {s.name for s in rendering.of_type(SERVICE)} == {"api-service", "scaler-service"}
     assert len(rendering.of_type(POOL)) == 1
     assert len(rendering.of_type(JOB)) == 2
-    assert len(rendering.of_type("gcp:monitoring/alertPolicy:AlertPolicy")) == 5
+    # Four PromQL alerts, the uptime alert, and the on-demand pool's `Scaler failing`.
+    assert len(rendering.of_type("gcp:monitoring/alertPolicy:AlertPolicy")) == 6
     assert len(rendering.of_type("gcp:monitoring/uptimeCheckConfig:UptimeCheckConfig")) == 1
 
 
