@@ -37,12 +37,25 @@ RUN_WRITERS = frozenset(
         "roles/iam.serviceAccountUser",
         "roles/iam.serviceAccountTokenCreator",
         "roles/iam.serviceAccountAdmin",
+        "roles/iam.serviceAccountKeyAdmin",
+        "roles/iam.workloadIdentityUser",
     }
 )
 CUSTOM_ROLE = "gcp:projects/iAMCustomRole:IAMCustomRole"
 # What a custom role may hold when it writes to Cloud Run at all: a worker pool's count, read and set.
 SCALING = frozenset({"run.workerpools.get", "run.workerpools.update"})
 ACT_AS = "iam.serviceAccounts.actAs"
+# Acting as another account by its credentials: no custom role of a stack holds these.
+IMPERSONATION = frozenset(
+    {
+        "iam.serviceAccounts.getAccessToken",
+        "iam.serviceAccounts.getOpenIdToken",
+        "iam.serviceAccounts.signBlob",
+        "iam.serviceAccounts.signJwt",
+        "iam.serviceAccounts.implicitDelegation",
+        "iam.serviceAccountKeys.create",
+    }
+)
 
 
 def validate_secret_access(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -87,6 +100,12 @@ def validate_custom_run_roles(args: ResourceValidationArgs, report_violation: Re
         report_violation(
             f"a custom role that writes to Cloud Run ({', '.join(sorted(writes))}) may hold only"
             f" {', '.join(sorted(SCALING))}; it holds {', '.join(sorted(permissions - SCALING))}",
+            None,
+        )
+    if permissions & IMPERSONATION:
+        report_violation(
+            f"a custom role holds {', '.join(sorted(permissions & IMPERSONATION))}: it could act as"
+            " another account with that account's credentials",
             None,
         )
     if ACT_AS in permissions and permissions != {ACT_AS}:

@@ -35,12 +35,12 @@ def validate_protection(args: ResourceValidationArgs, report_violation: ReportVi
 
 
 def _serves_requests(props: object) -> bool:
-    """Whether a service is one users call: any but a container that runs a command other than
-    `api` (the worker pool's scaler is a service too, one instance by design, called only by the
-    API and Cloud Scheduler). Arguments not known yet count as the API's."""
+    """Whether a service is one users call: any but a worker pool's scaler, which is one instance
+    by design, called only by the API and Cloud Scheduler, and known by the pool it sizes
+    (`SCALER_POOL` in its environment)."""
     for container in containers(SERVICE, props):
-        args = [a for a in items(get(container, "args")) if isinstance(a, str)]
-        if args[:3] == ["python", "-m", "app"] and args[3:] != ["api"]:
+        names = {get(env, "name") for env in items(get(container, "envs"))}
+        if "SCALER_POOL" in names:
             return False
     return True
 

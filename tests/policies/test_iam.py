@@ -92,3 +92,10 @@ def test_custom_roles_that_write_to_cloud_run_hold_only_the_pools_count():
         {"permissions": ["iam.serviceAccounts.actAs", "run.workerpools.get"]},
     )
     assert "held alone" in both
+
+
+def test_custom_roles_that_impersonate_are_reported():
+    (message,) = check(
+        narrow_custom_run_roles, CUSTOM_ROLE, {"permissions": ["iam.serviceAccounts.getAccessToken"]}
+    )
+    assert "getAccessToken" in message

@@ -73,7 +73,12 @@ def test_missing_properties_are_reported_not_crashed(props):
 
 def _running(command: str, low: float, high: float) -> dict[str, object]:
     props = scaling(low, high)
-    props["template"]["containers"] = [{"args": ["python", "-m", "app", command]}]  # type: ignore[index]
+    envs = (
+        [{"name": "SCALER_POOL", "value": "projects/p/locations/l/workerPools/w"}]
+        if command == "scaler"
+        else []
+    )
+    props["template"]["containers"] = [{"args": ["python", "-m", "app", command], "envs": envs}]  # type: ignore[index]
     return props
 
 
