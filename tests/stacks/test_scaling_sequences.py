@@ -52,6 +52,7 @@ class System:
     ran: dict[int, list[str]] = field(default_factory=dict)  # job -> the revisions that ran it
     idle_seconds: float | None = None
     rendering: Rendering | None = None
+    running: int = 0  # jobs an instance holds, not yet finished
 
     @property
     def pool(self) -> str:
@@ -81,7 +82,7 @@ class System:
         )
         assert env["SCALER_POOL"].endswith(f"/workerPools/{self.pool}")
         held = self.engine.cloud.workloads[self.pool]
-        demand = Demand(queued=len(self.queued), running=0, idle_seconds=self.idle_seconds)
+        demand = Demand(queued=len(self.queued), running=self.running, idle_seconds=self.idle_seconds)
         decision = decide(demand, PoolState(held.instances, dict(held.traffic)), policy)
         if decision.instances != held.instances:
             account = self.rendering.one(SERVICE, SCALER_SERVICE).inputs["template"]["serviceAccount"]
@@ -215,3 +216,17 @@ def test_only_the_scaler_can_scale_and_no_workload_can():
         "run.workerpools.get",
         "run.workerpools.update",
     ]
+
+
+def test_the_pool_does_not_go_to_its_floor_while_jobs_run():
+    """A long job and an idle clock past idleSeconds: the instance running it stays."""
+    system = System("staging")
+    system.up(rendered("staging"))
+    system.submit(1)
+    assert system.scale("wake") == 1
+    system.work()
+    system.running = 1  # still running, minutes after the last attempt ended
+    system.idle_seconds = 10_000.0
+    assert system.scale("schedule") == 1
+    system.running = 0
+    assert system.scale("schedule") == 0
