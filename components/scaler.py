@@ -103,17 +103,14 @@ class PoolScaler(pulumi.ComponentResource):
     def _grant_pool(
         name: str, args: PoolScalerArgs, member: pulumi.Input[str], child: pulumi.ResourceOptions
     ) -> None:
-        role = gcp.projects.IAMCustomRole(
+        role = _custom_role(
             f"{name}-pool-role",
-            gcp.projects.IAMCustomRoleArgs(
-                project=args.project,
-                role_id=f"{args.role_prefix}_pool_scaler",
-                title=f"{args.service_name}: set the worker pool's instance count",
-                description="Reads and updates one worker pool; bound on that pool only.",
-                permissions=list(POOL_PERMISSIONS),
-                stage="GA",
-            ),
-            opts=child,
+            args,
+            "pool_scaler",
+            "set the worker pool's instance count",
+            "Reads and updates one worker pool; bound on that pool only.",
+            POOL_PERMISSIONS,
+            child,
         )
         run.WorkerPoolIamMember(
             f"{name}-pool-grant",
@@ -127,18 +124,15 @@ class PoolScaler(pulumi.ComponentResource):
     def _grant_act_as(
         name: str, args: PoolScalerArgs, member: pulumi.Input[str], child: pulumi.ResourceOptions
     ) -> None:
-        role = gcp.projects.IAMCustomRole(
+        role = _custom_role(
             f"{name}-act-as-role",
-            gcp.projects.IAMCustomRoleArgs(
-                project=args.project,
-                role_id=f"{args.role_prefix}_worker_act_as",
-                title=f"{args.service_name}: act as the worker's identity",
-                description="What Cloud Run requires to update a workload that runs as the account;"
-                " bound on the worker's account only.",
-                permissions=list(ACT_AS_PERMISSIONS),
-                stage="GA",
-            ),
-            opts=child,
+            args,
+            "worker_act_as",
+            "act as the worker's identity",
+            "What Cloud Run requires to update a workload that runs as the account; bound on the"
+            " worker's account only.",
+            ACT_AS_PERMISSIONS,
+            child,
         )
         gcp.serviceaccount.IAMMember(
             f"{name}-act-as-grant",
@@ -218,3 +212,27 @@ class PoolScaler(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[service])),
         )
+
+
+def _custom_role(
+    resource_name: str,
+    args: PoolScalerArgs,
+    suffix: str,
+    what: str,
+    description: str,
+    permissions: tuple[str, ...],
+    child: pulumi.ResourceOptions,
+) -> gcp.projects.IAMCustomRole:
+    """A project custom role of the scaler's, its id after the stack's prefix."""
+    return gcp.projects.IAMCustomRole(
+        resource_name,
+        gcp.projects.IAMCustomRoleArgs(
+            project=args.project,
+            role_id=f"{args.role_prefix}_{suffix}",
+            title=f"{args.service_name}: {what}",
+            description=description,
+            permissions=list(permissions),
+            stage="GA",
+        ),
+        opts=child,
+    )
