@@ -34,8 +34,9 @@ def test_rendering_is_stable_and_sorted(tmp_path):
     keys = [(r["type"], r["name"]) for r in document["resources"]]
     assert keys == sorted(keys)
     # The release ledger, the wait for new grants, and the pool's scaler (its component, service
-    # account, service, two custom roles and their grants, two invokers and its schedule) included.
-    assert len(keys) == 63
+    # account, service, two custom roles and their grants, two invokers, its schedule and its
+    # `Scaler failing` alert) included.
+    assert len(keys) == 64
     assert document["policy"] == []
 
 

@@ -112,15 +112,17 @@ def test_every_project_unique_id_carries_its_stack(stack, both):
 def test_display_names_carry_the_stack(stack, both):
     rendering = both[stack]
     named = rendering.of_type(CHANNEL) + rendering.of_type(POLICY) + rendering.of_type(UPTIME)
-    assert len(named) == 7
+    assert len(named) == 8  # the channel, six policies (`Scaler failing` included), the uptime check
     for resource in named:
         assert resource.inputs["displayName"].startswith(f"liftoff-{stack}"), resource.name
 
 
 def names(rendering: Rendering) -> dict[str, str]:
-    """The workloads a stack's monitoring must watch: its API service, worker pool and API host."""
+    """The workloads a stack's monitoring must watch: its API service, worker pool, the pool's
+    scaler and the API host."""
     return {
         "service": rendering.one(SERVICE, "api-service").inputs["name"],
+        "scaler": rendering.one(SERVICE, "scaler-service").inputs["name"],
         "pool": rendering.one(POOL).inputs["name"],
         "host": rendering.outputs["api_url"].removeprefix("https://").rstrip("/"),
     }
@@ -142,10 +144,12 @@ def test_every_metric_alert_and_uptime_check_watches_its_own_stack(stack, both):
         for policy in rendering.of_type(POLICY)
         if "conditionPrometheusQueryLanguage" in policy.inputs["conditions"][0]
     }
-    assert len(promql) == 4
+    assert len(promql) == 5
     for name, query in promql.items():
-        watched = own["service"] if "-api-" in name else own["pool"]
-        label = "service_name" if "-api-" in name else "worker_pool_name"
+        if "-api-" in name or "-scaler-" in name:
+            watched, label = own["scaler" if "-scaler-" in name else "service"], "service_name"
+        else:
+            watched, label = own["pool"], "worker_pool_name"
         assert f'location="europe-west1",{label}="{watched}"' in query, name
         assert f"liftoff-{other(stack)}" not in query and f"liftoff_{other(stack)}" not in query, name
     uptime = rendering.one(UPTIME)
