@@ -14,9 +14,8 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.core.db import create_engine
+from app.core.db import engine_for
 from app.scaler.demand import PostgresDemand
 from app.scaler.policy import Demand, PoolState, ScalePolicy, decide
 from app.scaler.pools import CloudRunPool, LocalPool, Pool, PoolError
@@ -100,18 +99,6 @@ def pool_of(settings: Settings) -> Pool:
     return CloudRunPool(name, httpx.AsyncClient(follow_redirects=False))
 
 
-def engine_of(settings: Settings) -> AsyncEngine:
-    return create_engine(
-        settings.secret("database_url"),
-        pool_mode=settings.pool_mode(),
-        transaction_pooler=settings.transaction_pooler(),
-        pool_size=1,
-        max_overflow=1,
-        connect_timeout=settings.db_connect_timeout_seconds,
-        application_name="liftoff-scaler",
-    )
-
-
 def create_scaler_app(settings: Settings, scaler: Scaler | None = None) -> FastAPI:
     """The service; `scaler` replaces the one built from the settings (tests)."""
 
@@ -120,7 +107,7 @@ def create_scaler_app(settings: Settings, scaler: Scaler | None = None) -> FastA
         engine = None
         own = scaler
         if own is None:
-            engine = engine_of(settings)
+            engine = engine_for(settings, application_name="liftoff-scaler")
             own = Scaler(PostgresDemand(engine), pool_of(settings), policy_of(settings))
         app.state.scaler = own
         loop = None
