@@ -75,7 +75,7 @@ lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after
 
 cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (FORMAT=table|markdown|json).
 	$(if $(STACK),,$(error set STACK, e.g. make cost STACK=prod))
-	$(PY) stacks/cost.py --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
+	$(PY) -m stacks.cost --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
 
 prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lists them unless APPLY=1).
 	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))

@@ -3,7 +3,7 @@
     python stacks/plan.py render --stack prod [--out .plan/prod.json]
     python stacks/plan.py diff --base origin/main [--out plan-diff.md]
 
-`diff` also prices both sides (stacks/cost.py): the monthly cost before and after, per line.
+`diff` also prices both sides (stacks/cost/): the monthly cost before and after, per line.
 
 No credentials, no CLI: the program runs under the mock engine (stacks/render.py). Secret
 values never reach the file: stack secrets render from placeholders, and every input the
@@ -198,7 +198,7 @@ def markdown(
 
 
 def cost_change(stack: str, base: Mapping[str, Any] | None, head: Mapping[str, Any], base_root: Path) -> str:
-    """The monthly cost before and after, per line (stacks/cost.py), as Markdown; or why not."""
+    """The monthly cost before and after, per line (stacks/cost/), as Markdown; or why not."""
     if str(CURRENT) not in sys.path:
         sys.path.insert(0, str(CURRENT))
     from stacks.cost import diff_markdown, estimate, load_prices, stack_usage

@@ -35,7 +35,7 @@ from tests.stacks.conftest import render_stack
 
 pytestmark = pytest.mark.unit
 
-TOOL = ROOT / "stacks" / "cost.py"
+TOOL = ("-m", "stacks.cost")
 BIN = Path(sys.executable).parent
 MONTH = 730 * 3600
 
@@ -484,7 +484,7 @@ def test_both_stack_files_declare_their_usage():
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(TOOL), *args], cwd=ROOT, capture_output=True, text=True, check=False
+        [sys.executable, *TOOL, *args], cwd=ROOT, capture_output=True, text=True, check=False
     )
 
 
