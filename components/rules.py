@@ -1,6 +1,6 @@
 """The rules component inputs follow, each defined once.
 
-Each rule is a pydantic `Annotated` type: the stack settings (stacks/settings.py) declare their
+Each rule is a pydantic `Annotated` type: the stack settings (stacks/settings/) declare their
 fields with it, and the components' frozen argument dataclasses check theirs with `check`, so a
 value the settings accept is one the components accept, and the reverse.
 """

@@ -1,6 +1,6 @@
 """Release settings hold at the stack's own declared traffic, or the stack is refused before anything.
 
-The rule (stacks/settings.py, `release_traffic_problems`) models how the controller counts a
+The rule (stacks/settings/judgeable.py, `release_traffic_problems`) models how the controller counts a
 step's requests; the property test below holds it against the controller itself, run on the
 in-memory Cloud Run at the declared rate with Cloud Monitoring's delay.
 """
