@@ -284,7 +284,7 @@ def _input_names(args_type: type) -> list[str]:
 
 
 # What undeclared traffic is created with: all to the newest revision, which the candidate tag
-# reaches; later releases pin revisions by name (stacks/release/plan.py).
+# reaches; later releases pin revisions by name (stacks/release_plan.py).
 RELEASE_MANAGED = (TrafficTarget(percent=100, tag="candidate"),)
 
 

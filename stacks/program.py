@@ -32,7 +32,7 @@ from components.secrets import SecretRef, Secrets, SecretsArgs, SecretSpec
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
 from components.traffic import TrafficTarget, candidate_tags
 from components.upstash import UpstashRedis, UpstashRedisArgs
-from stacks.release.plan import ReleasePlan
+from stacks.release_plan import ReleasePlan
 from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,7 +355,7 @@ def _wake_env(scaler: PoolScaler | None) -> dict[str, pulumi.Input[str] | None]:
 def build(settings: StackSettings, release: ReleasePlan | None = None) -> dict[str, Any]:
     """Declare the whole environment; returns the stack outputs.
 
-    `release` is the traffic of one step of a release (stacks/release/plan.py); without it, the
+    `release` is the traffic of one step of a release (stacks/release_plan.py); without it, the
     traffic stays as the last release left it, unless the stack file pins it.
     """
     s = settings

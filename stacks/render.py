@@ -31,7 +31,7 @@ from components.supabase_api import SupabaseProject
 from stacks.program import IMAGE_SOURCES
 
 if TYPE_CHECKING:
-    from stacks.release.plan import ReleasePlan
+    from stacks.release_plan import ReleasePlan
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "liftoff"

@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from stacks.release.cancel import CANCELLATION
-from stacks.release.config import KEY, ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
 from stacks.release.source import source_commit
 from stacks.render import stack_config
 from stacks.settings import NAMESPACE, WorkloadNames, release_traffic_problems, usage_settings
+from stacks.settings.release import KEY, ReleaseSettings, parse
 
 if TYPE_CHECKING:
     from stacks.release.cloud import CloudPorts

@@ -17,10 +17,10 @@ import pulumi
 from pulumi import automation as auto
 from pulumi.automation.errors import CommandError, InvalidVersionError
 
+from stacks.ledger import Release
 from stacks.release.cancel import CANCELLATION, Cancellation
-from stacks.release.ledger import Release
-from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError
+from stacks.release_plan import ReleasePlan
 from stacks.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parents[2]

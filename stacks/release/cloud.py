@@ -25,13 +25,13 @@ import pulumi
 from components.googleapi import GoogleToken
 from components.rest import ApiError, NotFoundError, RestClient
 from components.traffic import REVISION_PATTERN
+from stacks.ledger import Ledger, Release
 from stacks.release.automation import ROOT, AutomationDeployer
 from stacks.release.compat.port import LocalSchemaGate
 from stacks.release.gates import Window
-from stacks.release.ledger import Ledger, Release
-from stacks.release.plan import CANDIDATE_TAG
 from stacks.release.ports import JobMetrics, Live, SchemaGate, Synthetic
 from stacks.release.probes import HttpSynthetic, PostgresJobs, UnreadableJobs
+from stacks.release_plan import CANDIDATE_TAG
 from stacks.render import secret_keys, stack_config
 from stacks.settings import StackSettings, WorkloadNames, load
 

@@ -19,11 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stacks.release import plan
+from stacks import release_plan as plan
+from stacks.ledger import Entry, Ledger, Outcome, Release
 from stacks.release.compat.gate import CompatReport
-from stacks.release.config import ReleaseSettings
 from stacks.release.gates import JobWindow, State, Verdict, Window, combine, evaluate, evaluate_jobs
-from stacks.release.ledger import Entry, Ledger, Outcome, Release
 from stacks.release.ports import (
     Approver,
     Clock,
@@ -38,6 +37,7 @@ from stacks.release.ports import (
     Smoke,
     Synthetic,
 )
+from stacks.settings.release import ReleaseSettings
 
 EXIT_OK = 0
 EXIT_ERROR = 1

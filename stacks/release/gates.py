@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from stacks.release.config import ReleaseSettings
+from stacks.settings.release import ReleaseSettings
 
 # Below this, a p95 "1.5x the stable one" is noise (5 ms against 8 ms), not a regression.
 LATENCY_NOISE_FLOOR_MS = 50.0

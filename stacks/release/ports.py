@@ -12,10 +12,10 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from stacks.ledger import Ledger, Release
 from stacks.release.compat.gate import CompatReport
 from stacks.release.gates import JobWindow, Window
-from stacks.release.ledger import Ledger, Release
-from stacks.release.plan import ReleasePlan
+from stacks.release_plan import ReleasePlan
 
 
 @dataclass(frozen=True, slots=True)

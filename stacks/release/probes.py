@@ -18,8 +18,8 @@ import asyncpg
 import httpx
 
 from app.core.probes import PROBE_MODEL
+from stacks.ledger import Release
 from stacks.release.gates import JobWindow
-from stacks.release.ledger import Release
 
 # The attempts a revision is judged on: ended by the revision itself. Cancelled (a tenant's
 # choice) and released (given back at a shutdown, when a split moves) are left out.

@@ -11,9 +11,9 @@ from pathlib import Path
 import yaml
 
 from app.scaler.policy import step_floor
-from stacks.release.config import KEY as RELEASE_KEY
-from stacks.release.config import MAX_SOAK_SECONDS, ReleaseSettings
 from stacks.settings.base import NAMESPACE
+from stacks.settings.release import KEY as RELEASE_KEY
+from stacks.settings.release import MAX_SOAK_SECONDS, ReleaseSettings
 from stacks.settings.usage import UsageSettings
 from stacks.settings.workloads import WorkerSettings
 

@@ -17,8 +17,7 @@ from components.rules import (
     ImageTag,
     Matches,
 )
-from stacks.release import config as release_config
-from stacks.release.config import ReleaseSettings
+from stacks.settings import release as release_config
 from stacks.settings.base import (
     CLOUD_RUN_REGIONS,
     NAMESPACE,
@@ -34,6 +33,7 @@ from stacks.settings.base import (
 from stacks.settings.judgeable import release_traffic_problems, split_instance_problems
 from stacks.settings.names import WorkloadNames
 from stacks.settings.operations import AlertSettings, RetentionSettings
+from stacks.settings.release import ReleaseSettings
 from stacks.settings.secrets import Secrets, secret_problems
 from stacks.settings.services import RedisSettings, SupabaseSettings
 from stacks.settings.usage import UsageSettings, usage_settings

@@ -20,8 +20,8 @@ from stacks.bootstrap.environments import (
     ROLLBACK_WORKFLOW,
 )
 from stacks.release.cloud import CloudMonitoringMetrics
-from stacks.release.config import parse
 from stacks.render import stack_config
+from stacks.settings.release import parse
 from tests.github.expressions import Job, Run, evaluate, job_runs
 
 pytestmark = pytest.mark.unit

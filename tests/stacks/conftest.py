@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from stacks.release.plan import ReleasePlan
+from stacks.release_plan import ReleasePlan
 from stacks.render import RecordingMocks, Rendering, render, stack_config
 
 SECRETS = {

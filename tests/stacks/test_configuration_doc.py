@@ -14,7 +14,7 @@ def test_the_committed_document_matches_the_settings_contract():
     expected = render()
     current = DOC.read_text(encoding="utf-8") if DOC.exists() else ""
     assert current == expected, (
-        f"{DOC.name} is out of date with stacks/settings/, stacks/release/config.py or"
+        f"{DOC.name} is out of date with stacks/settings/, stacks/settings/release.py or"
         f" app/settings.py: regenerate it with `{COMMAND}` (python -m stacks.configuration_doc)"
     )
 

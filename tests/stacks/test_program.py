@@ -11,9 +11,9 @@ import pytest
 from app.settings import ENV_VARS, Role
 from components.image import source_tag
 from components.jobrun import JobRun
+from stacks.ledger import Ledger, Release
 from stacks.program import IMAGE_SOURCES, ROOT
-from stacks.release.ledger import Ledger, Release
-from stacks.release.plan import ship
+from stacks.release_plan import ship
 from stacks.render import Registered, Rendering, stack_config
 from stacks.schema import unknown_properties
 from tests.stacks.conftest import SECRETS, render_stack

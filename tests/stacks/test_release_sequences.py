@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from components.ledger import ReleaseLedger
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.program import build
 from stacks.release.automation import TRAFFIC_RESOURCES
-from stacks.release.config import ReleaseSettings, SyntheticSettings
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
     EXIT_ERROR,
@@ -29,11 +29,11 @@ from stacks.release.controller import (
     Report,
 )
 from stacks.release.gates import JobWindow, Window
-from stacks.release.ledger import Ledger, Outcome, Release
-from stacks.release.plan import ReleasePlan
 from stacks.release.ports import DeployError, Live
+from stacks.release_plan import ReleasePlan
 from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
+from stacks.settings.release import ReleaseSettings, SyntheticSettings
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
 from tests.stacks.release.world import Probes, controller_over, probe_requests, probes_sent

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from app.scaler.policy import Demand, PoolState, ScalePolicy, decide
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.release.automation import TRAFFIC_RESOURCES
-from stacks.release.ledger import Ledger, Outcome, Release
-from stacks.release.plan import ship, step
+from stacks.release_plan import ship, step
 from stacks.render import ROOT, Rendering, stack_config
 from stacks.settings import ConfigError
 from tests.stacks.cloud import SERVICE, Cloud, CloudError, Engine

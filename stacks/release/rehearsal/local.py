@@ -19,8 +19,7 @@ from pathlib import Path
 
 from app.local.servers import ServerError
 from components.traffic import TrafficError, TrafficTarget, validate
-from stacks.release.ledger import Ledger, Release
-from stacks.release.plan import ReleasePlan
+from stacks.ledger import Ledger, Release
 from stacks.release.ports import DeployError, Live
 from stacks.release.rehearsal.prometheus import PrometheusMetrics
 from stacks.release.rehearsal.router import RouterError, WeightedRouter
@@ -32,6 +31,7 @@ from stacks.release.rehearsal.system import (
     LocalSystem,
     WorkerProcess,
 )
+from stacks.release_plan import ReleasePlan
 
 # In-flight requests on a revision sent away from get this long to finish where they started.
 DRAIN_SECONDS = 30.0

@@ -18,10 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.release.compat.port import LocalSchemaGate
-from stacks.release.config import ReleaseSettings, parse
 from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE, Controller, Report
-from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.release.probes import HttpSynthetic, PostgresJobs
 from stacks.release.rehearsal.jobs import JobSummary, settle
 from stacks.release.rehearsal.load import DEFAULT_RATE, LoadGenerator, LoadSummary
@@ -38,6 +37,7 @@ from stacks.release.rehearsal.prometheus import PrometheusMetrics, Reading
 from stacks.release.rehearsal.router import WeightedRouter
 from stacks.release.rehearsal.system import ROOT, LocalSystem
 from stacks.release.source import source_commit
+from stacks.settings.release import ReleaseSettings, parse
 
 # The rehearsal's release profile, in the stack file's own keys. Seconds, not the cloud's
 # minutes: each revision's /metrics is current to the scrape (0.5 s), where Cloud Monitoring

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from components.traffic import LATEST
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.program import build
 from stacks.release.automation import (
     LEDGER_TYPE,
@@ -26,9 +27,8 @@ from stacks.release.automation import (
     traffic_targets,
 )
 from stacks.release.cloud import cloud_ports, stack_settings
-from stacks.release.ledger import Ledger, Outcome, Release
-from stacks.release.plan import ReleasePlan, ship, step
 from stacks.release.ports import DeployError
+from stacks.release_plan import ReleasePlan, ship, step
 from stacks.render import ROOT, render, stack_config
 from stacks.settings import ConfigError
 from tests.stacks.conftest import SECRETS

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from stacks.ledger import Ledger
 from stacks.release.automation import AutomationDeployer
 from stacks.release.cancel import Cancellation
-from stacks.release.ledger import Ledger
-from stacks.release.plan import ship
 from stacks.release.ports import DeployError
+from stacks.release_plan import ship
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from components.rest import ApiError, RestClient
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.release.cloud import CloudRunLive, Site, Tagged, serving, tag_url
-from stacks.release.ledger import Ledger, Outcome, Release
 from stacks.settings import WorkloadNames
 from tests.http_double import Reply, Request, google_error
 

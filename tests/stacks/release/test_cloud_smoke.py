@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from stacks.ledger import Release
 from stacks.release.cloud import ID_TOKEN_ENV, HttpSmoke, Tagged
-from stacks.release.ledger import Release
 from tests.http_double import Reply, Request
 
 pytestmark = pytest.mark.unit

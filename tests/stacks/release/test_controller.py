@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.traffic import TrafficTarget
-from stacks.release.config import ReleaseSettings, SyntheticSettings
+from stacks.ledger import Outcome, Release
 from stacks.release.controller import (
     EXIT_AWAITING_APPROVAL,
     EXIT_ERROR,
@@ -15,7 +15,7 @@ from stacks.release.controller import (
     Controller,
 )
 from stacks.release.gates import Window
-from stacks.release.ledger import Outcome, Release
+from stacks.settings.release import ReleaseSettings, SyntheticSettings
 from tests.stacks.release.world import Approvals, World, controller_over, release
 
 pytestmark = pytest.mark.unit

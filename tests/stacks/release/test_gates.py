@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stacks.release.config import ReleaseSettings
 from stacks.release.gates import JobWindow, State, Window, combine, evaluate, evaluate_jobs
+from stacks.settings.release import ReleaseSettings
 
 pytestmark = pytest.mark.unit
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from stacks.ledger import Outcome
 from stacks.release.compat.gate import CompatReport, Finding
-from stacks.release.config import ReleaseSettings
 from stacks.release.controller import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Controller
-from stacks.release.ledger import Outcome
+from stacks.settings.release import ReleaseSettings
 from tests.stacks.release.world import Approvals, World, controller_over, release
 
 pytestmark = pytest.mark.unit

@@ -13,11 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from components.traffic import TrafficTarget, validate
-from stacks.release.config import ReleaseSettings
+from stacks.ledger import Ledger, Release
 from stacks.release.controller import Controller
 from stacks.release.gates import JobWindow, Window
-from stacks.release.ledger import Ledger, Release
-from stacks.release.plan import ReleasePlan
 from stacks.release.ports import (
     Approver,
     Clock,
@@ -30,6 +28,8 @@ from stacks.release.ports import (
     Smoke,
     Synthetic,
 )
+from stacks.release_plan import ReleasePlan
+from stacks.settings.release import ReleaseSettings
 
 API = "liftoff-prod-api"
 WORKER = "liftoff-prod-worker"

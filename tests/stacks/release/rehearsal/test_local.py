@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from stacks.release import plan
-from stacks.release.ledger import Ledger, Outcome, Release
+from stacks import release_plan as plan
+from stacks.ledger import Ledger, Outcome, Release
 from stacks.release.ports import DeployError
 from stacks.release.rehearsal.local import LocalDeployer, LocalLive
 from stacks.release.rehearsal.prometheus import PrometheusMetrics

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from stacks.ledger import Outcome
 from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK, EXIT_USAGE
-from stacks.release.ledger import Outcome
 from stacks.release.rehearsal.run import FAULTS, Rehearsal, Result, describe, profile
 from stacks.release.rehearsal.system import LocalSystem
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from components.traffic import validate
-from stacks.release import plan
-from stacks.release.config import parse
-from stacks.release.ledger import Ledger, Outcome, Release
+from stacks import release_plan as plan
+from stacks.ledger import Ledger, Outcome, Release
+from stacks.settings.release import parse
 
 pytestmark = pytest.mark.unit
 

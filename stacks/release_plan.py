@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.traffic import LATEST, TrafficTarget
-from stacks.release.ledger import Ledger, Release
+from stacks.ledger import Ledger, Release
 
 STABLE_TAG = "stable"
 CANDIDATE_TAG = "candidate"
