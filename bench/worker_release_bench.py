@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 
 import rehearsed  # noqa: E402 (bench/rehearsed.py, beside this script)
 
-from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
-from stacks.release.rehearsal.load import DEFAULT_RATE  # noqa: E402
-from stacks.release.rehearsal.run import FAULTS, Rehearsal, Result, profile  # noqa: E402
-from stacks.release.rehearsal.system import LocalSystem  # noqa: E402
+from release.controller import EXIT_OK, EXIT_ROLLED_BACK  # noqa: E402
+from release.rehearsal.load import DEFAULT_RATE  # noqa: E402
+from release.rehearsal.run import FAULTS, Rehearsal, Result, profile  # noqa: E402
+from release.rehearsal.system import LocalSystem  # noqa: E402
 
 
 def _quiet(line: str) -> None:

@@ -425,7 +425,7 @@ def _scaled_options(options: pulumi.ResourceOptions, scaled: bool) -> pulumi.Res
     The provider sends the whole pool on update, `scaling` included, from the state
     (hashicorp/terraform-provider-google, resource_cloud_run_v2_worker_pool.go: a PATCH without an
     update mask), so the recorded count must be the live one: Pulumi.yaml refreshes before every
-    operation (`options.refresh: always`), and so does every release update (stacks/release/automation.py).
+    operation (`options.refresh: always`), and so does every release update (release/automation.py).
     """
     if not scaled:
         return options

@@ -34,7 +34,7 @@ class ReleasePlan:
     # Revisions a person chose to retry although the ledger marks them bad (--retry).
     allowed: frozenset[str] = frozenset()
     # Contract migrations this update's migrations job may run (`--allow-contract`); the rest
-    # are held (stacks/release/controller.py, `_schema`).
+    # are held (release/controller.py, `_schema`).
     allowed_contract: tuple[str, ...] = ()
 
     def pinned(self) -> frozenset[str]:

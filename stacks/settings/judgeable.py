@@ -32,8 +32,8 @@ def seconds_per_month(prices: Path = PRICES) -> Fraction:
 def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> list[str]:
     """The first release step, if it could not reach its minimums at the stack's declared traffic.
 
-    How a step is judged (stacks/release/controller.py, `Controller._soak`, `_wait` and
-    `_inconclusive`; stacks/release/gates.py, `evaluate` and `evaluate_jobs`): the candidate API
+    How a step is judged (release/controller.py, `Controller._soak`, `_wait` and
+    `_inconclusive`; release/gates.py, `evaluate` and `evaluate_jobs`): the candidate API
     revision's requests count from when its share moves, and so do the candidate worker
     revision's finished attempts; the gates wait until they reach `minRequests` and
     `minJobAttempts`, and a step still short once `maxSoakSeconds` of its traffic is readable

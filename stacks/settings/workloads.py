@@ -66,7 +66,7 @@ class ApiSettings(Section):
     deletion_protection: bool = derived(
         "Cloud Run refuses to delete the service; must be true in prod.", "`true` in prod, `false` in staging"
     )
-    # None: not declared in the stack file, so releases manage it (stacks/release/).
+    # None: not declared in the stack file, so releases manage it (release/).
     traffic: tuple[TrafficTarget, ...] | None = Field(
         None,
         description="A split pinned by hand, as a list of `{revision, percent, tag}`; unset, releases"
@@ -135,7 +135,7 @@ class WorkerSettings(Section):
     )
     cpu: Cpu = Field("1", description="CPU limit of one instance.")
     memory: Memory = Field("512Mi", description="Memory limit of one instance.")
-    # None: not declared in the stack file, so releases manage it (stacks/release/).
+    # None: not declared in the stack file, so releases manage it (release/).
     split: tuple[TrafficTarget, ...] | None = Field(
         None,
         description="An instance split pinned by hand, as a list of `{revision, percent}`; unset,"

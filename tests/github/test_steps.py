@@ -117,7 +117,7 @@ def cancel(step: subprocess.Popen[str]) -> int:
 def test_a_release_step_records_the_controllers_exit_code(checkout, code, step_code, paused):
     step = start(checkout, "release.yml", "release", CONTROLLER_EXIT=str(code))
     assert step.wait(timeout=30) == step_code, step.communicate()[0]
-    assert controller_log(checkout) == ["ready -m stacks.release release --stack prod"]
+    assert controller_log(checkout) == ["ready -m release release --stack prod"]
     expected = {"exit_code": str(code)} | ({"paused": "true"} if paused else {})
     assert outputs(checkout) == expected
 
@@ -141,6 +141,6 @@ def test_a_cancelled_rollback_step_hands_the_controller_ctrl_c(checkout):
     wait_until_ready(checkout)
     assert cancel(step) == 1, "the controller's own exit code"
     assert controller_log(checkout) == [
-        "ready -m stacks.release rollback --stack prod --unfinished",
+        "ready -m release rollback --stack prod --unfinished",
         "SIGINT",
     ]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from release.cloud import CloudMonitoringMetrics
 from stacks.bootstrap.environments import (
     DEPLOY_ENVIRONMENTS,
     PREVIEW_ENVIRONMENT,
@@ -19,7 +20,6 @@ from stacks.bootstrap.environments import (
     ROLLBACK_ENVIRONMENTS,
     ROLLBACK_WORKFLOW,
 )
-from stacks.release.cloud import CloudMonitoringMetrics
 from stacks.render import stack_config
 from stacks.settings.release import parse
 from tests.github.expressions import Job, Run, evaluate, job_runs
@@ -48,7 +48,7 @@ def step_script(workflow: str, command: str) -> str:
         str(step["run"])
         for job in load(workflow)["jobs"].values()
         for step in job["steps"]
-        if f"-m stacks.release {command} " in str(step.get("run", ""))
+        if f"-m release {command} " in str(step.get("run", ""))
     )
     return script
 
@@ -175,7 +175,7 @@ def test_the_release_reports_whether_the_controller_began_and_how_it_ended():
     # Its own step, done before the controller starts: the output survives a job killed mid-step.
     assert order.index("began") == order.index("release") - 1
     script = next(s for s in release["steps"] if s.get("id") == "release")["run"].splitlines()
-    controller = next(i for i, line in enumerate(script) if "-m stacks.release release" in line)
+    controller = next(i for i, line in enumerate(script) if "-m release release" in line)
     # A cancelled run records no exit code (tests/github/test_steps.py runs the step).
     after = [line.strip() for line in script[controller + 1 :] if not line.strip().startswith("#")]
     assert after[:2] == [
@@ -271,7 +271,7 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
     workflow = load("release.yml")
     release = workflow["jobs"]["release"]
     step = next(s for s in release["steps"] if s.get("id") == "release")
-    assert '.venv/bin/python -m stacks.release release --stack "$STACK"' in step["run"]
+    assert '.venv/bin/python -m release release --stack "$STACK"' in step["run"]
     # Exit 4 (holding for approval) is a pause, not a failure; every other code is the job's.
     assert '"$status" -eq 4' in step["run"] and 'exit "$status"' in step["run"]
     assert (
@@ -284,12 +284,12 @@ def test_the_release_runs_the_canary_controller_and_reports_a_pause():
 @pytest.mark.parametrize(("workflow", "command"), [("release.yml", "release"), ("rollback.yml", "rollback")])
 def test_a_cancelled_run_reaches_the_controller_and_pulumi_as_ctrl_c(workflow, command):
     """GitHub signals only the step's shell, so that shell runs the function itself, not a child
-    (tests/github/test_steps.py runs the steps, tests/stacks/release/test_cancel.py the rest)."""
+    (tests/github/test_steps.py runs the steps, tests/release/test_cancel.py the rest)."""
     script = step_script(workflow, command).splitlines()
-    controller = next(i for i, line in enumerate(script) if f"-m stacks.release {command} " in line)
-    run = f"cancellable .venv/bin/python -m stacks.release {command} "
+    controller = next(i for i, line in enumerate(script) if f"-m release {command} " in line)
+    run = f"cancellable .venv/bin/python -m release {command} "
     assert script[controller].strip().startswith(run)
-    assert ". stacks/release/cancellable.sh" in (line.strip() for line in script[:controller])
+    assert ". release/cancellable.sh" in (line.strip() for line in script[:controller])
 
 
 def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():
@@ -300,8 +300,8 @@ def test_rollback_is_a_dispatch_or_a_call_from_main_as_the_deployer():
     job = workflow["jobs"]["rollback"]
     (auth,) = auth_steps(job)
     assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
-    step = next(s for s in job["steps"] if "stacks.release rollback" in str(s.get("run")))
-    assert '.venv/bin/python -m stacks.release rollback --stack "$STACK"' in step["run"]
+    step = next(s for s in job["steps"] if "release rollback" in str(s.get("run")))
+    assert '.venv/bin/python -m release rollback --stack "$STACK"' in step["run"]
     assert 'if [ "$UNFINISHED" = "true" ]; then flags+=(--unfinished); fi' in step["run"]
     assert job["env"]["UNFINISHED"] == "${{ inputs.unfinished }}"
     assert job["concurrency"] == {"group": "rollback-${{ inputs.stack }}", "cancel-in-progress": False}
@@ -350,7 +350,7 @@ def test_the_smoke_test_sends_an_identity_token_for_a_private_api():
     assert invoker["with"]["id_token_audience"] == "${{ steps.audience.outputs.audience }}"
     assert invoker["with"]["create_credentials_file"] is False  # the deploy's credentials stay as they are
     step = next(s for s in release["steps"] if s.get("id") == "release")
-    # The controller's smoke test (stacks/release/cloud.py) sends it as a bearer token.
+    # The controller's smoke test (release/cloud.py) sends it as a bearer token.
     assert step["env"]["LIFTOFF_ID_TOKEN"] == f"${{{{ steps.{invoker['id']}.outputs.id_token }}}}"
     order = [s.get("id") or s.get("name") for s in release["steps"]]
     assert order.index("audience") < order.index(invoker["id"]) < order.index("release")
@@ -371,7 +371,7 @@ def test_branch_code_runs_only_with_the_read_only_identity():
         assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
 
 
-PACK_COMMANDS = ("-m stacks.release release", "-m stacks.release rollback", "stacks/plan.py")
+PACK_COMMANDS = ("-m release release", "-m release rollback", "stacks/plan.py")
 
 
 def _runs_the_pack_at(step: dict[str, Any]) -> int | None:
@@ -413,7 +413,7 @@ def test_the_longest_release_a_stack_allows_fits_the_release_jobs_timeout(stack)
     assert problems == []
     delay = CloudMonitoringMetrics.delay_seconds
     # A step that never reaches minRequests ends at the first poll past maxSoakSeconds of
-    # readable traffic (stacks/release/controller.py, Controller._soak).
+    # readable traffic (release/controller.py, Controller._soak).
     step = settings.wait_limit_seconds + delay + max(1.0, settings.soak_seconds / 5)
     # With approval the first job holds after the first step, and the promote job resumes at
     # that step, judging it again before the others (Controller._release).

@@ -120,6 +120,6 @@ def test_the_release_checks_the_stack_file_before_it_deploys():
     release = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text())
     runs = [str(s.get("run", "")) for s in release["jobs"]["release"]["steps"]]
     check = next(i for i, run in enumerate(runs) if "stacks/deployable.py" in run)
-    # The release controller runs every `pulumi up` (stacks/release/automation.py).
-    deploy = next(i for i, run in enumerate(runs) if "-m stacks.release release" in run)
+    # The release controller runs every `pulumi up` (release/automation.py).
+    deploy = next(i for i, run in enumerate(runs) if "-m release release" in run)
     assert check < deploy

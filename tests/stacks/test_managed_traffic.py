@@ -14,8 +14,8 @@ from pulumi_gcp import cloudrunv2 as run
 from pulumi_gcp import secretmanager
 
 from components.ledger import ReleaseLedger
+from release.automation import TRAFFIC_RESOURCES
 from stacks.ledger import Ledger, Outcome, Release
-from stacks.release.automation import TRAFFIC_RESOURCES
 from stacks.release_plan import ReleasePlan, settle, ship, step
 from stacks.render import Rendering, render, stack_config
 from tests.stacks.cloud import JOB_RUN, LEDGER, POOL, SECRET, SERVICE, Cloud, Engine, Up

@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 
 from components.ledger import ReleaseLedger
-from stacks.ledger import Ledger, Outcome, Release
-from stacks.program import build
-from stacks.release.automation import TRAFFIC_RESOURCES
-from stacks.release.controller import (
+from release.automation import TRAFFIC_RESOURCES
+from release.controller import (
     EXIT_AWAITING_APPROVAL,
     EXIT_ERROR,
     EXIT_OK,
@@ -28,15 +26,17 @@ from stacks.release.controller import (
     Controller,
     Report,
 )
-from stacks.release.gates import JobWindow, Window
-from stacks.release.ports import DeployError, Live
+from release.gates import JobWindow, Window
+from release.ports import DeployError, Live
+from stacks.ledger import Ledger, Outcome, Release
+from stacks.program import build
 from stacks.release_plan import ReleasePlan
 from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
 from stacks.settings.release import ReleaseSettings, SyntheticSettings
+from tests.release.world import Probes, controller_over, probe_requests, probes_sent
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
-from tests.stacks.release.world import Probes, controller_over, probe_requests, probes_sent
 
 pytestmark = pytest.mark.unit
 

@@ -14,14 +14,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from release.cloud import CloudMonitoringMetrics
+from release.controller import EXIT_OK, EXIT_ROLLED_BACK
 from stacks.cost import load_prices
-from stacks.release.cloud import CloudMonitoringMetrics
-from stacks.release.controller import EXIT_OK, EXIT_ROLLED_BACK
 from stacks.render import Rendering, stack_config
 from stacks.settings import ConfigError, UsageSettings, release_traffic_problems, seconds_per_month
 from stacks.settings.release import ReleaseSettings, SyntheticSettings
+from tests.release.world import World, release
 from tests.stacks.conftest import render_stack
-from tests.stacks.release.world import World, release
 
 pytestmark = pytest.mark.unit
 

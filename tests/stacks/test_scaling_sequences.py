@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from app.scaler.policy import Demand, PoolState, ScalePolicy, decide
+from release.automation import TRAFFIC_RESOURCES
 from stacks.ledger import Ledger, Outcome, Release
-from stacks.release.automation import TRAFFIC_RESOURCES
 from stacks.release_plan import ship, step
 from stacks.render import ROOT, Rendering, stack_config
 from stacks.settings import ConfigError

@@ -1,0 +1,33 @@
+"""The schema compatibility gate: the code at BASE against the schema HEAD's migrations produce.
+
+`make compat BASE=<ref>` (`python -m release.compat`) and, in process, `check` and
+`CompatSession` (docs/schema-changes.md).
+"""
+
+from release.compat.gate import (
+    EXIT_COMPATIBLE,
+    EXIT_GATE_FAILED,
+    EXIT_INCOMPATIBLE,
+    EXIT_USAGE,
+    CompatReport,
+    CompatSession,
+    Finding,
+    GateError,
+    MigrationRef,
+    UsageError,
+    check,
+)
+
+__all__ = [
+    "EXIT_COMPATIBLE",
+    "EXIT_GATE_FAILED",
+    "EXIT_INCOMPATIBLE",
+    "EXIT_USAGE",
+    "CompatReport",
+    "CompatSession",
+    "Finding",
+    "GateError",
+    "MigrationRef",
+    "UsageError",
+    "check",
+]
