@@ -39,6 +39,11 @@ HOP_BY_HOP = frozenset(
 )
 UPSTREAM_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 START_SECONDS = 10.0
+# Google's front end keeps an idle client connection about 600 s
+# (https://cloud.google.com/load-balancing/docs/https#timeouts_and_retries), far longer than any
+# client's keep-alive, so the client always closes first. Uvicorn's default of 5 s races httpx's
+# own 5 s expiry: the router would close a connection the load is just reusing.
+KEEP_ALIVE_SECONDS = 620
 
 
 class RouterError(ValueError):
@@ -194,7 +199,13 @@ class WeightedRouter:
         async with httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, limits=limits) as client:
             self._client = client
             config = uvicorn.Config(
-                self, host=LOOPBACK, port=self.port, lifespan="off", log_level="warning", access_log=False
+                self,
+                host=LOOPBACK,
+                port=self.port,
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_SECONDS,
             )
             self._server = uvicorn.Server(config)
             task = asyncio.create_task(self._server.serve())
