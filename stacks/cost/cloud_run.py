@@ -9,6 +9,7 @@ from typing import Any
 from app.settings import Settings as AppContract
 from stacks.cost.model import Context, Line, shape
 from stacks.cost.scheduling import reconciles
+from stacks.settings import HOURS_PER_MONTH
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 FULL_REQUESTS_NOTE = "Each request's time is counted in full, as if none shared an instance: an upper bound."
@@ -158,7 +159,7 @@ def wakes(ctx: Context) -> float:
 
 def scaler_starts(ctx: Context) -> float:
     """The scaler's instance starts a month: one a release and SCALER_STARTS_PER_DAY."""
-    return ctx.usage.releases_per_month + SCALER_STARTS_PER_DAY * ctx.book.hours_per_month / 24
+    return ctx.usage.releases_per_month + SCALER_STARTS_PER_DAY * HOURS_PER_MONTH / 24
 
 
 def scaler(resource: Mapping[str, Any], ctx: Context) -> list[Line]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stacks.cost.prices import CostError, PriceBook
-from stacks.settings import UsageSettings
+from stacks.settings import UsageSettings, seconds_per_month
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Context:
         self.resources: list[Mapping[str, Any]] = list(plan.get("resources", []))
         self.usage = usage
         self.book = book
-        self.month = book.seconds_per_month
+        self.month = float(seconds_per_month())
 
     def of_type(self, token: str) -> list[Mapping[str, Any]]:
         return [r for r in self.resources if r["type"] == token]

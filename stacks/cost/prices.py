@@ -11,9 +11,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from stacks.settings import PRICES
-
 ROOT = Path(__file__).resolve().parents[2]
+PRICES = ROOT / "stacks" / "prices.yaml"
 SCHEMA = ROOT / "stacks" / "prices.schema.json"
 
 
@@ -47,7 +46,6 @@ class PriceBook:
 
     version: int
     checked: str
-    hours_per_month: float
     prices: Mapping[str, Price]
     free: Mapping[str, str]
 
@@ -64,10 +62,6 @@ class PriceBook:
 
     def free_reason(self, resource_type: str) -> str | None:
         return next((why for pattern, why in self.free.items() if fnmatch(resource_type, pattern)), None)
-
-    @property
-    def seconds_per_month(self) -> float:
-        return self.hours_per_month * 3600
 
 
 def load_prices(path: Path = PRICES, schema_path: Path = SCHEMA) -> PriceBook:
@@ -97,7 +91,6 @@ def load_prices(path: Path = PRICES, schema_path: Path = SCHEMA) -> PriceBook:
     return PriceBook(
         version=document["version"],
         checked=document["checked"],
-        hours_per_month=float(document["hoursPerMonth"]),
         prices=prices,
         free=document["free"],
     )

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from stacks.cost.model import Context, Line
+from stacks.settings import HOURS_PER_MONTH
 
 # A new Supabase project's compute size when the plan names none (Free runs on Nano, paid plans
 # start on Micro): https://supabase.com/docs/guides/platform/manage-your-usage/compute
@@ -21,7 +22,7 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
         declared = inputs.get("instance_size") or inputs.get("instanceSize")
         # Supabase's API also spells sizes with a "ci_" prefix (ci_micro); the price file does not.
         size = str(declared or DEFAULT_COMPUTE.get(plan, "micro")).removeprefix("ci_")
-        compute = ctx.charge(f"supabase.compute.{size}", ctx.book.hours_per_month)
+        compute = ctx.charge(f"supabase.compute.{size}", HOURS_PER_MONTH)
         charges = [ctx.charge(f"supabase.plan.{plan}", 1), compute]
         credit = ctx.book.price("supabase.compute.credit")
         if plan != "free" and credit.usd and compute.usd:
@@ -32,7 +33,7 @@ def supabase_projects(resources: list[Mapping[str, Any]], ctx: Context) -> list[
                 f"supabase/{name}",
                 "Supabase",
                 f"Project {name}: {plan} plan, {size} compute",
-                f"plan fee + {ctx.book.hours_per_month:g} h of {size}"
+                f"plan fee + {HOURS_PER_MONTH:g} h of {size}"
                 + (" − compute credits" if plan != "free" else "")
                 + f"; {ctx.usage.database_gb} GB of data",
                 tuple(charges),

@@ -10,6 +10,7 @@ from stacks.cost.cloud_run import SERVICE, plain_env
 from stacks.cost.model import Context, Line, shape
 from stacks.cost.prices import CostError
 from stacks.cost.scheduling import reconciles
+from stacks.settings import HOURS_PER_MONTH
 
 WORKER_POOL = "gcp:cloudrunv2/workerPool:WorkerPool"
 
@@ -109,7 +110,7 @@ def worker_pools(resources: list[Mapping[str, Any]], ctx: Context) -> list[Line]
                     inputs,
                     "instances",
                     f"{count} instance{'s' if count != 1 else ''}, always on",
-                    f"{count} × ({_size(inputs)}) × {ctx.book.hours_per_month:g} h",
+                    f"{count} × ({_size(inputs)}) × {HOURS_PER_MONTH:g} h",
                     time.floor,
                     ctx,
                 )
@@ -148,7 +149,7 @@ def _on_demand_lines(inputs: Mapping[str, Any], time: PoolTime, s: OnDemand, ctx
             inputs,
             "floor",
             f"floor of {s.floor} instance{'s' if s.floor != 1 else ''} (on demand)",
-            f"{s.floor} × ({size}) × {ctx.book.hours_per_month:g} h",
+            f"{s.floor} × ({size}) × {HOURS_PER_MONTH:g} h",
             time.floor,
             ctx,
         ),

@@ -11,7 +11,6 @@ that need several sections (`judgeable`), and `stack`, which reads them all into
 
 from stacks.settings.base import NAMESPACE, ConfigError, ConfigSource, Place, PulumiConfig, Section
 from stacks.settings.judgeable import (
-    PRICES,
     release_traffic_problems,
     seconds_per_month,
     split_instance_problems,
@@ -21,12 +20,12 @@ from stacks.settings.operations import AlertSettings, RetentionSettings
 from stacks.settings.secrets import Secrets
 from stacks.settings.services import RedisSettings, SupabaseSettings
 from stacks.settings.stack import SECTIONS, StackKeys, StackSettings, load
-from stacks.settings.usage import USAGE_KEYS, UsageSettings, usage_settings
+from stacks.settings.usage import HOURS_PER_MONTH, USAGE_KEYS, UsageSettings, usage_settings
 from stacks.settings.workloads import ApiSettings, AppSettings, WorkerSettings
 
 __all__ = [
+    "HOURS_PER_MONTH",
     "NAMESPACE",
-    "PRICES",
     "SECTIONS",
     "USAGE_KEYS",
     "AlertSettings",

@@ -3,30 +3,22 @@ is refused."""
 
 from __future__ import annotations
 
-import functools
 import math
 from fractions import Fraction
-from pathlib import Path
-
-import yaml
 
 from app.scaler.policy import step_floor
 from stacks.settings.base import NAMESPACE
 from stacks.settings.release import KEY as RELEASE_KEY
 from stacks.settings.release import MAX_SOAK_SECONDS, ReleaseSettings
-from stacks.settings.usage import UsageSettings
+from stacks.settings.usage import HOURS_PER_MONTH, UsageSettings
 from stacks.settings.workloads import WorkerSettings
 
 # --- Release settings at the declared traffic: a release that can never be judged is refused. ---
 
-# The price file, whose `hoursPerMonth` is the cost estimate's month (the PriceBook in stacks/cost/).
-PRICES = Path(__file__).resolve().parents[1] / "prices.yaml"
 
-
-@functools.cache
-def seconds_per_month(prices: Path = PRICES) -> Fraction:
-    """A month as the cost estimate counts it (the price file's `hoursPerMonth`), in seconds."""
-    return Fraction(str(yaml.safe_load(prices.read_text())["hoursPerMonth"])) * 3600
+def seconds_per_month() -> Fraction:
+    """The month the usage is declared in and the cost estimate counts (HOURS_PER_MONTH), in seconds."""
+    return Fraction(HOURS_PER_MONTH * 3600)
 
 
 def release_traffic_problems(release: ReleaseSettings, usage: UsageSettings) -> list[str]:

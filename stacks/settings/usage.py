@@ -21,6 +21,10 @@ from stacks.settings.base import NAMESPACE, ConfigError, Place, Section, validat
 
 SUPABASE_PLANS = frozenset({"free", "pro"})
 
+# The month every `…PerMonth` figure is counted in, and the cost estimate's month: a year's 8,760
+# hours over twelve, the month providers quote monthly figures for always-on resources in.
+HOURS_PER_MONTH = 730
+
 
 class UsageSettings(Section):
     """How much a stack is used in a month; docs/operations.md, "Cost", explains each default."""

@@ -14,6 +14,7 @@ import yaml
 
 from stacks.cost import (
     ESTIMATORS,
+    PRICES,
     REDIS_COMMANDS_PER_JOB,
     SCHEMA,
     WORKER_IDLE_COMMANDS_PER_HOUR,
@@ -30,7 +31,7 @@ from stacks.cost import (
 )
 from stacks.plan import render_plan
 from stacks.render import ROOT, Rendering, stack_config
-from stacks.settings import PRICES, USAGE_KEYS, ConfigError, UsageSettings, usage_settings
+from stacks.settings import USAGE_KEYS, ConfigError, UsageSettings, usage_settings
 from tests.stacks.conftest import render_stack
 
 pytestmark = pytest.mark.unit

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from release.cloud import CloudMonitoringMetrics
 from release.controller import EXIT_OK, EXIT_ROLLED_BACK
-from stacks.cost import load_prices
+from stacks.cost import Context, load_prices
 from stacks.render import Rendering, stack_config
 from stacks.settings import ConfigError, UsageSettings, release_traffic_problems, seconds_per_month
 from stacks.settings.release import ReleaseSettings, SyntheticSettings
@@ -111,7 +111,9 @@ def test_a_stack_file_that_declares_no_traffic_is_not_held_to_the_cost_estimates
 
 
 def test_the_month_is_the_cost_estimates() -> None:
-    assert seconds_per_month() == load_prices().seconds_per_month
+    # One month, defined once in the usage settings: the rule and the estimate both count 730 hours.
+    context = Context({}, UsageSettings(), load_prices())
+    assert seconds_per_month() == context.month == 730 * 3600
 
 
 def test_a_step_that_reaches_min_requests_exactly_is_judged_one_request_a_month_less_is_not() -> None:
