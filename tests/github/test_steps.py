@@ -48,8 +48,8 @@ sys.exit(9)
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
     """The step's working directory: the real cancellable.sh, a stand-in controller and CLI."""
-    (tmp_path / "stacks" / "release").mkdir(parents=True)
-    shutil.copy2(ROOT / "stacks" / "release" / "cancellable.sh", tmp_path / "stacks" / "release")
+    (tmp_path / "release").mkdir(parents=True)
+    shutil.copy2(ROOT / "release" / "cancellable.sh", tmp_path / "release")
     python = tmp_path / ".venv" / "bin" / "python"
     python.parent.mkdir(parents=True)
     (tmp_path / "controller.py").write_text(CONTROLLER)
