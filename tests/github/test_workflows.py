@@ -430,7 +430,7 @@ def runs_pulumi(step: dict[str, Any]) -> bool:
         return "command" in step.get("with", {})  # without a command the action only installs the CLI
     return bool(
         re.search(
-            r"\bpulumi (preview|up)\b|-m stacks\.release (release|rollback)\b", str(step.get("run", ""))
+            r"\bpulumi (preview|up)\b|-m release (release|rollback)\b", str(step.get("run", ""))
         )
     )
 
