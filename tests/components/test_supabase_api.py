@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import re
 import ssl
 import time
 from collections.abc import Iterator
@@ -389,7 +390,8 @@ def test_a_pooler_that_never_lets_in_fails_naming_the_project_the_host_and_the_w
     (ref,) = api.projects
     message = str(failed.value)
     assert f"Supabase project {ref}: its pooler aws-1-eu-west-1.pooler.supabase.com:5432" in message
-    assert f"still refuses postgres.{ref} after 0s" in message
+    # The wait is real time: its figure is what this machine took (0 s, or more under load).
+    assert re.search(rf"still refuses postgres\.{ref} after \d+s \(", message), message
     assert "Tenant or user not found" in message
     assert f"projectRef {ref}" in message, "a failed create records nothing: it says how to go on"
     assert PASSWORD not in message
