@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@touch $(STAMP)
 
 # The CLI runs a local policy pack on <pack>/<virtualenv>/bin/python as it finds it and installs
-# nothing into it (stacks/runtime.py), so this creates it. Recreated from scratch whenever the
+# nothing into it (tools/runtime.py), so this creates it. Recreated from scratch whenever the
 # requirements change: it holds exactly what the pack declares, and nothing of the project's.
 $(PACK_STAMP): policies/requirements.txt
 	$(PYTHON) -m venv --clear $(PACK_VENV)
@@ -55,18 +55,18 @@ format: $(STAMP) ## Apply ruff's fixes and formatting.
 	$(PY) -m ruff format .
 
 docs: $(STAMP) ## Regenerate docs/configuration.md from the settings contract (a test checks it).
-	$(PY) -m stacks.configuration_doc
+	$(PY) -m tools.configuration_doc
 
 token: $(STAMP) ## Mint a dev JWT for the local system (TENANT=demo|other).
 	$(PY) -m app.local.token --tenant $(or $(TENANT),demo)
 
 plan: $(STAMP) $(PACK_STAMP) ## Render STACK (staging|prod) offline into .plan/STACK.json: resources, policy results.
 	$(if $(STACK),,$(error set STACK, e.g. make plan STACK=prod))
-	$(PY) stacks/plan.py render --stack $(STACK) --out .plan/$(STACK).json
+	$(PY) tools/plan.py render --stack $(STACK) --out .plan/$(STACK).json
 
 plan-diff: $(STAMP) $(PACK_STAMP) ## What the working tree changes in each stack, against BASE (a git ref).
 	$(if $(BASE),,$(error set BASE, e.g. make plan-diff BASE=origin/main))
-	$(PY) stacks/plan.py diff --base $(BASE)
+	$(PY) tools/plan.py diff --base $(BASE)
 
 lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after changing pyproject.toml.
 	$(PY) -m piptools compile --quiet --generate-hashes --strip-extras --allow-unsafe --all-build-deps \
@@ -75,11 +75,11 @@ lock: $(STAMP) ## Re-lock the image's dependencies (app/requirements.lock) after
 
 cost: $(STAMP) ## Monthly cost of STACK (staging|prod), offline, line by line (FORMAT=table|markdown|json).
 	$(if $(STACK),,$(error set STACK, e.g. make cost STACK=prod))
-	$(PY) -m stacks.cost --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
+	$(PY) -m tools.cost --stack $(STACK) --format $(or $(FORMAT),table) $(if $(FREE_TIERS),--free-tiers)
 
 prune-secrets: $(STAMP) ## Destroy STACK's secret versions no revision pins (lists them unless APPLY=1).
 	$(if $(STACK),,$(error set STACK, e.g. make prune-secrets STACK=prod))
-	$(PY) stacks/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
+	$(PY) tools/prune_secrets.py --stack $(STACK) $(if $(APPLY),--apply)
 
 # Needs the Pulumi CLI and the deployer's credentials; exits 3 when a gate rolls the release back
 # and 4 when it holds for approval (make reports those as errors; CI reads the code itself).

@@ -2,7 +2,7 @@
 
 Pulumi.yaml names no `main`, so the program directory is the project root: the language host
 runs this file with the root on sys.path, and the program and its dynamic providers both find
-the `.venv` that Pulumi.yaml names at the root (stacks/runtime.py).
+the `.venv` that Pulumi.yaml names at the root (tools/runtime.py).
 """
 
 import pulumi

@@ -22,7 +22,7 @@ import pulumi
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stacks.render import RecordingMocks, render, run_under_mocks, stack_config  # noqa: E402
+from tools.render import RecordingMocks, render, run_under_mocks, stack_config  # noqa: E402
 
 SECRETS = {"liftoff:openaiApiKey": "sk-bench", "supabase:accessToken": "sbp_bench"}
 

@@ -1,7 +1,7 @@
 """Assemble the policy pack and serve it (`pulumi preview --policy-pack policies` runs this file).
 
 Constructing the PolicyPack starts its gRPC analyzer server on 127.0.0.1, prints the port and
-blocks; the CLI, and the offline evaluation in stacks/policy_check.py, talk to it over gRPC.
+blocks; the CLI, and the offline evaluation in tools/policy_check.py, talk to it over gRPC.
 """
 
 import importlib.util

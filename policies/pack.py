@@ -1,7 +1,7 @@
 """The pack's name, default enforcement level and policies, importable without serving the pack.
 
 `policies/__main__.py` assembles the PolicyPack from these (constructing it starts the analyzer's
-gRPC server, as `pulumi preview --policy-pack policies` runs it); `stacks/policy_check.py` starts
+gRPC server, as `pulumi preview --policy-pack policies` runs it); `tools/policy_check.py` starts
 that same entry point to evaluate rendered stacks offline.
 """
 

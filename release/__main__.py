@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from release.cancel import CANCELLATION
 from release.controller import EXIT_ERROR, EXIT_USAGE, Controller, Report
 from release.source import source_commit
-from stacks.render import stack_config
 from stacks.settings import NAMESPACE, WorkloadNames, release_traffic_problems, usage_settings
 from stacks.settings.release import KEY, ReleaseSettings, parse
+from tools.render import stack_config
 
 if TYPE_CHECKING:
     from release.cloud import CloudPorts

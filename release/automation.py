@@ -115,7 +115,7 @@ def provider_env(environ: Mapping[str, str] | None = None, prefix: str | None = 
     (pulumi/pulumi#7960), so both point at the virtualenv running the release (where `make install`
     put the project on the path). Pulumi.yaml's own `virtualenv` option, passed to the provider as
     PULUMI_RUNTIME_VIRTUALENV ahead of the environment's, names the same `.venv` at the root
-    (stacks/runtime.py, tests/stacks/test_runtime.py); this value serves a project that names none.
+    (tools/runtime.py, tests/tools/test_runtime.py); this value serves a project that names none.
     """
     environ = os.environ if environ is None else environ
     prefix = sys.prefix if prefix is None else prefix

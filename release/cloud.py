@@ -32,8 +32,8 @@ from release.ports import JobMetrics, Live, SchemaGate, Synthetic
 from release.probes import HttpSynthetic, PostgresJobs, UnreadableJobs
 from stacks.ledger import Ledger, Release
 from stacks.release_plan import CANDIDATE_TAG
-from stacks.render import secret_keys, stack_config
 from stacks.settings import StackSettings, WorkloadNames, load
+from tools.render import secret_keys, stack_config
 
 RUN_API = "https://run.googleapis.com"
 MONITORING_API = "https://monitoring.googleapis.com"

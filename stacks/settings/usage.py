@@ -16,7 +16,7 @@ from components.rules import (
 )
 from stacks.settings.base import NAMESPACE, ConfigError, Place, Section, validate_section
 
-# --- Usage assumptions (`liftoff:usage`): what the cost estimate (stacks/cost/) prices. ---
+# --- Usage assumptions (`liftoff:usage`): what the cost estimate (tools/cost/) prices. ---
 # They register nothing; they live here so that a typo fails `pulumi up` and `make cost` alike.
 
 SUPABASE_PLANS = frozenset({"free", "pro"})

@@ -2,7 +2,7 @@
 
 The pattern of mitodl/ol-infrastructure's component tests (tests/ol_infrastructure/components/gcp/
 conftest.py): fresh mocks per test through `pulumi.runtime.set_mocks`, the component declared
-inside `pulumi.runtime.test`. The recording mocks are the stack renderer's (stacks/render.py), so
+inside `pulumi.runtime.test`. The recording mocks are the stack renderer's (tools/render.py), so
 a component's children get the same stand-ins for computed outputs as in a whole-stack render.
 """
 
@@ -15,7 +15,7 @@ import pulumi
 import pytest
 from pulumi.runtime import MockResourceArgs
 
-from stacks.render import (
+from tools.render import (
     RecordingMocks,
     RecordingMonitor,
     Registered,

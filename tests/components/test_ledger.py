@@ -14,7 +14,7 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.ledger import EMPTY, LedgerError, ReleaseLedger, ReleaseLedgerProvider
-from stacks.render import render
+from tools.render import render
 
 pytestmark = pytest.mark.unit
 

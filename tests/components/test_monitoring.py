@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from components.monitoring import Monitoring, MonitoringArgs, monitoring_agent
-from stacks.render import Registered, project_lookup
 from tests.components.conftest import Declare, Declared
+from tools.render import Registered, project_lookup
 
 pytestmark = pytest.mark.unit
 

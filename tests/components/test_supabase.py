@@ -11,7 +11,7 @@ import pytest
 
 from components.supabase import SupabaseDatabase, SupabaseDatabaseArgs
 from components.supabase_api import SupabaseProjectProvider
-from stacks.render import ROOT, Rendering, render
+from tools.render import ROOT, Rendering, render
 
 pytestmark = pytest.mark.unit
 

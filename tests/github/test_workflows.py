@@ -20,9 +20,9 @@ from stacks.bootstrap.environments import (
     ROLLBACK_ENVIRONMENTS,
     ROLLBACK_WORKFLOW,
 )
-from stacks.render import stack_config
 from stacks.settings.release import parse
 from tests.github.expressions import Job, Run, evaluate, job_runs
+from tools.render import stack_config
 
 pytestmark = pytest.mark.unit
 
@@ -109,7 +109,7 @@ def test_pull_requests_run_checks_comment_the_plan_and_preview_only_with_credent
     assert list(pr["on"]) == ["pull_request"]
     jobs = pr["jobs"]
     assert any("bash .ci/run" in str(step.get("run")) for step in jobs["checks"]["steps"])
-    assert any("stacks/plan.py diff" in str(step.get("run")) for step in jobs["plan-diff"]["steps"])
+    assert any("tools/plan.py diff" in str(step.get("run")) for step in jobs["plan-diff"]["steps"])
     fork_guard = "github.event.pull_request.head.repo.full_name == github.repository"
     assert jobs["comment"]["if"] == fork_guard
     assert jobs["preview"]["if"] == fork_guard
@@ -371,7 +371,7 @@ def test_branch_code_runs_only_with_the_read_only_identity():
         assert auth["with"]["service_account"] == "${{ vars.GCP_DEPLOYER_SERVICE_ACCOUNT }}"
 
 
-PACK_COMMANDS = ("-m release release", "-m release rollback", "stacks/plan.py")
+PACK_COMMANDS = ("-m release release", "-m release rollback", "tools/plan.py")
 
 
 def _runs_the_pack_at(step: dict[str, Any]) -> int | None:
@@ -429,9 +429,7 @@ def runs_pulumi(step: dict[str, Any]) -> bool:
     if str(step.get("uses", "")).startswith("pulumi/actions@"):
         return "command" in step.get("with", {})  # without a command the action only installs the CLI
     return bool(
-        re.search(
-            r"\bpulumi (preview|up)\b|-m release (release|rollback)\b", str(step.get("run", ""))
-        )
+        re.search(r"\bpulumi (preview|up)\b|-m release (release|rollback)\b", str(step.get("run", "")))
     )
 
 

@@ -15,8 +15,8 @@ import pytest
 from pulumi_policy import ResourceValidationPolicy
 
 from policies.pack import POLICIES
-from stacks.policy_check import PolicyAnalyzer
-from stacks.render import Registered
+from tools.policy_check import PolicyAnalyzer
+from tools.render import Registered
 
 DIGEST = "europe-west1-docker.pkg.dev/p/liftoff/app@sha256:" + "ab" * 32
 _RUNNING: list[PolicyAnalyzer] = []

@@ -36,7 +36,8 @@ from policies.production import prod_api_scaling, prod_deletion_protection
 from policies.redis import UPSTASH, redis_over_tls
 from policies.secrets import no_plain_secrets
 from policies.traffic import traffic_adds_up
-from stacks.policy_check import (
+from tests.policies.conftest import DIGEST, check, resource, service
+from tools.policy_check import (
     PACK,
     AnalyzerError,
     PolicyAnalyzer,
@@ -44,7 +45,6 @@ from stacks.policy_check import (
     _struct,
     marshal,
 )
-from tests.policies.conftest import DIGEST, check, resource, service
 
 pytestmark = pytest.mark.policy
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 
-from stacks.policy_check import PACK, AnalyzerError, PolicyAnalyzer, pack_interpreter
+from tools.policy_check import PACK, AnalyzerError, PolicyAnalyzer, pack_interpreter
 
 pytestmark = pytest.mark.policy
 
@@ -56,7 +56,7 @@ def test_the_runtime_names_the_packs_own_virtualenv_and_it_imports_pulumi_policy
 def test_the_packs_virtualenv_holds_only_what_it_declares():
     """An import the pack does not declare in requirements.txt fails under the CLI: so here too."""
     python = pack_interpreter().python
-    for module in ("pulumi_gcp", "jsonschema", "fastapi", "stacks.render", "components"):
+    for module in ("pulumi_gcp", "jsonschema", "fastapi", "tools.render", "components"):
         found = run(python, f"import {module}")
         assert found.returncode != 0, f"{module} is importable from the pack's virtualenv"
         assert "ModuleNotFoundError" in found.stderr

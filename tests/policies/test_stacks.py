@@ -10,9 +10,9 @@ import pytest
 
 from policies.pack import POLICIES
 from stacks.bootstrap.program import build, load
-from stacks.policy_check import evaluate, policy_config
-from stacks.render import ROOT, Registered, Rendering, render, stack_config
 from tests.stacks.conftest import render_stack
+from tools.policy_check import evaluate, policy_config
+from tools.render import ROOT, Registered, Rendering, render, stack_config
 
 pytestmark = pytest.mark.policy
 

@@ -29,9 +29,9 @@ from release.ports import DeployError
 from stacks.ledger import Ledger, Outcome, Release
 from stacks.program import build
 from stacks.release_plan import ReleasePlan, ship, step
-from stacks.render import ROOT, render, stack_config
 from stacks.settings import ConfigError
 from tests.stacks.conftest import SECRETS
+from tools.render import ROOT, render, stack_config
 
 STABLE = Release("liftoff-prod-api-00000000000000aa", "liftoff-prod-worker-00000000000000aa")
 CANDIDATE = Release("liftoff-prod-api-00000000000000bb", "liftoff-prod-worker-00000000000000bb")

@@ -8,7 +8,7 @@ import pytest
 
 from release import __main__ as cli
 from release.controller import EXIT_OK, EXIT_USAGE, Report
-from stacks.render import stack_config
+from tools.render import stack_config
 
 pytestmark = pytest.mark.unit
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from components.jobrun import PROPAGATION_SECONDS
-from stacks.render import Registered, Rendering
+from tools.render import Registered, Rendering
 
 SERVICE = "gcp:cloudrunv2/service:Service"
 POOL = "gcp:cloudrunv2/workerPool:WorkerPool"

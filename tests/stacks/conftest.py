@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stacks.release_plan import ReleasePlan
-from stacks.render import RecordingMocks, Rendering, render, stack_config
+from tools.render import RecordingMocks, Rendering, render, stack_config
 
 SECRETS = {
     "liftoff:openaiApiKey": "sk-test-openai-key-value",

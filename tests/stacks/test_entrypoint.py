@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stacks.render import ROOT, RecordingMocks, run_under_mocks, stack_config
 from tests.stacks.conftest import SECRETS
+from tools.render import ROOT, RecordingMocks, run_under_mocks, stack_config
 
 pytestmark = pytest.mark.unit
 

@@ -17,9 +17,9 @@ from components.ledger import ReleaseLedger
 from release.automation import TRAFFIC_RESOURCES
 from stacks.ledger import Ledger, Outcome, Release
 from stacks.release_plan import ReleasePlan, settle, ship, step
-from stacks.render import Rendering, render, stack_config
 from tests.stacks.cloud import JOB_RUN, LEDGER, POOL, SECRET, SERVICE, Cloud, Engine, Up
 from tests.stacks.conftest import render_stack
+from tools.render import Rendering, render, stack_config
 
 pytestmark = pytest.mark.unit
 

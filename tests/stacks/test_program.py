@@ -14,9 +14,9 @@ from components.jobrun import JobRun
 from stacks.ledger import Ledger, Release
 from stacks.program import IMAGE_SOURCES, ROOT
 from stacks.release_plan import ship
-from stacks.render import Registered, Rendering, stack_config
-from stacks.schema import unknown_properties
 from tests.stacks.conftest import SECRETS, render_stack
+from tools.render import Registered, Rendering, stack_config
+from tools.schema import unknown_properties
 
 pytestmark = pytest.mark.unit
 

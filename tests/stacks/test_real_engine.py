@@ -58,7 +58,7 @@ def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_policy_pack_loads_under_the_real_analyzer_and_passes():
-    """What the offline path (stacks/policy_check.py) stands in for: the CLI's own analyzer."""
+    """What the offline path (tools/policy_check.py) stands in for: the CLI's own analyzer."""
     result = pulumi("preview", "--policy-pack", "policies", "--json")
     assert result.returncode == 0, result.stderr[-4000:]
     events = json.loads(result.stdout).get("diagnostics", [])

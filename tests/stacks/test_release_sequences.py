@@ -31,12 +31,12 @@ from release.ports import DeployError, Live
 from stacks.ledger import Ledger, Outcome, Release
 from stacks.program import build
 from stacks.release_plan import ReleasePlan
-from stacks.render import Rendering, render, stack_config
 from stacks.settings import load
 from stacks.settings.release import ReleaseSettings, SyntheticSettings
 from tests.release.world import Probes, controller_over, probe_requests, probes_sent
 from tests.stacks.cloud import POOL, SERVICE, Cloud, CloudError, Engine, Up
 from tests.stacks.conftest import SECRETS
+from tools.render import Rendering, render, stack_config
 
 pytestmark = pytest.mark.unit
 

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 
 from release.cloud import CloudMonitoringMetrics
 from release.controller import EXIT_OK, EXIT_ROLLED_BACK
-from stacks.cost import Context, load_prices
-from stacks.render import Rendering, stack_config
 from stacks.settings import ConfigError, UsageSettings, release_traffic_problems, seconds_per_month
 from stacks.settings.release import ReleaseSettings, SyntheticSettings
 from tests.release.world import World, release
 from tests.stacks.conftest import render_stack
+from tools.cost import Context, load_prices
+from tools.render import Rendering, stack_config
 
 pytestmark = pytest.mark.unit
 

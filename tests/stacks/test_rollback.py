@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from stacks.render import Rendering, stack_config
 from tests.stacks.conftest import render_stack
+from tools.render import Rendering, stack_config
 
 pytestmark = pytest.mark.unit
 

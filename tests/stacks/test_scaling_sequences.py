@@ -19,10 +19,10 @@ from app.scaler.policy import Demand, PoolState, ScalePolicy, decide
 from release.automation import TRAFFIC_RESOURCES
 from stacks.ledger import Ledger, Outcome, Release
 from stacks.release_plan import ship, step
-from stacks.render import ROOT, Rendering, stack_config
 from stacks.settings import ConfigError
 from tests.stacks.cloud import SERVICE, Cloud, CloudError, Engine
 from tests.stacks.conftest import render_stack
+from tools.render import ROOT, Rendering, stack_config
 
 pytestmark = pytest.mark.unit
 

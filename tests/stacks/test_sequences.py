@@ -19,7 +19,6 @@ import components.cloudrun
 import components.secrets
 from components.jobrun import PROPAGATION_SECONDS
 from components.propagation import TYPICAL_SECONDS, GrantPropagation
-from stacks.render import Rendering, render, stack_config
 from tests.stacks.cloud import (
     JOB,
     JOB_RUN,
@@ -33,6 +32,7 @@ from tests.stacks.cloud import (
     Iam,
 )
 from tests.stacks.conftest import SECRETS, render_stack
+from tools.render import Rendering, render, stack_config
 
 pytestmark = pytest.mark.unit
 

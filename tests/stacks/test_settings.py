@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from stacks.render import stack_config
 from stacks.settings import ConfigError, load
 from tests.stacks.conftest import SECRETS, render_stack
+from tools.render import stack_config
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from stacks.render import Rendering
 from stacks.settings import WorkloadNames
 from tests.stacks.cloud import (
     ACCOUNT,
@@ -24,6 +23,7 @@ from tests.stacks.cloud import (
     Engine,
 )
 from tests.stacks.conftest import render_stack
+from tools.render import Rendering
 
 pytestmark = pytest.mark.unit
 

@@ -17,9 +17,9 @@ from stacks.bootstrap.program import (
     build,
     load,
 )
-from stacks.policy_check import evaluate
-from stacks.render import ROOT, Rendering, render, stack_config
-from stacks.schema import unknown_properties
+from tools.policy_check import evaluate
+from tools.render import ROOT, Rendering, render, stack_config
+from tools.schema import unknown_properties
 
 pytestmark = pytest.mark.unit
 
