@@ -31,7 +31,7 @@ from tools.cost import (
     secret_refs,
     stack_usage,
 )
-from tools.plan import render_plan
+from tools.plan_document import render_plan
 from tools.render import ROOT, Rendering, stack_config
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.plan import REDACTED, diff_plans, markdown, render_plan
+from tools.plan import diff_plans, markdown
+from tools.plan_document import REDACTED, render_plan
 from tools.render import ROOT
 
 pytestmark = pytest.mark.unit

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.plan:
             plan = json.loads(args.plan.read_text())
         else:
-            from tools.plan import render_plan
+            from tools.plan_document import render_plan
 
             plan = render_plan(args.stack, ROOT)
         result = estimate(plan, stack_usage(args.stack), load_prices(), free_tiers=args.free_tiers)
