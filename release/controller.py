@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from release.compat.gate import CompatReport
+from release.compat.report import CompatReport
 from release.gates import JobWindow, State, Verdict, Window, combine, evaluate, evaluate_jobs
 from release.ports import (
     Approver,

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from release.compat.gate import CompatReport
+from release.compat.report import CompatReport
 from release.gates import JobWindow, Window
 from stacks.ledger import Ledger, Release
 from stacks.release_plan import ReleasePlan

@@ -4,18 +4,17 @@
 `CompatSession` (docs/schema-changes.md).
 """
 
-from release.compat.gate import (
+from release.compat.gate import CompatSession, check
+from release.compat.report import (
     EXIT_COMPATIBLE,
     EXIT_GATE_FAILED,
     EXIT_INCOMPATIBLE,
     EXIT_USAGE,
     CompatReport,
-    CompatSession,
     Finding,
     GateError,
     MigrationRef,
     UsageError,
-    check,
 )
 
 __all__ = [

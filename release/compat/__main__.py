@@ -13,17 +13,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from release.compat.gate import (
-    EXIT_GATE_FAILED,
-    EXIT_USAGE,
-    ROOT,
-    CompatReport,
-    GateError,
-    UsageError,
-    check,
-    export,
-    resolve,
-)
+from release.compat.gate import check
+from release.compat.report import EXIT_GATE_FAILED, EXIT_USAGE, CompatReport, GateError, UsageError
+from release.compat.trees import ROOT, export, resolve
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,22 +22,16 @@ Compatible: exit 0; a finding: exit 3, naming the migrations, the failing step a
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import io
 import json
 import os
-import re
 import secrets
 import shutil
 import subprocess
-import sys
-import tarfile
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 from uuid import uuid4
@@ -56,24 +50,13 @@ from app.local.servers import (
     ServerError,
     free_port,
     private_dir,
-    stop_process,
 )
 from app.local.token import mint_dev_token
+from release.compat.processes import Client, Process, StepFailed
+from release.compat.report import CompatReport, Finding, GateError, MigrationRef, UsageError
+from release.compat.trees import MIGRATIONS, ROOT, Tree, export, interpreter, resolve
 
-ROOT = Path(__file__).resolve().parents[2]
-EXIT_COMPATIBLE = 0
-EXIT_GATE_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INCOMPATIBLE = 3
-LOCK = Path("app/requirements.lock")
-MIGRATIONS = Path("app/migrations/versions")
-# Where BASE's own dependencies are installed, once per lock file (by its sha256).
-VENV_CACHE = ROOT / ".local" / "compat" / "venvs"
-READY_SECONDS = 30.0
-# A job takes 0.3 s here: one that has not ended in 10 s is stuck.
-JOB_SECONDS = 10.0
 MIGRATE_SECONDS = 60.0
-STOP_SECONDS = 10.0
 # The variables the gate sets itself: a shell that sourced .local/dev.env must not point the
 # gate's processes at `make dev`'s servers, nor PYTHONPATH at another tree's `app`.
 OWN_VARIABLES = (
@@ -85,333 +68,6 @@ OWN_VARIABLES = (
     "PYTHONPATH",
 )
 BASE_DB = "compat_base"
-ERROR_LINE = re.compile(r"\b\w*(Error|Exception|Violation)\b")
-MODEL = "compat-model"
-
-
-class UsageError(ValueError):
-    """The gate was asked something it cannot check: a ref git does not know, a missing tree."""
-
-
-class GateError(RuntimeError):
-    """The gate itself failed (a server did not start, BASE could not be prepared)."""
-
-
-@dataclass(frozen=True)
-class MigrationRef:
-    """A migration HEAD adds over BASE."""
-
-    revision: str
-    file: str
-    phase: str
-
-    def __str__(self) -> str:
-        return f"{self.revision} ({self.file}, {self.phase})"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One way the old code fails on the new schema."""
-
-    # "migrate", "base.<step>" (BASE's code on the migrated schema), "head.<step>" (HEAD's code
-    # on what BASE wrote) or "base.read-head" (BASE's code on what HEAD wrote).
-    step: str
-    error: str
-    # The migrations concerned: the one that failed, or all those applied before the step.
-    migrations: tuple[str, ...] = ()
-
-
-@dataclass
-class CompatReport:
-    """What one check found; `exit_code` is what `make compat` exits with."""
-
-    base: str
-    base_commit: str
-    head: str
-    migrations: list[MigrationRef] = field(default_factory=list)
-    held: list[MigrationRef] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    # Set when the gate itself failed: nothing is known about compatibility then.
-    error: str | None = None
-
-    @property
-    def compatible(self) -> bool:
-        return self.error is None and not self.findings
-
-    @property
-    def exit_code(self) -> int:
-        if self.error is not None:
-            return EXIT_GATE_FAILED
-        return EXIT_INCOMPATIBLE if self.findings else EXIT_COMPATIBLE
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["compatible"] = self.compatible
-        data["exit_code"] = self.exit_code
-        return data
-
-    def text(self) -> str:
-        verdict = "gate failed" if self.error else "compatible" if self.compatible else "INCOMPATIBLE"
-        lines = [
-            f"compat: BASE {self.base} ({self.base_commit[:12]}) on HEAD {self.head}'s schema: {verdict}"
-        ]
-        applied = ", ".join(map(str, self.migrations)) or "none (no schema change)"
-        lines.append(f"  migrations applied over BASE's schema: {applied}")
-        if self.held:
-            lines.append(
-                "  contract migrations held, as a release holds them until no rollback target needs"
-                f" the old schema: {', '.join(map(str, self.held))}"
-            )
-        for finding in self.findings:
-            names = ", ".join(self._file_of(rev) for rev in finding.migrations) or "-"
-            lines.append(f"  FAIL {finding.step} (migrations: {names}): {finding.error}")
-        if self.error:
-            lines.append(f"  error: {self.error}")
-        elif self.compatible:
-            lines.append(f"  passed: {', '.join(self.steps)}")
-        lines.append(f"  took {self.seconds:.1f}s")
-        return "\n".join(lines)
-
-    def _file_of(self, revision: str) -> str:
-        return next((f"{m.revision} ({m.file})" for m in self.migrations if m.revision == revision), revision)
-
-
-class StepFailed(Exception):
-    """A smoke step's check did not hold; the message is the finding's error."""
-
-
-# --- source trees and their interpreters ----------------------------------------------------------
-
-
-def _git(root: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)  # noqa: S603,S607
-    if result.returncode != 0:
-        raise UsageError(f"git {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
-    return result.stdout.strip()
-
-
-def resolve(root: Path, ref: str) -> str:
-    """The commit `ref` names in the repository at `root`; UsageError if it names none."""
-    if not ref or ref.startswith("-"):
-        raise UsageError(f"{ref!r} is not a git ref")
-    try:
-        return _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
-    except UsageError:
-        raise UsageError(f"{ref!r} names no commit of the repository at {root}") from None
-
-
-def export(root: Path, commit: str, into: Path) -> Path:
-    """The app of `commit` (its `app/` and `pyproject.toml`) written to `into`, as a worktree
-    of that commit holds them, without adding a worktree to the repository."""
-    archive = subprocess.run(  # noqa: S603
-        ["git", "archive", "--format=tar", commit, "app", "pyproject.toml"],  # noqa: S607
-        cwd=root,
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        raise UsageError(f"git archive {commit}: {archive.stderr.decode().strip()}")
-    into.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
-    return into
-
-
-def interpreter(tree: Path, *, cache: Path = VENV_CACHE, current: Path = ROOT) -> str:
-    """The Python that runs `tree`'s app with its own locked dependencies: this one when the
-    lock is byte-identical to `current`'s, else a virtualenv built once from the lock."""
-    lock = (tree / LOCK).read_bytes()
-    if (current / LOCK).is_file() and (current / LOCK).read_bytes() == lock:
-        return sys.executable
-    venv = cache / hashlib.sha256(lock).hexdigest()
-    python = venv / "bin" / "python"
-    if (venv / ".installed").is_file():
-        return str(python)
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    for command in (
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(python), "-m", "pip", "install", "--quiet", "--require-hashes", "-r", str(tree / LOCK)],
-    ):
-        result = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
-        if result.returncode != 0:
-            raise GateError(f"could not install BASE's locked dependencies: {result.stderr.strip()[-800:]}")
-    (venv / ".installed").touch()
-    return str(python)
-
-
-def migrations_digest(tree: Path) -> str:
-    """A digest of the migration files: equal digests, equal schemas."""
-    digest = hashlib.sha256()
-    for path in sorted((tree / MIGRATIONS).glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class Tree:
-    """A source tree of the app and the interpreter that runs it."""
-
-    label: str
-    path: Path
-    python: str
-
-
-# --- processes -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Process:
-    """`python -m app api|worker` of one tree, on its own port, logging to a file."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-    ready_path: str
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}{self.ready_path}", timeout=2) as response:  # noqa: S310
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_SECONDS
-        while not self.ready():
-            if self.process.poll() is not None:
-                raise StepFailed(f"{self.name} exited with {self.process.returncode}: {self.tail()}")
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{self.name} not ready after {READY_SECONDS:.0f}s: {self.tail()}")
-            time.sleep(0.1)
-
-    def tail(self, lines: int = 4) -> str:
-        try:
-            text = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(line.strip()[:300] for line in text[-lines:])
-
-    def last_error(self) -> str:
-        """The last line of the log that names an error (a traceback's last line), else its tail."""
-        try:
-            lines = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        for line in reversed(lines):
-            if ERROR_LINE.search(line):
-                return line.strip()[:400]
-        return self.tail(2)
-
-    def stop(self) -> None:
-        stop_process(self.process, STOP_SECONDS)
-
-
-# --- the API client of the smoke suite ---------------------------------------------------------------
-
-
-class Client:
-    """The demo tenant's calls to one API process."""
-
-    def __init__(self, api: Process, token: str) -> None:
-        self.api = api
-        self.http = httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {token}"}, timeout=10.0)
-
-    def _short(self, response: httpx.Response) -> str:
-        """The status and the body; for a 5xx, the error the API's log gives for it."""
-        text = f"HTTP {response.status_code} {response.text.strip()[:300]}"
-        if response.status_code >= 500:
-            time.sleep(0.2)  # the log line may follow the response
-            text += f"; API log: {self.api.last_error()}"
-        return text
-
-    def close(self) -> None:
-        self.http.close()
-
-    def submit(self, prompt: str, key: str | None = None) -> dict[str, Any]:
-        headers = {"Idempotency-Key": key} if key else {}
-        response = self.http.post("/v1/generations", json={"prompt": prompt, "model": MODEL}, headers=headers)
-        if response.status_code != 202:
-            raise StepFailed(f"POST /v1/generations: {self._short(response)}")
-        return dict(response.json())
-
-    def get(self, job_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/v1/generations/{job_id}")
-        if response.status_code != 200:
-            raise StepFailed(f"GET /v1/generations/{job_id}: {self._short(response)}")
-        return dict(response.json())
-
-    def list_ids(self, status: str | None = None) -> set[str]:
-        """Every job id the tenant has (following the cursors), optionally of one status."""
-        ids: set[str] = set()
-        params: dict[str, str | int] = {"limit": 100}
-        if status:
-            params["status"] = status
-        for _ in range(50):
-            response = self.http.get("/v1/generations", params=params)
-            if response.status_code != 200:
-                raise StepFailed(
-                    f"GET /v1/generations?{'status=' + status if status else ''}: {self._short(response)}"
-                )
-            page = response.json()
-            ids |= {item["id"] for item in page["items"]}
-            if not page.get("next_cursor"):
-                break
-            params["cursor"] = page["next_cursor"]
-        return ids
-
-    def cancel(self, job_id: str) -> dict[str, Any]:
-        response = self.http.post(f"/v1/generations/{job_id}/cancel")
-        if response.status_code not in (200, 202):
-            raise StepFailed(f"POST /v1/generations/{job_id}/cancel: {self._short(response)}")
-        job = dict(response.json())
-        if not (job["status"] == "cancelled" or job["cancel_requested"]):
-            raise StepFailed(f"cancel answered {response.status_code} but the job is {job['status']}")
-        return job
-
-    def wait_terminal(self, job_id: str, worker: Process, timeout: float = JOB_SECONDS) -> dict[str, Any]:
-        """The job once it has ended, however it ended."""
-        deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        while job["status"] not in ("succeeded", "failed", "cancelled"):
-            if time.monotonic() > deadline:
-                raise StepFailed(
-                    f"job {job_id} still {job['status']} after {timeout:.0f}s;"
-                    f" worker log: {worker.last_error()}"
-                )
-            time.sleep(0.1)
-            job = self.get(job_id)
-        return job
-
-    def wait_status(
-        self, job_id: str, wanted: str, worker: Process, timeout: float = JOB_SECONDS
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        while job["status"] != wanted:
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                raise StepFailed(
-                    f"job {job_id} ended {job['status']}, not {wanted}: error {job.get('error')!r};"
-                    f" worker log: {worker.last_error()}"
-                )
-            if time.monotonic() > deadline:
-                raise StepFailed(
-                    f"job {job_id} still {job['status']} after {timeout:.0f}s (attempts {job['attempts']},"
-                    f" error {job.get('error')!r}); worker log: {worker.last_error()}"
-                )
-            time.sleep(0.1)
-            job = self.get(job_id)
-        return job
-
-
-# --- the session ---------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -893,18 +549,3 @@ def _allow_flags(tree: Path, revisions: Collection[str]) -> list[str]:
     if not revisions or "--allow-contract" not in (tree / "app" / "__main__.py").read_text():
         return []
     return [f"--allow-contract={revision}" for revision in revisions]
-
-
-def read_json(data: Mapping[str, Any]) -> CompatReport:
-    """A report from its `to_json` form (what `--json` prints), for the controller."""
-    return CompatReport(
-        base=data["base"],
-        base_commit=data["base_commit"],
-        head=data["head"],
-        migrations=[MigrationRef(**m) for m in data["migrations"]],
-        held=[MigrationRef(**m) for m in data["held"]],
-        findings=[Finding(f["step"], f["error"], tuple(f["migrations"])) for f in data["findings"]],
-        steps=list(data["steps"]),
-        seconds=float(data["seconds"]),
-        error=data["error"],
-    )

@@ -21,7 +21,9 @@ from app.migrate import (
     pending_contract,
     script_directory,
 )
-from release.compat.gate import ROOT, CompatReport, check
+from release.compat.gate import check
+from release.compat.report import CompatReport
+from release.compat.trees import ROOT
 
 MIGRATIONS = Path("app/migrations")
 

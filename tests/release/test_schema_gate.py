@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from release.compat.gate import CompatReport, Finding
+from release.compat.report import CompatReport, Finding
 from release.controller import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Controller
 from stacks.ledger import Outcome
 from stacks.settings.release import ReleaseSettings

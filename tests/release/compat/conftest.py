@@ -11,7 +11,7 @@ import pytest
 
 from app.migrate import migrations, script_directory
 from release.compat import CompatSession
-from release.compat.gate import export
+from release.compat.trees import export
 
 GIT = ["git", "-c", "user.name=Liftoff tests", "-c", "user.email=tests@liftoff.invalid"]
 PLANT_REVISION = "0099"

@@ -11,7 +11,7 @@ import pytest
 
 from release.compat import EXIT_USAGE, CompatReport, Finding, MigrationRef
 from release.compat.__main__ import main
-from release.compat.gate import read_json
+from release.compat.report import read_json
 
 pytestmark = pytest.mark.unit
 

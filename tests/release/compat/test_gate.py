@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from release.compat import EXIT_COMPATIBLE, EXIT_INCOMPATIBLE, CompatSession, check
-from release.compat.gate import export
+from release.compat.trees import export
 from tests.release.compat.conftest import PLANT_REVISION, Clone, git
 
 pytestmark = pytest.mark.integration

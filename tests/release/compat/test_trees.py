@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from release.compat import UsageError
-from release.compat.gate import LOCK, export, interpreter, resolve
+from release.compat.trees import LOCK, export, interpreter, resolve
 
 pytestmark = pytest.mark.unit
 
