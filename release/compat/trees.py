@@ -78,14 +78,6 @@ def interpreter(tree: Path, *, cache: Path = VENV_CACHE, current: Path = ROOT) -
     return str(python)
 
 
-def migrations_digest(tree: Path) -> str:
-    """A digest of the migration files: equal digests, equal schemas."""
-    digest = hashlib.sha256()
-    for path in sorted((tree / MIGRATIONS).glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Tree:
     """A source tree of the app and the interpreter that runs it."""
