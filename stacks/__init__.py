@@ -1,1 +1,2 @@
-"""The Pulumi program: per-environment settings, and the wiring of components into a stack."""
+"""The Pulumi program: per-environment settings, the wiring of components into a stack, and the
+release plan and ledger each step of a release declares."""
