@@ -124,11 +124,10 @@ def _unjudgeable(release: ReleaseSettings, per_month: int, rate: Fraction) -> st
     """The problem: the keys, the numbers, and each way out with the value that would do."""
     first, wait = release.steps[0], release.wait_limit_seconds
     unset = "" if release.max_soak_seconds is not None else " (unset: 3 × soakSeconds)"
-    hours = float(seconds_per_month() / 3600)
     return (
         f"{RELEASE_KEY}.minRequests: {release.min_requests:,} requests cannot be reached in the first"
         f" step ({first} %) at the traffic {NAMESPACE}:usage.requestsPerMonth declares: {per_month:,}"
-        f" requests a month ({float(rate):.3g} a second over a {hours:g}-hour month) × {first} %"
+        f" requests a month ({float(rate):.3g} a second over a {HOURS_PER_MONTH}-hour month) × {first} %"
         f" × maxSoakSeconds {wait:,} s{unset} is about {float(_step_requests(rate, first, wait)):,.1f}"
         f" requests, so with onInconclusive rollback every release would roll back as inconclusive;"
         f" {_ways_out(release, rate)}"
