@@ -43,14 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.local.bootstrap import seed_tenants
 from app.local.config import TENANTS
-from app.local.servers import (
-    LOOPBACK,
-    LocalPostgres,
-    LocalRedis,
-    ServerError,
-    free_port,
-    private_dir,
-)
+from app.local.servers import LOOPBACK, LocalPostgres, LocalRedis, ServerError, free_port, private_dir
 from app.local.token import mint_dev_token
 from release.compat.processes import Client, Process, StepFailed
 from release.compat.report import CompatReport, Finding, GateError, MigrationRef, UsageError

@@ -10,11 +10,7 @@ that need several sections (`judgeable`), and `stack`, which reads them all into
 """
 
 from stacks.settings.base import NAMESPACE, ConfigError, ConfigSource, Place, PulumiConfig, Section
-from stacks.settings.judgeable import (
-    release_traffic_problems,
-    seconds_per_month,
-    split_instance_problems,
-)
+from stacks.settings.judgeable import release_traffic_problems, seconds_per_month, split_instance_problems
 from stacks.settings.names import WorkloadNames
 from stacks.settings.operations import AlertSettings, RetentionSettings
 from stacks.settings.secrets import Secrets

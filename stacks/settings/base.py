@@ -9,21 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, get_args
 
 import pulumi
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic.alias_generators import to_camel
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app.settings import Settings as AppContract
-from components.rules import (
-    Between,
-    explain,
-)
+from components.rules import Between, explain
 from components.traffic import TrafficError, TrafficTarget, parse_targets
 
 NAMESPACE = "liftoff"

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    Field,
-)
+from pydantic import AfterValidator, Field
 
-from components.rules import (
-    Cron,
-    Email,
-    LatencyMs,
-    QueueAgeSeconds,
-    Ratio,
-)
+from components.rules import Cron, Email, LatencyMs, QueueAgeSeconds, Ratio
 from stacks.settings.base import Section, app_bounds, app_default
 
 

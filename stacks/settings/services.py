@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, get_args
 
-from pydantic import (
-    BeforeValidator,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from components.rules import (
-    SupabaseRegion,
-    UpstashBudget,
-    UpstashRegion,
-    one_of,
-)
+from components.rules import SupabaseRegion, UpstashBudget, UpstashRegion, one_of
 from stacks.settings.base import Section, SupabaseMode, derived, place_of, with_defaults
 
 

@@ -6,17 +6,9 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, get_args
 
 import pulumi
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from components.rules import (
-    ImageTag,
-    Matches,
-)
+from components.rules import ImageTag, Matches
 from stacks.settings import release as release_config
 from stacks.settings.base import (
     CLOUD_RUN_REGIONS,

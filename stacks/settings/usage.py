@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    Field,
-)
+from pydantic import AfterValidator, BaseModel, Field
 
-from components.rules import (
-    Between,
-    one_of,
-)
+from components.rules import Between, one_of
 from stacks.settings.base import NAMESPACE, ConfigError, Place, Section, validate_section
 
 # --- Usage assumptions (`liftoff:usage`): what the cost estimate (tools/cost/) prices. ---
